@@ -1,0 +1,3 @@
+from mtlcli.cli.app import main
+
+main()

@@ -1,0 +1,36 @@
+"""The `mtl` command: composed from one module per command. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import typer
+
+from mtlcli import __version__
+from mtlcli.cli import train_cmd
+
+app = typer.Typer(
+    name="mtl",
+    help="Multi-task fine-tuning of sentence transformers: train, evaluate, predict and plot.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mtl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Multi-task fine-tuning of sentence transformers."""
+
+
+app.command("train")(train_cmd.train)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,113 @@
+"""What `mtl train` shows: a live Rich display on a terminal, plain lines elsewhere, or only the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mtlcli import plots
+from mtlcli.training.report import Reporter
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def epoch_line(row: dict[str, Any], tasks: list[str], improved: bool) -> str:
+    parts = [f"epoch {row['epoch']}", f"train_loss {row['train_loss']:.4f}", f"val_loss {row['val_loss']:.4f}"]
+    for t in tasks:
+        parts.append(f"{t} acc {row[f'val_{t}_acc']:.3f} f1 {row[f'val_{t}_f1']:.3f}")
+    parts.append(f"{row['train_sentences_per_s']:.0f} sent/s, {row['seconds']:.1f}s")
+    return " | ".join(parts) + (" | new best, saved" if improved else "")
+
+
+class PlainReporter(Reporter):
+    """One line per epoch: for pipes, CI logs and files."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.tasks: list[str] = []
+
+    def train_start(self, info):
+        self.tasks = list(info["tasks"])
+        labels = ", ".join(f"{t} ({len(v)} labels)" for t, v in info["tasks"].items())
+        self.console.print(
+            f"Training on {info['train_rows']} rows, validating on {info['val_rows']}; tasks: {labels}; "
+            f"device {info['device']} ({info['precision']}); run folder {info['run']}", soft_wrap=True, markup=False)
+
+    def epoch_end(self, row, improved):
+        self.console.print(epoch_line(row, self.tasks, improved), soft_wrap=True, markup=False)
+
+    def train_end(self, summary):
+        show_summary(self.console, summary, chart=True)
+
+
+class LiveReporter(PlainReporter):
+    """A Rich progress bar per epoch with loss, sentences/s and ETA."""
+
+    def __init__(self, console: Console):
+        super().__init__(console)
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} sent/s"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+        self.task_id = None
+
+    def train_start(self, info):
+        super().train_start(info)
+        self.progress.start()
+
+    def epoch_start(self, epoch, steps):
+        self.task_id = self.progress.add_task("train", total=steps, epoch=epoch, loss="-", speed="-")
+
+    def batch_end(self, epoch, step, steps, loss, sentences_per_s):
+        fields = {"speed": f"{sentences_per_s:.0f}"}
+        if loss is not None:
+            fields["loss"] = f"{loss:.4f}"
+        self.progress.update(self.task_id, completed=step, **fields)
+
+    def validation_start(self, epoch):
+        self.progress.update(self.task_id, description="validate", loss="validating")
+
+    def epoch_end(self, row, improved):
+        self.progress.remove_task(self.task_id)
+        self.console.print(epoch_line(row, self.tasks, improved), soft_wrap=True, markup=False,
+                           style="green" if improved else None)
+
+    def train_end(self, summary):
+        self.progress.stop()
+        super().train_end(summary)
+
+
+class QuietReporter(Reporter):
+    def __init__(self, console: Console):
+        self.console = console
+
+    def train_end(self, summary):
+        show_summary(self.console, summary, chart=False)
+
+
+def show_summary(console: Console, summary: dict[str, Any], chart: bool) -> None:
+    rows = summary.get("rows") or []
+    if chart and len(rows) >= 1:
+        console.print(plots.terminal_chart({"run": rows}, "loss", ["train_loss", "val_loss"],
+                                           width=min(console.width, 100)), markup=False, highlight=False)
+    best = summary.get("best_metrics") or {}
+    table = Table(title=f"best epoch {summary['best_epoch']} of {summary['epochs_run']}"
+                        + (" (stopped early)" if summary.get("stopped_early") else ""))
+    table.add_column("task")
+    for col in ("val loss", "val acc", "val macro-F1"):
+        table.add_column(col, justify="right")
+    for t in plots.tasks_of(rows):
+        table.add_row(t, _fmt(best.get(f"val_{t}_loss")), _fmt(best.get(f"val_{t}_acc")), _fmt(best.get(f"val_{t}_f1")))
+    console.print(table)
+    console.print(f"Run saved in {summary['run']} (best checkpoint {summary['best_checkpoint']})", soft_wrap=True, markup=False)
+
+
+def make_reporter(console: Console, quiet: bool) -> Reporter:
+    if quiet:
+        return QuietReporter(console)
+    return LiveReporter(console) if console.is_terminal else PlainReporter(console)

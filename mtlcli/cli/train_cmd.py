@@ -1,0 +1,83 @@
+"""mtl train: options map one-to-one onto config keys; flags given here win over --config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mtlcli.cli.common import console, handles_errors
+from mtlcli.config import TrainConfig
+from mtlcli.errors import UserError
+
+D = TrainConfig()
+Opt = typer.Option
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, float] | None:
+    if not values:
+        return None
+    out = {}
+    for item in values:
+        task, sep, weight = item.partition("=")
+        try:
+            if not sep or not task:
+                raise ValueError
+            out[task] = float(weight)
+        except ValueError:
+            raise UserError(f"{option} {item}: expected TASK=WEIGHT, for example class_label=2.0") from None
+    return out
+
+
+@handles_errors
+def train(
+    data: Annotated[Optional[Path], typer.Argument(help="Training CSV: a text column and one column per task.", show_default=False)] = None,
+    config: Annotated[Optional[Path], Opt("--config", help="YAML file with any of these options; flags given here win.")] = None,
+    val: Annotated[Optional[Path], Opt(help="Validation CSV (default: hold out --val-split of DATA).")] = None,
+    text_column: Annotated[Optional[str], Opt(help=f"Column with the text. [default: {D.text_column}]")] = None,
+    task: Annotated[Optional[list[str]], Opt("--task", help="A task column to train (repeatable). [default: every other column]")] = None,
+    val_split: Annotated[Optional[float], Opt(help=f"Share of DATA held out for validation, stratified on the first task. [default: {D.val_split}]")] = None,
+    model: Annotated[Optional[str], Opt(help="Backbone: a local folder or a Hugging Face id. [default: bundled all-MiniLM-L6-v2]")] = None,
+    max_length: Annotated[Optional[int], Opt(help=f"Truncate texts to this many tokens. [default: {D.max_length}]")] = None,
+    pooling: Annotated[Optional[str], Opt(help=f"Pooler: cls, mean, max or a plugin's. [default: {D.pooling}]")] = None,
+    normalize: Annotated[Optional[bool], Opt("--normalize/--no-normalize", help="L2-normalize the pooled vector. [default: no-normalize]")] = None,
+    head: Annotated[Optional[str], Opt(help=f"Head per task: linear, mlp or a plugin's. [default: {D.head}]")] = None,
+    freeze: Annotated[Optional[list[str]], Opt("--freeze", help="none, backbone, embeddings, bottom:N, or a task's head (repeatable).")] = None,
+    loss_combiner: Annotated[Optional[str], Opt(help=f"How task losses combine: weighted, uncertainty, dwa. [default: {D.loss_combiner}]")] = None,
+    task_weight: Annotated[Optional[list[str]], Opt("--task-weight", help="TASK=W for the weighted combiner (repeatable). [default: 1.0 each]")] = None,
+    lr_backbone: Annotated[Optional[float], Opt(help=f"Learning rate of the backbone. [default: {D.lr_backbone}]")] = None,
+    lr_heads: Annotated[Optional[float], Opt(help=f"Learning rate of the heads and combiner. [default: {D.lr_heads}]")] = None,
+    weight_decay: Annotated[Optional[float], Opt(help=f"AdamW weight decay (not on biases, norms). [default: {D.weight_decay}]")] = None,
+    max_grad_norm: Annotated[Optional[float], Opt(help=f"Clip gradients to this norm; 0 turns it off. [default: {D.max_grad_norm}]")] = None,
+    scheduler: Annotated[Optional[str], Opt(help=f"LR schedule: linear, cosine, constant. [default: {D.scheduler}]")] = None,
+    warmup_ratio: Annotated[Optional[float], Opt(help=f"Share of steps for linear warmup. [default: {D.warmup_ratio}]")] = None,
+    epochs: Annotated[Optional[int], Opt(help=f"Most epochs to train. [default: {D.epochs}]")] = None,
+    batch_size: Annotated[Optional[int], Opt(help=f"Sentences per batch. [default: {D.batch_size}]")] = None,
+    patience: Annotated[Optional[int], Opt(help=f"Stop after this many epochs without improvement. [default: {D.patience}]")] = None,
+    min_delta: Annotated[Optional[float], Opt(help=f"Improvement in validation loss that counts. [default: {D.min_delta}]")] = None,
+    keep_all_best: Annotated[Optional[bool], Opt("--keep-all-best", help="Keep every best checkpoint, not only the newest.")] = None,
+    seed: Annotated[Optional[int], Opt(help=f"Seed for Python, NumPy and torch. [default: {D.seed}]")] = None,
+    device: Annotated[Optional[str], Opt(help=f"auto, cpu or cuda. [default: {D.device}]")] = None,
+    precision: Annotated[Optional[str], Opt(help=f"auto, fp32, bf16 or fp16. [default: {D.precision}]")] = None,
+    out: Annotated[Optional[Path], Opt(help=f"Folder that holds runs. [default: {D.out}]")] = None,
+    name: Annotated[Optional[str], Opt(help="Run folder name. [default: a timestamp]")] = None,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="Print only the final summary.")] = False,
+) -> None:
+    """Fine-tune a backbone with one head per task on DATA.csv and save the run."""
+    from mtlcli import config as config_mod
+    from mtlcli.cli.progress import make_reporter
+    from mtlcli.training.run import train as run_training
+
+    overrides = {
+        "data": str(data) if data else None, "val": str(val) if val else None, "text_column": text_column,
+        "tasks": task or None, "val_split": val_split, "model": model, "max_length": max_length, "pooling": pooling,
+        "normalize": normalize, "head": head, "freeze": freeze or None, "loss_combiner": loss_combiner,
+        "task_weights": _pairs(task_weight, "--task-weight"), "lr_backbone": lr_backbone, "lr_heads": lr_heads,
+        "weight_decay": weight_decay, "max_grad_norm": max_grad_norm, "scheduler": scheduler,
+        "warmup_ratio": warmup_ratio, "epochs": epochs, "batch_size": batch_size, "patience": patience,
+        "min_delta": min_delta, "keep_all_best": keep_all_best, "seed": seed, "device": device,
+        "precision": precision, "out": str(out) if out else None, "name": name,
+    }
+    cfg = config_mod.resolve(config, overrides)
+    run_training(cfg, make_reporter(console, quiet))

@@ -1,0 +1,113 @@
+"""Rebuild a trained model from a run folder alone, and run it on texts in bounded-size batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from mtlcli import runs
+from mtlcli.batching import Encoded, iterate, sorted_batches, tokenize
+from mtlcli.checkpoint import load_checkpoint
+from mtlcli.errors import UserError
+from mtlcli.model import MultiTaskModel, backbone_from_config, build_model, load_tokenizer
+from mtlcli.registry import REGISTRIES
+from mtlcli.training.hardware import autocast, resolve_device, resolve_precision
+
+
+@dataclass
+class LoadedRun:
+    run: Path
+    checkpoint: Path
+    model: MultiTaskModel
+    tokenizer: Any
+    label_sets: dict[str, list[str]]
+    config: dict[str, Any]
+    ckpt: dict[str, Any]
+    device: torch.device
+    precision: str
+
+    def amp(self):
+        return autocast(self.device, self.precision)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+
+def _check_components_installed(ckpt: dict[str, Any], path: Path) -> None:
+    kinds = {"pooler": "poolers", "head": "heads", "loss_combiner": "loss_combiners", "scheduler": "schedulers"}
+    for kind, info in (ckpt.get("components") or {}).items():
+        registry = REGISTRIES.get(kinds.get(kind, ""))
+        if registry is not None and info.get("name") not in registry:
+            package = info.get("source", "?")
+            raise UserError(
+                f"{path}: the run uses the {kind.replace('_', ' ')} '{info.get('name')}' from the package "
+                f"'{package}' {info.get('version', '')}, which is not installed; pip install {package}"
+            )
+
+
+def load_run(run_dir: str | Path, device: str = "auto", precision: str = "auto",
+             checkpoint: str | Path | None = None) -> LoadedRun:
+    """The run's best checkpoint (or the one given), rebuilt on ``device``: one loader for every command."""
+    import mtlcli.components  # noqa: F401
+
+    run = runs.resolve_run(run_dir)
+    path = Path(checkpoint) if checkpoint else runs.best_checkpoint(run)
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(path)
+    _check_components_installed(ckpt, path)
+    cfg = ckpt["config"]
+    if not (run / "backbone").is_dir():
+        raise UserError(f"{run}: the run has no backbone/ folder (tokenizer and architecture)")
+    tokenizer = load_tokenizer(str(run / "backbone"))
+    try:
+        model = build_model(backbone_from_config(run / "backbone"), ckpt["labels"], cfg["pooling"], cfg["head"],
+                            cfg["normalize"], cfg.get("pooler_options"), cfg.get("head_options"))
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: the checkpoint does not match its run's model ({str(exc).splitlines()[0][:200]})") from None
+    model.to(dev).eval()
+    return LoadedRun(run, path, model, tokenizer, ckpt["labels"], cfg, ckpt, dev, resolve_precision(precision, dev))
+
+
+@torch.inference_mode()
+def predict_batches(loaded: LoadedRun, texts: Sequence[str], batch_size: int = 64,
+                    with_embeddings: bool = False) -> dict[str, np.ndarray]:
+    """Probabilities per task for ``texts`` (in input order); ``"_embeddings"`` too if asked.
+
+    Texts are sorted by length for speed and put back in order; memory grows with ``len(texts)``
+    only, so callers stream a large input through this in chunks.
+    """
+    max_length = int(loaded.config.get("max_length", 128))
+    data = Encoded(tokenize(loaded.tokenizer, texts, max_length), {})
+    out = {t: np.zeros((len(texts), len(labels)), dtype=np.float32) for t, labels in loaded.label_sets.items()}
+    if with_embeddings:
+        out["_embeddings"] = None  # sized on the first batch
+    for batch in iterate(data, sorted_batches(data.lengths, batch_size), loaded.pad_id):
+        batch = batch.to(loaded.device)
+        with loaded.amp():
+            pooled = loaded.model.embed(batch.input_ids, batch.attention_mask)
+            logits = {t: head(pooled) for t, head in loaded.model.heads.items()}
+        idx = batch.index.numpy()
+        for t in loaded.label_sets:
+            out[t][idx] = torch.softmax(logits[t].float(), dim=-1).cpu().numpy()
+        if with_embeddings:
+            if out["_embeddings"] is None:
+                out["_embeddings"] = np.zeros((len(texts), pooled.shape[-1]), dtype=np.float32)
+            out["_embeddings"][idx] = pooled.float().cpu().numpy()
+    return out
+
+
+def chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

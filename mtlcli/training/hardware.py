@@ -1,0 +1,51 @@
+"""Device and numeric precision: what to run on and whether bf16 autocast pays off there."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from functools import lru_cache
+
+import torch
+
+from mtlcli.errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX on x86, the BF16 extension on ARM: where bf16 matmuls beat fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = set()
+            for line in f:
+                if line.lower().startswith(("flags", "features")):
+                    flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        return platform.system() == "Darwin" and platform.machine() == "arm64"
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise UserError("--precision fp16 needs a CUDA device; on a CPU use bf16 or fp32")
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward pass's autocast context; weights and optimizer state stay fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

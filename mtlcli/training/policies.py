@@ -1,0 +1,73 @@
+"""Policies the loop consults after each epoch: early stopping and keeping the best checkpoint.
+
+Each is a small object with state_dict()/load_state_dict(), so a resumed run continues them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+
+class EarlyStopping:
+    """Stop after ``patience`` epochs in which validation loss did not fall by more than ``min_delta``."""
+
+    def __init__(self, patience: int, min_delta: float = 0.0):
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best = math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+
+    def update(self, epoch: int, val_loss: float) -> bool:
+        """Record an epoch; True when it is a new best."""
+        if val_loss < self.best - self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+
+
+def stopping_epoch(val_losses: list[float], patience: int, min_delta: float = 0.0) -> int:
+    """The epoch (1-based) after which training stops for this loss sequence; len() if it never does."""
+    policy = EarlyStopping(patience, min_delta)
+    for epoch, loss in enumerate(val_losses, 1):
+        policy.update(epoch, loss)
+        if policy.should_stop:
+            return epoch
+    return len(val_losses)
+
+
+class BestCheckpoint:
+    """Writes ``checkpoints/best_epoch_{N}.pt`` on each new best; keeps only the newest unless told."""
+
+    def __init__(self, folder: Path, keep_all: bool, save: Callable[[Path, dict], None]):
+        self.folder = folder
+        self.keep_all = keep_all
+        self._save = save
+        self.path: Path | None = None
+
+    def __call__(self, epoch: int, payload: dict[str, Any]) -> Path:
+        path = self.folder / f"best_epoch_{epoch}.pt"
+        self._save(path, payload)  # the new best is complete on disk before the old one goes
+        if self.path is not None and self.path != path and not self.keep_all:
+            self.path.unlink(missing_ok=True)
+        self.path = path
+        return path
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path) if self.path else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.path = Path(state["path"]) if state.get("path") else None

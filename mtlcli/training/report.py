@@ -1,0 +1,21 @@
+"""How the loop tells the outside world what happens: a callback object. Rich lives in the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Reporter:
+    """Does nothing; the CLI subclasses it for a live display or plain lines."""
+
+    def train_start(self, info: dict[str, Any]) -> None: ...
+
+    def epoch_start(self, epoch: int, steps: int) -> None: ...
+
+    def batch_end(self, epoch: int, step: int, steps: int, loss: float | None, sentences_per_s: float) -> None: ...
+
+    def validation_start(self, epoch: int) -> None: ...
+
+    def epoch_end(self, row: dict[str, Any], improved: bool) -> None: ...
+
+    def train_end(self, summary: dict[str, Any]) -> None: ...

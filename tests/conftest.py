@@ -1,0 +1,89 @@
+"""Shared fixtures: a tiny random BERT saved to disk (no network), small CSVs, a CLI runner."""
+
+from __future__ import annotations
+
+import csv
+import os
+import string
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample.csv"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def _vocab(words: list[str]) -> list[str]:
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    return special + chars + [f"##{c}" for c in chars] + sorted(set(words) - set(chars))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide BERT with random weights and a small WordPiece vocabulary."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    with SAMPLE.open(encoding="utf-8") as f:
+        words = [w.strip(string.punctuation).lower() for row in csv.DictReader(f) for w in row["sentence"].split()]
+    (folder / "vocab.txt").write_text("\n".join(_vocab([w for w in words if w])) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=256)
+    BertModel(config).save_pretrained(str(folder))
+    return str(folder)
+
+
+def write_csv(path: Path, rows: list[list[str]], header: list[str] | None = None) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header or ["sentence", "class_label", "sentiment_label"])
+        writer.writerows(rows)
+    return path
+
+
+def sample_rows(n: int | None = None) -> list[list[str]]:
+    with SAMPLE.open(encoding="utf-8") as f:
+        rows = list(csv.reader(f))[1:]
+    return rows[:n] if n else rows
+
+
+@pytest.fixture
+def small_csv(tmp_path) -> Path:
+    """120 rows of the sample data."""
+    return write_csv(tmp_path / "small.csv", sample_rows(120))
+
+
+@pytest.fixture
+def runner():
+    from typer.testing import CliRunner
+
+    return CliRunner()
+
+
+@pytest.fixture
+def cli(runner, tmp_path, monkeypatch):
+    """Invoke `mtl ...` in a temporary working folder; returns the Click result."""
+    from mtlcli.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke
+
+
+@pytest.fixture
+def train_args(tiny_model):
+    """Fast training flags for the tiny model."""
+    return ["--model", tiny_model, "--epochs", "2", "--batch-size", "16", "--lr-backbone", "1e-3",
+            "--lr-heads", "3e-3", "--precision", "fp32", "--quiet"]

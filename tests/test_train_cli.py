@@ -1,0 +1,76 @@
+"""mtl train end to end through the CLI, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from mtlcli.inference import load_run, predict_batches
+
+
+def test_train_writes_a_complete_run(cli, small_csv, train_args, tmp_path):
+    result = cli("train", small_csv, *train_args, "--name", "r1")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "r1"
+    assert (tmp_path / "runs" / "latest").resolve() == run.resolve()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["epochs"] == 2 and cfg["pooling"] == "mean" and cfg["tasks"] == ["class_label", "sentiment_label"]
+    labels = json.loads((run / "labels.json").read_text())
+    assert labels == {"class_label": ["electronics", "food", "travel"], "sentiment_label": ["negative", "neutral", "positive"]}
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    expected = {"epoch", "lr_backbone", "lr_heads", "seconds", "train_loss", "val_loss"}
+    for t in labels:
+        expected |= {f"train_{t}_loss", f"train_{t}_acc", f"val_{t}_loss", f"val_{t}_acc", f"val_{t}_f1"}
+    assert expected <= set(rows[0])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_run"] == 2
+    assert summary["best_val_loss"] == min(r["val_loss"] for r in rows)
+    assert (run / summary["best_checkpoint"]).is_file()
+    assert len(list((run / "checkpoints").glob("best_epoch_*.pt"))) == 1
+    png = run / "plots" / "learning_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Run saved in" in result.output
+
+
+def test_best_checkpoint_reloads_to_the_same_predictions(cli, small_csv, train_args, tmp_path):
+    assert cli("train", small_csv, *train_args, "--name", "r").exit_code == 0
+    run = tmp_path / "runs" / "r"
+    loaded = load_run(run, device="cpu", precision="fp32")
+    texts = ["The laptop is excellent.", "The soup was a huge disappointment. Never again."]
+    probs = predict_batches(loaded, texts)
+    again = predict_batches(load_run(run, device="cpu", precision="fp32"), texts)
+    for task in loaded.label_sets:
+        assert probs[task].shape == (2, len(loaded.label_sets[task]))
+        assert torch.allclose(torch.tensor(probs[task]), torch.tensor(again[task]))
+    # the reloaded model gives what the trained model gave at validation time
+    ckpt = torch.load(loaded.checkpoint, weights_only=True)
+    summary = json.loads((run / "summary.json").read_text())
+    assert ckpt["epoch"] == summary["best_epoch"]
+
+
+def test_same_seed_gives_the_same_metrics(cli, small_csv, train_args, tmp_path):
+    assert cli("train", small_csv, *train_args, "--name", "a").exit_code == 0
+    assert cli("train", small_csv, *train_args, "--name", "b").exit_code == 0
+    strip = lambda p: [{k: v for k, v in json.loads(line).items() if "seconds" not in k and "per_s" not in k}
+                       for line in p.read_text().splitlines()]
+    assert strip(tmp_path / "runs/a/metrics.jsonl") == strip(tmp_path / "runs/b/metrics.jsonl")
+
+
+def test_config_file_repeats_the_run_and_flags_win(cli, small_csv, train_args, tmp_path):
+    assert cli("train", small_csv, *train_args, "--name", "first", "--pooling", "cls").exit_code == 0
+    first = tmp_path / "runs" / "first"
+    result = cli("train", "--config", first / "config.yaml", "--name", "second", "--epochs", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    cfg = yaml.safe_load((tmp_path / "runs/second/config.yaml").read_text())
+    assert cfg["pooling"] == "cls" and cfg["epochs"] == 1 and cfg["data"] == str(small_csv.resolve())
+
+
+def test_never_reuses_a_run_folder(cli, small_csv, train_args):
+    assert cli("train", small_csv, *train_args, "--name", "same").exit_code == 0
+    result = cli("train", small_csv, *train_args, "--name", "same")
+    assert result.exit_code == 2
+    assert "exists already" in result.output
