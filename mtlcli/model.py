@@ -38,8 +38,12 @@ def default_model_path() -> str:
 
 
 def _quiet_transformers() -> None:
-    # Load reports about unused pooler weights etc. are noise for our users.
+    # Load reports and weight-loading progress bars are noise next to our own display.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
 
 
 def load_tokenizer(path: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -74,3 +75,29 @@ def test_never_reuses_a_run_folder(cli, small_csv, train_args):
     result = cli("train", small_csv, *train_args, "--name", "same")
     assert result.exit_code == 2
     assert "exists already" in result.output
+
+
+def test_partial_labels_train_and_are_left_out_of_metrics(cli, tmp_path, train_args):
+    from conftest import sample_rows, write_csv
+
+    rows = sample_rows(160)
+    for i, row in enumerate(rows):
+        if i % 3 == 0:
+            row[2] = ""  # no sentiment label on every third row
+    train = write_csv(tmp_path / "partial.csv", rows[:120])
+    val = write_csv(tmp_path / "partial_val.csv", rows[120:])
+    result = cli("train", train, "--val", val, *train_args, "--name", "p", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "p"
+    metrics = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+
+    # recompute validation accuracy per task by hand from the saved model, over labelled rows only
+    loaded = load_run(run, device="cpu", precision="fp32")
+    texts = [r[0] for r in rows[120:]]
+    probs = predict_batches(loaded, texts)
+    for task, col in (("class_label", 1), ("sentiment_label", 2)):
+        labels = loaded.label_sets[task]
+        pairs = [(p.argmax(), labels.index(r[col])) for p, r in zip(probs[task], rows[120:]) if r[col]]
+        acc = sum(int(a == b) for a, b in pairs) / len(pairs)
+        assert metrics[f"val_{task}_acc"] == pytest.approx(acc, abs=1e-9)
+    assert sum(1 for r in rows[120:] if r[2]) < len(rows[120:])  # the case really had gaps

@@ -45,6 +45,8 @@ def check_components(cfg: TrainConfig, tasks: list[str]) -> dict[str, dict[str, 
     for spec in cfg.freeze:
         if spec not in ("none", "backbone", "embeddings") and not spec.startswith("bottom:") and spec not in tasks:
             raise UserError(f"--freeze {spec}: not one of none, backbone, embeddings, bottom:N or a task ({', '.join(tasks)})")
+    if "backbone" in cfg.freeze and set(tasks) <= set(cfg.freeze):
+        raise UserError(f"--freeze {' '.join(cfg.freeze)} freezes the whole model: nothing would train")
     return found
 
 
