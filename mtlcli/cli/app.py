@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from mtlcli import __version__
-from mtlcli.cli import train_cmd
+from mtlcli.cli import plugins_cmd, train_cmd
 
 app = typer.Typer(
     name="mtl",
@@ -30,6 +30,7 @@ def root(
 
 
 app.command("train")(train_cmd.train)
+app.command("plugins")(plugins_cmd.plugins)
 
 
 def main() -> None:

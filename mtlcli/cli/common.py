@@ -20,11 +20,18 @@ def print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True)
 
 
+def print_warning(message: str) -> None:
+    err_console.print(f"[bold yellow]warning:[/] {_escape(message)}", soft_wrap=True, markup=True)
+
+
 def handles_errors(command: Callable) -> Callable:
     """Run a command; a UserError becomes 'error: ...' on stderr and exit code 2, never a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from mtlcli.registry import set_warning_handler
+
+        set_warning_handler(print_warning)  # a broken plugin is one line on stderr, not a traceback
         try:
             return command(*args, **kwargs)
         except UserError as exc:

@@ -1,0 +1,63 @@
+"""The public interface for plugin authors: import from here, nothing else of mtlcli.
+
+A plugin is a package that declares components in its ``pyproject.toml``, one entry-point group
+per kind; the entry point's name is the name users pass to ``mtl train``::
+
+    [project.entry-points."mtlcli.heads"]
+    prototype = "mtl_plugin_example.heads:PrototypeHead"
+
+The four kinds and what mtlcli calls (``docs/components.md`` has the full contracts):
+
+``mtlcli.poolers``
+    ``Pooler(hidden_size, **pooler_options)``, an ``nn.Module``;
+    ``forward(token_embeddings [B, T, H], attention_mask [B, T]) -> [B, output_size]``.
+``mtlcli.heads``
+    ``Head(in_features, num_labels, **head_options)``, an ``nn.Module``;
+    ``forward(sentence_embedding [B, in_features]) -> logits [B, num_labels]``.
+``mtlcli.loss_combiners``
+    ``LossCombiner(tasks, weights)``, an ``nn.Module``; ``forward({task: scalar loss}) -> scalar``,
+    and ``epoch_end({task: mean training loss})`` once per epoch.
+``mtlcli.schedulers``
+    ``factory(optimizer, num_training_steps, num_warmup_steps) -> LRScheduler``, stepped per batch.
+
+Poolers, heads and combiners may also be factory functions that return a module. Subclassing the
+base classes below is optional; ``check_component`` tells whether an object fits its kind, the same
+check ``mtl plugins`` runs.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from mtlcli import __version__
+from mtlcli.components.combiners import LossCombiner
+from mtlcli.components.heads import Head
+from mtlcli.components.poolers import Pooler
+from mtlcli.errors import UserError
+from mtlcli.registry import CONTRACTS, KINDS, check_component
+
+ENTRY_POINT_GROUPS = {kind: f"mtlcli.{kind}" for kind in KINDS}
+"""Kind -> the entry-point group a package declares its components in."""
+
+
+class SchedulerFactory(Protocol):
+    """What a scheduler entry point is: a callable returning a learning-rate scheduler."""
+
+    def __call__(self, optimizer: Optimizer, num_training_steps: int, num_warmup_steps: int) -> LRScheduler: ...
+
+
+__all__ = [
+    "CONTRACTS",
+    "ENTRY_POINT_GROUPS",
+    "KINDS",
+    "Head",
+    "LossCombiner",
+    "Pooler",
+    "SchedulerFactory",
+    "UserError",
+    "__version__",
+    "check_component",
+]
