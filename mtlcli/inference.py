@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from mtlcli.checkpoint import load_checkpoint
 from mtlcli.errors import UserError
 from mtlcli.model import MultiTaskModel, backbone_from_config, build_model, load_tokenizer
 from mtlcli.registry import REGISTRIES
-from mtlcli.training.hardware import autocast, resolve_device, resolve_precision
+from mtlcli.training.hardware import autocast, cpu_has_native_bf16, resolve_device, resolve_precision
 
 
 @dataclass
@@ -43,10 +43,12 @@ def _check_components_installed(ckpt: dict[str, Any], path: Path) -> None:
     for kind, info in (ckpt.get("components") or {}).items():
         registry = REGISTRIES.get(kinds.get(kind, ""))
         if registry is not None and info.get("name") not in registry:
-            package = info.get("source", "?")
+            what, package, version = kind.replace("_", " "), info.get("source", "?"), info.get("version", "")
+            if package == "built-in":  # a built-in that this version of mtlcli no longer has
+                package, what = "mtlcli", f"built-in {what}"
             raise UserError(
-                f"{path}: the run uses the {kind.replace('_', ' ')} '{info.get('name')}' from the package "
-                f"'{package}' {info.get('version', '')}, which is not installed; pip install {package}"
+                f"{path}: the run uses the {what} '{info.get('name')}' from the package {package} {version}, "
+                f"which is not installed; install it with: pip install '{package}=={version}'"
             )
 
 
@@ -71,13 +73,27 @@ def load_run(run_dir: str | Path, device: str = "auto", precision: str = "auto",
     except (RuntimeError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: the checkpoint does not match its run's model ({str(exc).splitlines()[0][:200]})") from None
     model.to(dev).eval()
-    return LoadedRun(run, path, model, tokenizer, ckpt["labels"], cfg, ckpt, dev, resolve_precision(precision, dev))
+    return LoadedRun(run, path, model, tokenizer, ckpt["labels"], cfg, ckpt, dev, _precision(precision, ckpt, dev))
+
+
+def _precision(requested: str, ckpt: dict[str, Any], dev: torch.device) -> str:
+    """``"run"``: the precision the run trained with (so scores match its validation), where it works here."""
+    if requested != "run":
+        return resolve_precision(requested, dev)
+    trained = ckpt.get("precision")
+    if trained == "fp32" or (trained == "fp16" and dev.type == "cuda") or (
+            trained == "bf16" and (dev.type == "cuda" or cpu_has_native_bf16())):
+        return trained
+    return resolve_precision("auto", dev)
 
 
 @torch.inference_mode()
 def predict_batches(loaded: LoadedRun, texts: Sequence[str], batch_size: int = 64,
-                    with_embeddings: bool = False) -> dict[str, np.ndarray]:
+                    with_embeddings: bool = False,
+                    on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
     """Probabilities per task for ``texts`` (in input order); ``"_embeddings"`` too if asked.
+
+    ``on_batch(done, total)`` is called after each batch, for progress displays.
 
     Texts are sorted by length for speed and put back in order; memory grows with ``len(texts)``
     only, so callers stream a large input through this in chunks.
@@ -87,18 +103,24 @@ def predict_batches(loaded: LoadedRun, texts: Sequence[str], batch_size: int = 6
     out = {t: np.zeros((len(texts), len(labels)), dtype=np.float32) for t, labels in loaded.label_sets.items()}
     if with_embeddings:
         out["_embeddings"] = None  # sized on the first batch
-    for batch in iterate(data, sorted_batches(data.lengths, batch_size), loaded.pad_id):
-        batch = batch.to(loaded.device)
-        with loaded.amp():
+    done = 0
+    # One autocast context around all batches: it keeps the bf16/fp16 copies of the weights (which
+    # do not change here) instead of casting every weight again for every batch.
+    with loaded.amp():
+        for batch in iterate(data, sorted_batches(data.lengths, batch_size), loaded.pad_id):
+            batch = batch.to(loaded.device)
             pooled = loaded.model.embed(batch.input_ids, batch.attention_mask)
             logits = {t: head(pooled) for t, head in loaded.model.heads.items()}
-        idx = batch.index.numpy()
-        for t in loaded.label_sets:
-            out[t][idx] = torch.softmax(logits[t].float(), dim=-1).cpu().numpy()
-        if with_embeddings:
-            if out["_embeddings"] is None:
-                out["_embeddings"] = np.zeros((len(texts), pooled.shape[-1]), dtype=np.float32)
-            out["_embeddings"][idx] = pooled.float().cpu().numpy()
+            idx = batch.index.numpy()
+            for t in loaded.label_sets:
+                out[t][idx] = torch.softmax(logits[t].float(), dim=-1).cpu().numpy()
+            if with_embeddings:
+                if out["_embeddings"] is None:
+                    out["_embeddings"] = np.zeros((len(texts), pooled.shape[-1]), dtype=np.float32)
+                out["_embeddings"][idx] = pooled.float().cpu().numpy()
+            done += len(idx)
+            if on_batch is not None:
+                on_batch(done, len(texts))
     return out
 
 

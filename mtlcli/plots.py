@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mtlcli.errors import UserError
+
 Series = dict[str, list[dict[str, Any]]]  # run name -> its metrics rows
 
 
@@ -13,11 +15,53 @@ def tasks_of(rows: list[dict[str, Any]]) -> list[str]:
     return [k[len("val_"):-len("_acc")] for k in keys if k.startswith("val_") and k.endswith("_acc")]
 
 
+def load_series(paths: list[str]) -> Series:
+    """Each run's metrics rows, keyed by the run's folder name; a run in progress is fine."""
+    from mtlcli import runs
+
+    series: Series = {}
+    seen: set[Path] = set()
+    for given in paths:
+        run = runs.resolve_run(given)
+        if run in seen:
+            continue
+        seen.add(run)
+        log = run / "metrics.jsonl"
+        rows = runs.read_metrics(log) if log.is_file() else []
+        if not rows:
+            raise UserError(f"{given}: no epoch finished yet (metrics.jsonl is missing or empty)")
+        name = run.name if run.name not in series else f"{run.parent.name}/{run.name}"
+        series[name if name not in series else str(given)] = rows
+    return series
+
+
 def default_panels(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     """(title, metric keys) per panel: the combined loss, then each task's accuracy."""
     panels = [("loss", ["train_loss", "val_loss"])]
     panels += [(f"{t} accuracy", [f"train_{t}_acc", f"val_{t}_acc"]) for t in tasks_of(rows)]
     return panels
+
+
+def metric_panels(rows: list[dict[str, Any]], names: list[str]) -> list[tuple[str, list[str]]]:
+    """A panel per name: a key of metrics.jsonl (``val_loss``), or a name whose ``train_``/``val_``
+    keys are drawn together (``loss``, ``class_label_acc``)."""
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "epoch" and _numeric(rows, k)]
+    panels = []
+    for name in names:
+        pair = [k for k in (f"train_{name}", f"val_{name}") if k in keys]
+        if name in keys:
+            panels.append((name, [name]))
+        elif pair:
+            panels.append((name, pair))
+        else:
+            families = dict.fromkeys(k.split("_", 1)[1] if k.startswith(("train_", "val_")) else k for k in keys)
+            raise UserError(f"--metric {name}: not in metrics.jsonl (metrics: {', '.join(families)}; "
+                            "or a full key such as val_loss)")
+    return panels
+
+
+def _numeric(rows: list[dict[str, Any]], key: str) -> bool:
+    return all(isinstance(r[key], (int, float)) for r in rows if key in r)
 
 
 def best_epoch(rows: list[dict[str, Any]]) -> int | None:
@@ -30,22 +74,27 @@ def write_png(series: Series, panels: list[tuple[str, list[str]]], path: str | P
 
     matplotlib.use("Agg")  # files only; no display needed
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False)
     for ax, (title, keys) in zip(axes.flat, panels):
-        for run, rows in series.items():
+        for i, (run, rows) in enumerate(series.items()):
             for key in keys:
                 xs = [r["epoch"] for r in rows if key in r]
                 ys = [r[key] for r in rows if key in r]
                 label = key if len(series) == 1 else f"{run}: {key}"
-                ax.plot(xs, ys, marker="o", markersize=3, label=label)
+                # several runs: a colour per run; training dashed with squares, validation solid with dots
+                train = key.startswith("train_")
+                style = {} if len(series) == 1 else {"color": f"C{i}", "linestyle": "--" if train else "-"}
+                ax.plot(xs, ys, marker="s" if train and style else "o", markersize=3, label=label, **style)
             best = best_epoch(rows)
             if best is not None:
-                ax.axvline(best, color="grey", linestyle=":", linewidth=1)
+                ax.axvline(best, color="grey" if len(series) == 1 else f"C{i}", linestyle=":", linewidth=1)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
@@ -60,21 +109,61 @@ def write_png(series: Series, panels: list[tuple[str, list[str]]], path: str | P
     return path
 
 
-def terminal_chart(series: Series, title: str, keys: list[str], width: int | None = None, height: int = 15) -> str:
-    """One chart as text (no colour codes), with the best epoch marked by a vertical line."""
+TEXT_MARKERS = ("•", "x", "+", "o", "*", "#", "@", "%")  # lines stay apart without colour
+
+
+def terminal_chart(series: Series, title: str, keys: list[str], width: int | None = None, height: int = 15,
+                   color: bool = False) -> str:
+    """One chart as text, with the best epoch marked by a vertical line; colour codes only if asked."""
     import plotext as plt
 
     plt.clear_figure()
     plt.plotsize(width or 80, height)
+    for paint in (plt.canvas_color, plt.axes_color, plt.ticks_color):
+        paint("default")  # the terminal's own background and text colour; only the lines are coloured
+    n = 0
     for run, rows in series.items():
         for key in keys:
             xs = [r["epoch"] for r in rows if key in r and r[key] == r[key]]
             ys = [r[key] for r in rows if key in r and r[key] == r[key]]
             if xs:
-                plt.plot(xs, ys, label=key if len(series) == 1 else f"{run}: {key}", marker="braille")
+                marker = TEXT_MARKERS[n % len(TEXT_MARKERS)]
+                plt.plot(xs, ys, label=key if len(series) == 1 else f"{run}: {key}", marker=marker)
+                n += 1
         best = best_epoch(rows)
         if best is not None and len(series) == 1:
             plt.vline(best)
-    plt.title(title + (f" (best epoch {best_epoch(next(iter(series.values())))})" if len(series) == 1 else ""))
+    bests = {run: best_epoch(rows) for run, rows in series.items()}
+    marks = ", ".join(f"{run} {b}" if len(series) > 1 else str(b) for run, b in bests.items() if b is not None)
+    plt.title(title + (f" (best epoch {marks})" if marks else ""))
     plt.xlabel("epoch")
-    return plt.uncolorize(plt.build())
+    chart = plt.build()
+    return chart if color else plt.uncolorize(chart)
+
+
+def write_confusion_png(cm, labels: list[str], title: str, path: str | Path) -> Path:
+    """A confusion matrix (rows: true label, columns: predicted) with the count in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = 1.6 + 0.55 * len(labels)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    high = cm.max() / 2 if cm.size and cm.max() else 0
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", color="white" if cm[i, j] > high else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -87,3 +87,23 @@ def train_args(tiny_model):
     """Fast training flags for the tiny model."""
     return ["--model", tiny_model, "--epochs", "2", "--batch-size", "16", "--lr-backbone", "1e-3",
             "--lr-heads", "3e-3", "--precision", "fp32", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_model, tmp_path_factory):
+    """One tiny run shared by the eval, predict and plot tests (read it, never change it):
+    (run folder, its validation CSV). Trained on 120 sample rows, validated on the next 60."""
+    from typer.testing import CliRunner
+
+    from mtlcli.cli.app import app
+
+    folder = tmp_path_factory.mktemp("trained")
+    rows = sample_rows()
+    train_csv = write_csv(folder / "train.csv", rows[:120])
+    val_csv = write_csv(folder / "val.csv", rows[120:180])
+    result = CliRunner().invoke(app, [
+        "train", str(train_csv), "--val", str(val_csv), "--out", str(folder / "runs"), "--name", "tiny",
+        "--model", tiny_model, "--epochs", "2", "--batch-size", "16", "--lr-backbone", "1e-3",
+        "--lr-heads", "3e-3", "--precision", "fp32", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return folder / "runs" / "tiny", val_csv

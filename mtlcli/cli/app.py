@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from mtlcli import __version__
-from mtlcli.cli import plugins_cmd, train_cmd
+from mtlcli.cli import eval_cmd, plot_cmd, plugins_cmd, predict_cmd, train_cmd
 
 app = typer.Typer(
     name="mtl",
@@ -30,6 +30,9 @@ def root(
 
 
 app.command("train")(train_cmd.train)
+app.command("eval")(eval_cmd.eval_)
+app.command("predict")(predict_cmd.predict)
+app.command("plot")(plot_cmd.plot)
 app.command("plugins")(plugins_cmd.plugins)
 
 

@@ -1,0 +1,147 @@
+"""mtl predict: label texts with a trained run, streaming from arguments, a file or standard input."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mtlcli.cli.common import console, err_console, handles_errors
+from mtlcli.errors import UserError
+
+Opt = typer.Option
+FORMATS = ("table", "csv", "jsonl")
+
+
+@handles_errors
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/latest.", show_default=False)],
+    texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to label (or use --input).", show_default=False)] = None,
+    input_: Annotated[Optional[str], Opt("--input", "-i", help="CSV with the run's text column, or one text per line; - for standard input.")] = None,
+    fmt: Annotated[Optional[str], Opt("--format", "-f", help="table, csv or jsonl. (default: table on a terminal; csv for --output *.csv; else jsonl)")] = None,
+    output: Annotated[Optional[Path], Opt("--output", "-o", help="Write here instead of standard output.")] = None,
+    top_k: Annotated[int, Opt(help="Show the K most likely labels per task.", min=1)] = 1,
+    embeddings: Annotated[Optional[Path], Opt(help="Also write the pooled sentence vectors to this .npy file, one row per text.")] = None,
+    text_column: Annotated[Optional[str], Opt(help="Column with the text in a CSV input. (default: the run's)")] = None,
+    batch_size: Annotated[int, Opt(help="Sentences per forward pass.", min=1)] = 64,
+    device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, Opt(help="auto, fp32, bf16 or fp16.")] = "auto",
+) -> None:
+    """Predict each task's label and probability for TEXT arguments or every line of --input."""
+    from mtlcli import predict_io
+    from mtlcli.inference import load_run
+
+    fmt = _pick_format(fmt, output)
+    if texts and input_:
+        raise UserError("give TEXT arguments or --input, not both")
+    if not texts and not input_:
+        raise UserError("no texts: give TEXT arguments, or --input FILE (- for standard input)")
+    loaded = load_run(run, device, precision)
+    column = text_column or loaded.config.get("text_column", "sentence")
+    source = predict_io.open_input(input_, column) if input_ else predict_io.from_texts(list(texts))
+    label_sets = loaded.label_sets
+    k = min(top_k, max(len(v) for v in label_sets.values()))
+
+    npy = predict_io.NpyWriter(embeddings) if embeddings else None
+    total = 0
+    try:
+        with predict_io.open_output(str(output) if output else None) as out, _progress(source, bool(input_)) as progress:
+            write = _writer(fmt, out, source.columns, label_sets, k)
+            for chunk in predict_io.predict_chunks(loaded, source, batch_size, npy is not None, on_batch=progress.batch):
+                write(chunk)
+                if npy:
+                    npy.append(chunk.embeddings)
+                total += len(chunk.texts)
+                progress.chunk_written()
+            if total == 0:
+                raise UserError(f"{source.name}: no texts to label")
+        if npy:
+            npy.finish()
+    finally:
+        if npy:
+            npy.discard()
+    if output or embeddings:
+        wrote = [str(p) for p in (output, embeddings) if p]
+        err_console.print(f"{total} texts labelled; wrote {', '.join(wrote)}", soft_wrap=True, markup=False)
+
+
+def _pick_format(fmt: str | None, output: Path | None) -> str:
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise UserError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+        return fmt
+    if output is not None:
+        return "csv" if output.suffix.lower() == ".csv" else "jsonl"
+    return "table" if console.is_terminal and sys.stdout.isatty() else "jsonl"
+
+
+def _writer(fmt: str, out, columns, label_sets, k) -> Callable:
+    from mtlcli import predict_io
+
+    if fmt == "jsonl":
+        return lambda chunk: (predict_io.write_jsonl(out, chunk, label_sets, k), out.flush())
+    if fmt == "csv":
+        writer = predict_io.CsvWriter(out, columns, label_sets, k)
+        return writer.write
+    target = console if out is sys.stdout else Console(file=out, width=120, force_terminal=False)
+    return lambda chunk: target.print(prediction_table(predict_io.records(chunk, label_sets, k), label_sets))
+
+
+def prediction_table(records: Iterator[dict], label_sets: dict[str, list[str]]) -> Table:
+    table = Table(show_lines=False)
+    table.add_column("text", overflow="fold", ratio=3)
+    for task in label_sets:
+        table.add_column(escape(task), ratio=1)
+    for r in records:
+        cells = []
+        for task in label_sets:
+            top = r[task]["top"]
+            lines = [f"[bold]{escape(top[0][0])}[/] {top[0][1]:.3f}"] + [f"{escape(label)} {p:.3f}" for label, p in top[1:]]
+            cells.append("\n".join(lines))
+        table.add_row(escape(r["text"]), *cells)
+    return table
+
+
+class _Progress:
+    """Texts done, and the share of the input read so far (bytes), moved along batch by batch."""
+
+    def __init__(self, source, bar=None):
+        self.source, self.bar, self.task = source, bar, None
+        self.texts_before = self.in_chunk = 0  # texts of the chunks written, and of this one so far
+        self.bytes_before = 0  # bytes of the input the written chunks came from
+        if bar is not None:
+            self.task = bar.add_task("predict", total=source.size, texts=0)
+
+    def batch(self, done: int, total: int) -> None:
+        self.in_chunk = done
+        if self.bar is None:
+            return
+        fields = {"texts": self.texts_before + done}
+        if self.source.size:  # this chunk's bytes, spread over its batches
+            fields["completed"] = self.bytes_before + (self.source.position() - self.bytes_before) * done / total
+        self.bar.update(self.task, **fields)
+
+    def chunk_written(self) -> None:
+        self.texts_before += self.in_chunk
+        self.in_chunk = 0
+        self.bytes_before = self.source.position()
+
+
+@contextlib.contextmanager
+def _progress(source, from_input: bool) -> Iterator[_Progress]:
+    """A Rich progress bar on standard error when it is a terminal and texts come from --input."""
+    if not (from_input and err_console.is_terminal):
+        yield _Progress(source)
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn("labelling"), BarColumn(), TextColumn("{task.fields[texts]} texts")]
+    columns += [DownloadColumn(), TimeRemainingColumn()] if source.size else [TimeElapsedColumn()]
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        yield _Progress(source, bar)

@@ -1,0 +1,125 @@
+"""Score a trained run on labelled data: the same evaluation training ran on its validation rows.
+
+``score`` returns a plain dict (JSON-ready) so the CLI, files and tests all read the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtlcli import data as data_mod, metrics
+from mtlcli.errors import UserError
+
+
+def unknown_labels(table: data_mod.Table, label_sets: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """Per task, the labels in ``table`` the run never saw and how many rows carry each."""
+    found: dict[str, dict[str, int]] = {}
+    for task, values in table.labels.items():
+        known = set(label_sets[task])
+        for value in values:
+            if value and value not in known:
+                found.setdefault(task, {}).setdefault(value, 0)
+                found[task][value] += 1
+    return found
+
+
+def rebuild_combiner(loaded):
+    """The run's loss combiner with its trained state, so the combined loss is training's objective."""
+    from mtlcli.registry import loss_combiners
+
+    cfg = loaded.config
+    combiner = loss_combiners.get(cfg.get("loss_combiner", "weighted"))(list(loaded.label_sets), cfg.get("task_weights"))
+    state = loaded.ckpt.get("combiner")
+    if state:
+        try:
+            combiner.load_state_dict(state)
+        except (RuntimeError, KeyError) as exc:
+            raise UserError(f"{loaded.checkpoint}: the loss combiner's state does not match ({str(exc).splitlines()[0][:200]})") from None
+    return combiner.to(loaded.device)
+
+
+def score(loaded, path: str | Path, text_column: str | None = None, ignore_unknown: bool = False,
+          batch_size: int | None = None) -> dict[str, Any]:
+    """Loss, accuracy, macro-F1, per-class P/R/F1/support and the confusion matrix per task.
+
+    Every task of the run that has a column in the CSV is scored; a row with an empty cell is left
+    out of that task. A label the run never saw is an error, or with ``ignore_unknown`` that row is
+    left out of that task (the counts come back under ``"ignored"``).
+    """
+    from mtlcli.batching import encode
+    from mtlcli.training.evaluate import evaluate
+
+    text_column = text_column or loaded.config.get("text_column", "sentence")
+    tasks = list(loaded.label_sets)
+    header = data_mod.read_header(path)
+    present = [t for t in tasks if t in header]
+    if not present:
+        raise UserError(f"{path}:1: no column for any task of the run (tasks: {', '.join(tasks)}; "
+                        f"columns: {', '.join(header)})")
+    table = data_mod.read_table(path, text_column, present)
+    ignored = unknown_labels(table, loaded.label_sets) if ignore_unknown else {}
+    label_ids = data_mod.encode_labels(table, loaded.label_sets, ignore_unknown=ignore_unknown)
+    encoded = encode(loaded.tokenizer, table.texts, label_ids, int(loaded.config.get("max_length", 128)))
+    batch_size = batch_size or int(loaded.config.get("batch_size", 32))
+    result = evaluate(loaded.model, rebuild_combiner(loaded), encoded, loaded.label_sets, batch_size,
+                      loaded.device, loaded.amp, loaded.pad_id)
+    report: dict[str, Any] = {"n": len(table), "loss": _finite(result["loss"]), "tasks": {}}
+    for task, r in result["tasks"].items():
+        report["tasks"][task] = task_report(r["confusion_matrix"], loaded.label_sets[task], r["loss"])
+    if ignored:
+        report["ignored"] = ignored
+    return report
+
+
+def task_report(cm: np.ndarray, labels: list[str], loss: float) -> dict[str, Any]:
+    precision, recall, f1, support = metrics.per_class(cm)
+    return {
+        "n": int(cm.sum()),
+        "loss": _finite(loss),
+        "accuracy": _finite(metrics.accuracy(cm)),
+        "macro_f1": _finite(metrics.macro_f1(cm)),
+        "labels": list(labels),
+        "confusion_matrix": cm.astype(int).tolist(),
+        "per_class": {
+            label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                    "support": int(support[i])}
+            for i, label in enumerate(labels)
+        },
+    }
+
+
+def _finite(value: float) -> float | None:
+    """NaN (a task with no labelled rows) becomes null: JSON has no NaN."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def dumps(obj: Any, level: int = 0) -> str:
+    """JSON indented by 2, but each list of plain values (labels, a confusion-matrix row) on one line."""
+    pad, end = "  " * (level + 1), "  " * level
+    if isinstance(obj, dict) and obj:
+        return "{\n" + ",\n".join(f"{pad}{json.dumps(k)}: {dumps(v, level + 1)}" for k, v in obj.items()) + f"\n{end}}}"
+    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        return "[\n" + ",\n".join(f"{pad}{dumps(v, level + 1)}" for v in obj) + f"\n{end}]"
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
+    """``eval.json`` and one ``confusion_<task>.png`` per task in ``out``; returns the files written."""
+    from mtlcli import plots, runs
+
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        runs.write_atomic(out / "eval.json", dumps(report) + "\n")
+        written = [out / "eval.json"]
+        for task, r in report["tasks"].items():
+            cm = np.asarray(r["confusion_matrix"])
+            written.append(plots.write_confusion_png(cm, r["labels"], f"{task} (n={r['n']})", out / f"confusion_{task}.png"))
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    return written

@@ -1,0 +1,175 @@
+"""mtl eval through the CLI: agreement with training's validation, a hand-computed case, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import write_csv
+from mtlcli.checkpoint import save_checkpoint
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_eval_agrees_with_the_validation_metrics_training_logged(cli, trained_run):
+    run, val_csv = trained_run
+    result = cli("eval", run, val_csv, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    summary = json.loads((run / "summary.json").read_text())
+    best = next(json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+                if json.loads(line)["epoch"] == summary["best_epoch"])
+    assert report["n"] == 60
+    assert set(report["tasks"]) == {"class_label", "sentiment_label"}
+    assert report["loss"] == pytest.approx(best["val_loss"], rel=1e-6)
+    for task, r in report["tasks"].items():
+        assert r["loss"] == pytest.approx(best[f"val_{task}_loss"], rel=1e-6)
+        assert r["accuracy"] == best[f"val_{task}_acc"]
+        assert r["macro_f1"] == best[f"val_{task}_f1"]
+        assert sum(map(sum, r["confusion_matrix"])) == r["n"] == 60
+        assert set(r["per_class"]) == set(r["labels"])
+
+
+@pytest.fixture
+def constant_run(trained_run, tmp_path) -> Path:
+    """A copy of the run whose heads ignore the text: logits are the bias, so every number is known.
+
+    class_label bias [ln 2, 0, 0] -> p = [1/2, 1/4, 1/4], always 'electronics';
+    sentiment_label bias [0, 0, ln 3] -> p = [1/5, 1/5, 3/5], always 'positive'.
+    """
+    run = Path(shutil.copytree(trained_run[0], tmp_path / "constant"))
+    path = run / json.loads((run / "summary.json").read_text())["best_checkpoint"]
+    ckpt = torch.load(path, weights_only=True)
+    for task, bias in (("class_label", [math.log(2), 0, 0]), ("sentiment_label", [0, 0, math.log(3)])):
+        ckpt["model"][f"heads.{task}.out.weight"].zero_()
+        ckpt["model"][f"heads.{task}.out.bias"] = torch.tensor(bias, dtype=torch.float32)
+    save_checkpoint(path, {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
+    return run
+
+
+def test_eval_matches_a_hand_computation(cli, constant_run, tmp_path):
+    data = write_csv(tmp_path / "small.csv", [
+        ["The laptop works.", "electronics", "positive"],
+        ["The phone broke.", "electronics", "negative"],
+        ["The soup was fine.", "food", "positive"],
+        ["A nice hotel.", "travel", ""],  # no sentiment label: left out of that task only
+    ])
+    result = cli("eval", constant_run, data, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == 4
+
+    c = report["tasks"]["class_label"]
+    assert c["labels"] == ["electronics", "food", "travel"]
+    assert c["confusion_matrix"] == [[2, 0, 0], [1, 0, 0], [1, 0, 0]]
+    assert c["n"] == 4 and c["accuracy"] == 0.5
+    assert c["per_class"]["electronics"] == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 2})
+    assert c["per_class"]["food"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert c["macro_f1"] == pytest.approx(2 / 9)
+    assert c["loss"] == pytest.approx(1.5 * math.log(2), rel=1e-6)  # (ln 2 + ln 2 + ln 4 + ln 4) / 4
+
+    s = report["tasks"]["sentiment_label"]
+    assert s["confusion_matrix"] == [[0, 0, 1], [0, 0, 0], [0, 0, 2]]
+    assert s["n"] == 3 and s["accuracy"] == pytest.approx(2 / 3)
+    assert s["per_class"]["positive"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2})
+    assert s["per_class"]["neutral"]["support"] == 0
+    assert s["macro_f1"] == pytest.approx(0.4)  # neutral neither occurs nor is predicted: not averaged
+    assert s["loss"] == pytest.approx((2 * math.log(5 / 3) + math.log(5)) / 3, rel=1e-6)
+    assert report["loss"] == pytest.approx(c["loss"] + s["loss"], rel=1e-6)  # weighted sum, weights 1
+
+    tables = cli("eval", constant_run, data)
+    assert tables.exit_code == 0, tables.output
+    assert "class_label: accuracy 0.5000, macro-F1 0.2222" in tables.stdout
+    assert "sentiment_label: accuracy 0.6667, macro-F1 0.4000" in tables.stdout
+    assert "true \\ predicted" in tables.stdout and "electronics" in tables.stdout
+
+
+def test_out_writes_the_json_and_a_confusion_png_per_task(cli, trained_run, tmp_path):
+    run, val_csv = trained_run
+    result = cli("eval", run, val_csv, "--json", "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "report" / "eval.json").read_text()) == json.loads(result.stdout)
+    for task in ("class_label", "sentiment_label"):
+        assert (tmp_path / "report" / f"confusion_{task}.png").read_bytes()[:8] == PNG
+
+
+def test_only_tasks_with_a_column_are_scored(cli, trained_run, tmp_path):
+    data = write_csv(tmp_path / "s.csv", [["Great phone.", "positive"], ["Awful food.", "negative"]],
+                     header=["sentence", "sentiment_label"])
+    report = json.loads(cli("eval", trained_run[0], data, "--json").stdout)
+    assert list(report["tasks"]) == ["sentiment_label"] and report["tasks"]["sentiment_label"]["n"] == 2
+
+
+def test_an_unknown_label_names_label_task_and_line(cli, trained_run, tmp_path):
+    data = write_csv(tmp_path / "u.csv", [["Great phone.", "electronics", "positive"],
+                                          ["A fine match.", "sports", "positive"],
+                                          ["Awful food.", "food", "negative"]])
+    line = one_error_line(cli("eval", trained_run[0], data))
+    assert "u.csv:3" in line and "'sports'" in line and "'class_label'" in line
+
+    result = cli("eval", trained_run[0], data, "--json", "--ignore-unknown")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["tasks"]["class_label"]["n"] == 2  # the row is left out of class_label only
+    assert report["tasks"]["sentiment_label"]["n"] == 3
+    assert report["ignored"] == {"class_label": {"sports": 1}}
+    assert "ignored 1 row(s) of task 'class_label'" in result.stderr
+
+
+def test_no_task_column_is_an_error(cli, trained_run, tmp_path):
+    data = write_csv(tmp_path / "t.csv", [["Great phone."]], header=["sentence"])
+    assert "no column for any task" in one_error_line(cli("eval", trained_run[0], data))
+
+
+def _broken(run: Path) -> None:
+    """A checkpoint cut short, as a full disk leaves it."""
+    whole = next(run.glob("checkpoints/best_epoch_*.pt")).read_bytes()
+    (run / "checkpoints" / "best.pt").write_bytes(whole[: len(whole) // 2])
+
+
+def _foreign(run: Path) -> None:
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, run / "checkpoints" / "best.pt")
+
+
+def _pickled_code(run: Path) -> None:
+    torch.save({"format": "mtl-checkpoint", "config": Fraction(1, 3)}, run / "checkpoints" / "best.pt")
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+@pytest.mark.parametrize("damage, expected", [
+    (_broken, "not a readable checkpoint"),
+    (_foreign, "not an mtl checkpoint"),
+    (_pickled_code, "refused to load"),
+])
+def test_bad_checkpoints_are_one_line(cli, trained_run, tmp_path, command, damage, expected):
+    run = Path(shutil.copytree(trained_run[0], tmp_path / "r"))
+    damage(run)
+    for good in run.glob("checkpoints/best_epoch_*.pt"):
+        good.unlink()
+    (run / "summary.json").write_text(json.dumps({"best_checkpoint": "checkpoints/best.pt"}))
+    args = [trained_run[1]] if command == "eval" else ["Some text."]
+    assert expected in one_error_line(cli(command, run, *args))
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_missing_run_and_run_without_checkpoint(cli, trained_run, tmp_path, command):
+    args = [trained_run[1]] if command == "eval" else ["Some text."]
+    assert "no such run folder" in one_error_line(cli(command, tmp_path / "nope", *args))
+    run = Path(shutil.copytree(trained_run[0], tmp_path / "young"))
+    shutil.rmtree(run / "checkpoints")
+    (run / "summary.json").unlink()
+    assert "no checkpoint yet" in one_error_line(cli(command, run, *args))
