@@ -7,6 +7,8 @@ The resolved config is written to the run folder as ``config.yaml`` and into eve
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from mtlcli.errors import UserError
+from mtlcli.errors import UserError, shown
 
 
 @dataclass
@@ -78,7 +80,8 @@ def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(key, value, inner, where)
-    bad = UserError(f"{where}: key '{key}' must be {_describe(tp)}, got {value!r}")
+    # reprlib: a bounded look at the value; a plain repr of a YAML alias bomb never ends
+    bad = UserError(f"{where}: key '{shown(key)}' must be {_describe(tp)}, got {shown(reprlib.repr(value), 80)}")
     if origin is list:
         if isinstance(value, str):
             value = [value]
@@ -92,7 +95,7 @@ def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
         _, val_tp = typing.get_args(tp)
         return {str(k): _coerce(f"{key}.{k}", v, val_tp, where) for k, v in value.items()}
     if tp is Any:
-        return value
+        return _plain(key, value, where)
     if tp is bool:
         if not isinstance(value, bool):
             raise bad
@@ -100,6 +103,8 @@ def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
+        if not math.isfinite(value):
+            raise UserError(f"{where}: key '{shown(key)}' must be a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -108,8 +113,39 @@ def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise bad
+        if "\x00" in value:  # no path or name can hold one, and the OS would refuse it later
+            raise UserError(f"{where}: key '{shown(key)}' holds a NUL character")
         return value
     raise bad
+
+
+PLAIN_LIMIT = 10_000  # values in an options mapping; YAML aliases can make a small file expand without bound
+
+
+def _plain(key: str, value: Any, where: str) -> Any:
+    """Options mappings hold plain data only (what YAML, JSON and a weights-only checkpoint all take)."""
+    budget = [PLAIN_LIMIT]
+
+    def walk(v: Any) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise UserError(f"{where}: key '{shown(key)}' holds more than {PLAIN_LIMIT} values")
+        if isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    raise UserError(f"{where}: key '{shown(key)}' has a non-string key {shown(reprlib.repr(k), 40)}")
+                walk(item)
+        elif isinstance(v, list):
+            for item in v:
+                walk(item)
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"{where}: key '{shown(key)}' holds {v!r}; use a finite number")
+        elif not (v is None or isinstance(v, (str, int, float, bool))):
+            raise UserError(f"{where}: key '{shown(key)}' holds a {type(v).__name__} "
+                            "(only strings, numbers, true/false, lists and mappings are allowed)")
+
+    walk(value)
+    return value
 
 
 def _describe(tp: Any) -> str:
@@ -130,7 +166,7 @@ def check_values(values: dict[str, Any], where: str) -> dict[str, Any]:
     checked = {}
     for key, value in values.items():
         if key not in FIELDS:
-            raise UserError(f"{where}: unknown key '{key}' (known keys: {', '.join(FIELDS)})")
+            raise UserError(f"{where}: unknown key '{shown(key)}' (known keys: {', '.join(FIELDS)})")
         checked[key] = _coerce(key, value, _HINTS[key], where)
     return checked
 
@@ -180,6 +216,7 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.epochs >= 1, "epochs", "must be at least 1")
     need(cfg.batch_size >= 1, "batch_size", "must be at least 1")
     need(cfg.patience >= 1, "patience", "must be at least 1")
+    need(0 <= cfg.seed < 2**32, "seed", "must be from 0 to 2**32 - 1")
     need(cfg.min_delta >= 0, "min_delta", "must not be negative")
     need(cfg.lr_backbone >= 0, "lr_backbone", "must not be negative")
     need(cfg.lr_heads > 0, "lr_heads", "must be positive")

@@ -6,12 +6,13 @@ Everything here runs before the model loads, so bad input is reported in seconds
 from __future__ import annotations
 
 import csv
+import io
 import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtlcli.errors import UserError
+from mtlcli.errors import UserError, shown
 
 MISSING = -100  # label id of an empty cell: the row is left out of that task's loss and metrics
 
@@ -40,6 +41,11 @@ class Table:
         )
 
 
+def _listed(names: list[str], most: int = 20) -> str:
+    listed = ", ".join(shown(n, 40) for n in names[:most])
+    return listed + (f", ... ({len(names)} in all)" if len(names) > most else "")
+
+
 def read_header(path: str | Path) -> list[str]:
     return _open_rows(path)[0]
 
@@ -47,14 +53,14 @@ def read_header(path: str | Path) -> list[str]:
 def _open_rows(path: str | Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Read a whole CSV, turning every way a file can be unreadable into one clear line."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: file not found")
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, not a CSV file")
     try:
         raw = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a CSV file") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise UserError(f"{shown(str(path), 300)}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     if not raw.strip():
         raise UserError(f"{path}: the file is empty")
     if b"\x00" in raw:
@@ -65,7 +71,9 @@ def _open_rows(path: str | Path) -> tuple[list[str], list[tuple[int, list[str]]]
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
-    reader = csv.reader(text.splitlines(keepends=True), strict=True)
+    # newline="": only \n, \r and \r\n end a row, as in RFC 4180; str.splitlines() would also cut
+    # rows at form feeds, U+2028 and other characters that are ordinary text inside a field
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[tuple[int, list[str]]] = []
     start = 1
     try:
@@ -94,7 +102,7 @@ def read_table(path: str | Path, text_column: str, tasks: list[str] | None) -> T
             raise UserError(f"{path}:{line}: expected {len(header)} fields as in the header, found {len(row)}")
         text = row[text_at].strip()
         if not text:
-            raise UserError(f"{path}:{line}: empty '{text_column}'")
+            raise UserError(f"{path}:{line}: empty '{shown(text_column)}'")
         texts.append(text)
         lines.append(line)
         for t in task_names:
@@ -124,20 +132,20 @@ def _check_header(path, header: list[str], text_column: str, tasks: list[str] | 
         if not name:
             raise UserError(f"{path}:1: column {i + 1} of the header has no name")
         if name in seen:
-            raise UserError(f"{path}:1: column '{name}' appears twice in the header")
+            raise UserError(f"{path}:1: column '{shown(name)}' appears twice in the header")
         seen[name] = i
     if text_column not in seen:
         raise UserError(
-            f"{path}:1: no text column '{text_column}' in the header (columns: {', '.join(header)}); "
+            f"{path}:1: no text column '{shown(text_column)}' in the header (columns: {_listed(header)}); "
             "name it with --text-column, and make sure the file starts with a header row"
         )
     for t in tasks or []:
         if t not in seen:
-            raise UserError(f"{path}:1: no column '{t}' for task '{t}' in the header (columns: {', '.join(header)})")
+            raise UserError(f"{path}:1: no column '{shown(t)}' for task '{shown(t)}' in the header (columns: {_listed(header)})")
         if t == text_column:
-            raise UserError(f"{path}:1: column '{t}' is the text column and cannot also be a task")
+            raise UserError(f"{path}:1: column '{shown(t)}' is the text column and cannot also be a task")
     if not tasks and len(header) < 2:
-        raise UserError(f"{path}:1: no task columns: the header has only the text column '{text_column}'")
+        raise UserError(f"{path}:1: no task columns: the header has only the text column '{shown(text_column)}'")
     return seen
 
 
@@ -158,8 +166,8 @@ def build_label_sets(table: Table) -> dict[str, list[str]]:
     for task, values in table.labels.items():
         labels = sorted({v for v in values if v}, key=_label_key)
         if len(labels) < 2:
-            found = f"only '{labels[0]}'" if labels else "no labels"
-            raise UserError(f"{table.path}: task '{task}' has {found} in the training rows; a task needs at least two labels")
+            found = f"only '{shown(labels[0])}'" if labels else "no labels"
+            raise UserError(f"{table.path}: task '{shown(task)}' has {found} in the training rows; a task needs at least two labels")
         sets[task] = labels
     return sets
 
@@ -181,8 +189,8 @@ def encode_labels(table: Table, label_sets: dict[str, list[str]], ignore_unknown
                 ids.append(MISSING)
             else:
                 raise UserError(
-                    f"{table.path}:{line}: label '{value}' of task '{task}' is not one the model knows "
-                    f"(known: {', '.join(labels)})"
+                    f"{table.path}:{line}: label '{shown(value)}' of task '{shown(task)}' is not one the model knows "
+                    f"(known: {_listed(labels)})"
                 )
         out[task] = ids
     return out

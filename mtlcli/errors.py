@@ -1,7 +1,19 @@
-"""The one exception type that reaches the user as a single line and exit code 2."""
+"""Exceptions that reach the user as a single line: UserError (exit code 2) and RunFailed (exit code 1)."""
 
 
 class UserError(Exception):
     """Bad input or settings: the message says what is wrong and where (file, line, key)."""
 
     exit_code = 2
+
+
+class RunFailed(UserError):
+    """Training started but cannot go on (a NaN loss, a full disk): the run folder keeps its last good state."""
+
+    exit_code = 1
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """A value from a file as a one-line message can show it: control characters escaped, long ones cut."""
+    text = value if len(value) <= limit else value[:limit] + "..."
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

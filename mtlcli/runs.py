@@ -6,45 +6,95 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from mtlcli.errors import UserError
+from mtlcli.errors import RunFailed, UserError
 
 NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LATEST = "latest"
+TMP_MARK = ".tmp-"  # temporary files are .<name>.tmp-<pid>, renamed over <name> when complete
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write a temporary file in the same folder, then rename: readers see the old file or the new one.
+
+    A failed write (full disk, no permission) raises RunFailed and leaves the old file as it was.
+    """
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RunFailed(f"{path}: cannot write ({exc.strerror or exc}); the previous version is kept") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_leftovers(run: Path) -> list[Path]:
+    """Delete the temporary files of a process that was killed while writing; returns them."""
+    found = [p for folder in (run, run / "checkpoints") for p in folder.glob(f".*{TMP_MARK}*")]
+    found += [p for p in (run / ".backbone.tmp",) if p.exists()]
+    for p in found:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    return found
+
+
+def require_free_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse to start when the disk clearly cannot hold what the run will write."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UserError(f"{folder}: only {free / 1e6:.0f} MB free on this disk; {what} need about "
+                        f"{needed / 1e6:.0f} MB; free some space or choose another --out")
 
 
 def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
+def check_run_target(out: str | Path, name: str | None) -> Path:
+    """Refuse a bad --name, a taken one, or an --out folder that cannot be written, before anything slow."""
+    out = Path(out)
+    if name is not None and (not NAME_OK.fullmatch(name) or name == LATEST or len(name) > 100):
+        raise UserError(f"--name {name[:100]!r}: use up to 100 letters, digits, '.', '_' and '-', not starting "
+                        "with '.' (and not 'latest')")
+    try:
+        probe = out  # the folder, or the nearest existing folder above it: nothing is created yet
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise NotADirectoryError(20, f"{probe} is a file, not a folder")
+        with tempfile.TemporaryFile(dir=probe):  # really write: os.access says yes to root on a read-only disk
+            pass
+        taken = name is not None and ((out / name).exists() or (out / name).is_symlink())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{out}: cannot write the run folder here ({getattr(exc, 'strerror', None) or exc})") from None
+    if taken:
+        raise UserError(f"{out / name}: a run of that name exists already; pick another --name")
+    return out
+
+
 def create_run(out: str | Path, name: str | None) -> Path:
     """A new, empty run folder under ``out``; an existing folder is never reused."""
-    out = Path(out)
-    if name is not None and (not NAME_OK.match(name) or name == LATEST):
-        raise UserError(f"--name '{name}': use letters, digits, '.', '_' and '-' only, not starting with '.' (and not 'latest')")
+    out = check_run_target(out, name)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        if not os.access(out, os.W_OK):
-            raise PermissionError(13, "permission denied")
     except OSError as exc:
         raise UserError(f"{out}: cannot write the run folder here ({exc.strerror or exc})") from None
     if name is not None:
         path = out / name
-        if path.exists() or path.is_symlink():
-            raise UserError(f"{path}: a run of that name exists already; pick another --name")
-        path.mkdir()
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise UserError(f"{path}: a run of that name exists already; pick another --name") from None
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for n in range(1, 1000):
@@ -90,17 +140,32 @@ class MetricsLog:
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
+        self._write()
+
+    def restore(self, rows: list[dict[str, Any]]) -> None:
+        """Go back to the rows a checkpoint holds: a crash may have logged an epoch it never saved."""
+        self.rows = list(rows)
+        self._write()
+
+    def _write(self) -> None:
         write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read it ({getattr(exc, 'strerror', None) or exc.__class__.__name__})") from None
+    for n, line in enumerate(text.split("\n"), 1):  # only \n ends a line: json.dumps never writes a bare one
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 raise UserError(f"{path}:{n}: not a JSON line") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{n}: not a JSON object")
+            rows.append(row)
     return rows
 
 

@@ -37,6 +37,10 @@ class PlainReporter(Reporter):
         self.console.print(
             f"Training on {info['train_rows']} rows, validating on {info['val_rows']}; tasks: {labels}; "
             f"device {info['device']} ({info['precision']}); run folder {info['run']}", soft_wrap=True, markup=False)
+        if info.get("resumed_from"):
+            epoch, step = info["resumed_from"]
+            where = f"epoch {epoch}" + (f" after batch {step}" if step else "")
+            self.console.print(f"Resuming in {where} from checkpoints/last.pt", soft_wrap=True, markup=False)
 
     def epoch_end(self, row, improved):
         self.console.print(epoch_line(row, self.tasks, improved), soft_wrap=True, markup=False)
@@ -81,6 +85,9 @@ class LiveReporter(PlainReporter):
         self.progress.stop()
         super().train_end(summary)
 
+    def close(self):
+        self.progress.stop()  # idempotent; gives the terminal its cursor back after an error
+
 
 class QuietReporter(Reporter):
     def __init__(self, console: Console):
@@ -96,6 +103,10 @@ def show_summary(console: Console, summary: dict[str, Any], chart: bool) -> None
         console.print(plots.terminal_chart({"run": rows}, "loss", ["train_loss", "val_loss"],
                                            width=min(console.width, 100)), markup=False, highlight=False)
     best = summary.get("best_metrics") or {}
+    if not best:  # stopped (signal, NaN loss) before any epoch finished
+        console.print(f"Run folder {summary['run']}: no epoch finished, so there is no best checkpoint",
+                      soft_wrap=True, markup=False)
+        return
     table = Table(title=f"best epoch {summary['best_epoch']} of {summary['epochs_run']}"
                         + (" (stopped early)" if summary.get("stopped_early") else ""))
     table.add_column("task")

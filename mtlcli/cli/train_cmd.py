@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mtlcli.cli.common import console, handles_errors
+from mtlcli.cli.common import console, err_console, handles_errors
 from mtlcli.config import TrainConfig
 from mtlcli.errors import UserError
 
@@ -44,13 +44,13 @@ def train(
     normalize: Annotated[Optional[bool], Opt("--normalize/--no-normalize", help="L2-normalize the pooled vector. (default: no-normalize)")] = None,
     head: Annotated[Optional[str], Opt(help=f"Head per task: linear, mlp or a plugin's. (default: {D.head})")] = None,
     freeze: Annotated[Optional[list[str]], Opt("--freeze", help="none, backbone, embeddings, bottom:N, or a task's head (repeatable).")] = None,
-    loss_combiner: Annotated[Optional[str], Opt(help=f"How task losses combine: weighted, uncertainty, dwa. (default: {D.loss_combiner})")] = None,
+    loss_combiner: Annotated[Optional[str], Opt(help=f"How task losses combine: weighted, uncertainty, dwa or a plugin's (mtl plugins lists them). (default: {D.loss_combiner})")] = None,
     task_weight: Annotated[Optional[list[str]], Opt("--task-weight", help="TASK=W for the weighted combiner (repeatable). (default: 1.0 each)")] = None,
     lr_backbone: Annotated[Optional[float], Opt(help=f"Learning rate of the backbone. (default: {D.lr_backbone})")] = None,
     lr_heads: Annotated[Optional[float], Opt(help=f"Learning rate of the heads and combiner. (default: {D.lr_heads})")] = None,
     weight_decay: Annotated[Optional[float], Opt(help=f"AdamW weight decay (not on biases, norms). (default: {D.weight_decay})")] = None,
     max_grad_norm: Annotated[Optional[float], Opt(help=f"Clip gradients to this norm; 0 turns it off. (default: {D.max_grad_norm})")] = None,
-    scheduler: Annotated[Optional[str], Opt(help=f"LR schedule: linear, cosine, constant. (default: {D.scheduler})")] = None,
+    scheduler: Annotated[Optional[str], Opt(help=f"LR schedule: linear, cosine, constant or a plugin's. (default: {D.scheduler})")] = None,
     warmup_ratio: Annotated[Optional[float], Opt(help=f"Share of steps for linear warmup. (default: {D.warmup_ratio})")] = None,
     epochs: Annotated[Optional[int], Opt(help=f"Most epochs to train. (default: {D.epochs})")] = None,
     batch_size: Annotated[Optional[int], Opt(help=f"Sentences per batch. (default: {D.batch_size})")] = None,
@@ -63,6 +63,7 @@ def train(
     out: Annotated[Optional[Path], Opt(help=f"Folder that holds runs. (default: {D.out})")] = None,
     name: Annotated[Optional[str], Opt(help="Run folder name. (default: a timestamp)")] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="Print only the final summary.")] = False,
+    resume: Annotated[Optional[Path], Opt("--resume", help="Continue this run folder where it stopped, with its own settings; only --epochs and --patience may be given (to raise them).", show_default=False)] = None,
 ) -> None:
     """Fine-tune a backbone with one head per task on DATA.csv and save the run."""
     from mtlcli import config as config_mod
@@ -79,5 +80,34 @@ def train(
         "min_delta": min_delta, "keep_all_best": keep_all_best, "seed": seed, "device": device,
         "precision": precision, "out": str(out) if out else None, "name": name,
     }
-    cfg = config_mod.resolve(config, overrides)
-    run_training(cfg, make_reporter(console, quiet))
+    from mtlcli.training.interrupt import TrainingInterrupted
+
+    run_dir = None
+    if resume is not None:
+        from mtlcli.training.resume import resume_settings
+
+        run_dir, cfg = resume_settings(resume, overrides, config)
+    else:
+        cfg = config_mod.resolve(config, overrides)
+    reporter = make_reporter(console, quiet)
+    try:
+        run_training(cfg, reporter, resume=run_dir)
+    except TrainingInterrupted as stop:
+        err_console.print(f"Stopped {stop.where}: checkpoints/last.pt holds "
+                          f"everything needed to go on. Continue with:\n  mtl train --resume {_shown(stop.run)}",
+                          soft_wrap=True, markup=False, highlight=False)
+        raise typer.Exit(stop.exit_code) from None
+    finally:
+        reporter.close()
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working folder when it is inside it."""
+    import os
+    import shlex
+
+    try:
+        path = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        pass
+    return shlex.quote(os.fspath(path))

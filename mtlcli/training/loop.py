@@ -1,9 +1,15 @@
-"""The training loop: one readable function; the policies and the run folder sit beside it."""
+"""The training loop: one readable function; the policies and the run folder sit beside it.
+
+The loop can start in the middle of an epoch (a resumed run): the batch order depends only on
+(seed, epoch), so skipping the batches already done and restoring the epoch's running sums gives
+the same numbers as a run that never stopped.
+"""
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -37,25 +43,90 @@ class LoopParts:
     lr_heads: float
 
 
-def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, on_best: Callable[[int, dict], Any],
-        log_epoch: Callable[[dict], None], reporter: Reporter, start_epoch: int = 1) -> dict[str, Any]:
-    p = parts
+@dataclass(frozen=True)
+class Position:
+    """Where training goes on: ``step`` batches of ``epoch`` are done (0: the epoch starts afresh)."""
+
+    epoch: int = 1
+    step: int = 0
+
+
+@dataclass
+class Hooks:
+    """What the loop tells the run, and asks it; the run decides what each means on disk."""
+
+    on_best: Callable[[int, dict], Any]  # a new best epoch: save its checkpoint
+    log_epoch: Callable[[dict], None]  # an epoch's metrics row
+    save_state: Callable[[Position, dict | None], None]  # all it takes to go on from here (+ the epoch's running sums)
+    stop_requested: Callable[[], bool] = lambda: False  # Ctrl-C or SIGTERM arrived
+    reporter: Reporter = field(default_factory=Reporter)
+
+
+class Tally:
+    """An epoch's running training sums, kept on the device: no host sync per batch.
+
+    Also remembers the first batch whose loss was not finite, read at the display's read-outs.
+    """
+
+    def __init__(self, tasks: list[str], device: torch.device, state: dict | None = None):
+        zero = lambda: torch.zeros((), device=device)  # noqa: E731
+        self.loss_sum = {t: zero() for t in tasks}
+        self.correct = {t: zero() for t in tasks}
+        self.counted = {t: 0 for t in tasks}
+        self.combined_sum = zero()
+        self.seen = 0
+        self.bad_step = torch.zeros((), dtype=torch.long, device=device)  # 0: every loss so far was finite
+        self.bad_loss = zero()
+        if state:
+            self.load_state_dict(state, device)
+
+    @torch.no_grad()
+    def add(self, step: int, loss, summed, logits, labels, counts: dict[str, int], size: int) -> None:
+        first_bad = (self.bad_step == 0) & ~torch.isfinite(loss.detach())
+        self.bad_step = torch.where(first_bad, step, self.bad_step)
+        self.bad_loss = torch.where(first_bad, loss.detach().float(), self.bad_loss)
+        self.combined_sum += loss.detach() * size
+        for t in self.loss_sum:
+            self.loss_sum[t] += summed[t][0].detach()
+            y = labels[t]
+            self.correct[t] += ((logits[t].argmax(-1) == y) & (y != MISSING)).sum()
+            self.counted[t] += counts[t]
+        self.seen += size
+
+    def first_bad_batch(self) -> tuple[int, float] | None:
+        step = int(self.bad_step)  # a host sync: called only where the display reads the loss anyway
+        return (step, float(self.bad_loss)) if step else None
+
+    def state_dict(self) -> dict[str, Any]:
+        cpu = lambda d: {t: v.detach().cpu() for t, v in d.items()}  # noqa: E731
+        return {"loss_sum": cpu(self.loss_sum), "correct": cpu(self.correct), "counted": dict(self.counted),
+                "combined_sum": self.combined_sum.detach().cpu(), "seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.loss_sum = {t: v.to(device) for t, v in state["loss_sum"].items()}
+        self.correct = {t: v.to(device) for t, v in state["correct"].items()}
+        self.counted = dict(state["counted"])
+        self.combined_sum = state["combined_sum"].to(device)
+        self.seen = int(state["seen"])
+
+
+def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, start: Position = Position(),
+        tally_state: dict | None = None) -> dict[str, Any]:
+    """Train from ``start`` to ``epochs``; returns how it ended (done, stopped early, interrupted, diverged)."""
+    p, reporter = parts, hooks.reporter
     tasks = list(p.label_sets)
-    lengths = p.train.lengths
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, epochs + 1):
-        # ---- train one epoch
+    ended = {"epochs_run": start.epoch - 1, "stopped_early": False, "interrupted": False, "diverged": None}
+    for epoch in range(start.epoch, epochs + 1):
+        # ---- train one epoch; a resumed epoch skips the batches done before it stopped
         p.model.train()
         p.combiner.train()
-        batches = train_batches(lengths, p.batch_size, p.seed, epoch)
+        batches = train_batches(p.train.lengths, p.batch_size, p.seed, epoch)
+        resumed = epoch == start.epoch and start.step > 0
+        tally = Tally(tasks, p.device, tally_state if resumed else None)
         reporter.epoch_start(epoch, len(batches))
-        zero = lambda: torch.zeros((), device=p.device)  # noqa: E731
-        loss_sum = {t: zero() for t in tasks}
-        correct = {t: zero() for t in tasks}
-        counted = {t: 0 for t in tasks}
-        combined_sum, seen, t0 = zero(), 0, time.perf_counter()
-        for step, index in enumerate(batches, 1):
-            batch = collate(p.train, index, p.pad_id)
+        t0, seen_before = time.perf_counter(), tally.seen
+        for step in range(start.step + 1 if resumed else 1, len(batches) + 1):
+            batch = collate(p.train, batches[step - 1], p.pad_id)
             counts = {t: int((batch.labels[t] != MISSING).sum()) for t in tasks}  # host side: no sync
             batch = batch.to(p.device)
             with p.amp():
@@ -69,43 +140,51 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, on_best: Callable
                 torch.nn.utils.clip_grad_norm_(p.model.parameters(), p.max_grad_norm)
             p.optimizer.step()
             p.scheduler.step()
+            tally.add(step, loss, summed, logits, batch.labels, counts, len(batch))
 
-            # ---- running metrics stay on the device until the epoch ends
-            with torch.no_grad():
-                combined_sum += loss.detach() * len(batch)
-                for t in tasks:
-                    loss_sum[t] += summed[t][0].detach()
-                    y = batch.labels[t]
-                    correct[t] += ((logits[t].argmax(-1) == y) & (y != MISSING)).sum()
-                    counted[t] += counts[t]
-            seen += len(batch)
-            show = step % PROGRESS_EVERY == 0 or step == len(batches)
-            reporter.batch_end(epoch, step, len(batches), float(loss.detach()) if show else None, seen / (time.perf_counter() - t0))
-        train_seconds = time.perf_counter() - t0
+            # ---- read-outs (host syncs) only every few batches: display, NaN check, stop request
+            stopping = hooks.stop_requested()
+            show = step % PROGRESS_EVERY == 0 or step == len(batches) or stopping
+            if show and (bad := tally.first_bad_batch()):
+                # the weights after that batch are never saved: last.pt and the best stay as they were
+                return {**ended, "diverged": {"epoch": epoch, "batch": bad[0], "loss": bad[1]}}
+            reporter.batch_end(epoch, step, len(batches), float(loss.detach()) if show else None,
+                               (tally.seen - seen_before) / (time.perf_counter() - t0))
+            if stopping:
+                hooks.save_state(Position(epoch, step), tally.state_dict())
+                return {**ended, "interrupted": True, "position": [epoch, step]}
+        train_seconds = max(time.perf_counter() - t0, 1e-9)  # only the part of the epoch run in this process
 
         # ---- epoch metrics, then validation with the same objective
-        train_task_loss = {t: float(loss_sum[t]) / counted[t] for t in tasks if counted[t]}
+        train_task_loss = {t: float(tally.loss_sum[t]) / tally.counted[t] for t in tasks if tally.counted[t]}
         p.combiner.epoch_end(train_task_loss)
         reporter.validation_start(epoch)
         val = evaluate(p.model, p.combiner, p.val, p.label_sets, p.batch_size, p.device, p.amp, p.pad_id)
         row = {"epoch": epoch, **_current_lrs(p), "seconds": round(time.perf_counter() - t0, 3),
-               "train_seconds": round(train_seconds, 3), "train_sentences_per_s": round(seen / train_seconds, 2),
-               "train_loss": float(combined_sum) / seen, "val_loss": val["loss"]}
+               "train_seconds": round(train_seconds, 3),
+               "train_sentences_per_s": round((tally.seen - seen_before) / train_seconds, 2),
+               "train_loss": float(tally.combined_sum) / tally.seen, "val_loss": val["loss"]}
         for t in tasks:
             row[f"train_{t}_loss"] = train_task_loss.get(t, float("nan"))
-            row[f"train_{t}_acc"] = float(correct[t]) / counted[t] if counted[t] else float("nan")
+            row[f"train_{t}_acc"] = float(tally.correct[t]) / tally.counted[t] if tally.counted[t] else float("nan")
             v = val["tasks"][t]
             row[f"val_{t}_loss"], row[f"val_{t}_acc"], row[f"val_{t}_f1"] = v["loss"], v["accuracy"], v["macro_f1"]
+        if any(v["n"] and not math.isfinite(v["loss"]) for v in val["tasks"].values()):
+            return {**ended, "diverged": {"epoch": epoch, "batch": None, "loss": row["val_loss"]}}
 
-        # ---- policies: best checkpoint, log, early stopping
+        # ---- policies: best checkpoint, log, the state to resume from, early stopping
         improved = stopper.update(epoch, row["val_loss"])
         if improved:
-            on_best(epoch, row)
-        log_epoch(row)
+            hooks.on_best(epoch, row)
+        hooks.log_epoch(row)
         reporter.epoch_end(row, improved)
+        hooks.save_state(Position(epoch + 1, 0), None)
+        ended["epochs_run"] = epoch
         if stopper.should_stop:
-            return {"epochs_run": epoch, "stopped_early": epoch < epochs}
-    return {"epochs_run": epoch, "stopped_early": False}
+            return {**ended, "stopped_early": epoch < epochs}
+        if hooks.stop_requested() and epoch < epochs:
+            return {**ended, "interrupted": True, "position": [epoch + 1, 0]}
+    return ended
 
 
 def _current_lrs(p: LoopParts) -> dict[str, float]:

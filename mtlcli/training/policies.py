@@ -6,6 +6,7 @@ Each is a small object with state_dict()/load_state_dict(), so a resumed run con
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,24 +51,46 @@ def stopping_epoch(val_losses: list[float], patience: int, min_delta: float = 0.
 
 
 class BestCheckpoint:
-    """Writes ``checkpoints/best_epoch_{N}.pt`` on each new best; keeps only the newest unless told."""
+    """Writes ``checkpoints/best_epoch_{N}.pt`` on each new best; keeps only the newest unless told.
+
+    A replaced best is deleted by ``prune()``, which the run calls once ``last.pt`` names the new
+    one: a crash in between leaves an extra file, never a state that points at a deleted one.
+    """
+
+    PATTERN = re.compile(r"best_epoch_(\d+)\.pt")
 
     def __init__(self, folder: Path, keep_all: bool, save: Callable[[Path, dict], None]):
         self.folder = folder
         self.keep_all = keep_all
         self._save = save
         self.path: Path | None = None
+        self._replaced: list[Path] = []
 
     def __call__(self, epoch: int, payload: dict[str, Any]) -> Path:
         path = self.folder / f"best_epoch_{epoch}.pt"
         self._save(path, payload)  # the new best is complete on disk before the old one goes
         if self.path is not None and self.path != path and not self.keep_all:
-            self.path.unlink(missing_ok=True)
+            self._replaced.append(self.path)
         self.path = path
         return path
 
+    def prune(self) -> None:
+        for path in self._replaced:
+            path.unlink(missing_ok=True)
+        self._replaced.clear()
+
+    def tidy(self, next_epoch: int) -> None:
+        """On resume: drop bests of epochs that will run again, and older bests a crash left behind."""
+        for path in self.folder.glob("best_epoch_*.pt"):
+            m = self.PATTERN.fullmatch(path.name)
+            if m and path != self.path and (int(m.group(1)) >= next_epoch or not self.keep_all):
+                path.unlink(missing_ok=True)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path) if self.path else None}
+        # the file name only: a run folder can be moved or copied and still resume
+        return {"name": self.path.name if self.path else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.path = Path(state["path"]) if state.get("path") else None
+        name = state.get("name")
+        # a name from a checkpoint file is data: only ever a best_epoch_N.pt inside this folder
+        self.path = self.folder / name if isinstance(name, str) and self.PATTERN.fullmatch(name) else None

@@ -19,3 +19,6 @@ class Reporter:
     def epoch_end(self, row: dict[str, Any], improved: bool) -> None: ...
 
     def train_end(self, summary: dict[str, Any]) -> None: ...
+
+    def close(self) -> None:
+        """Called last, however the run ended (an error, a second Ctrl-C): release the display."""

@@ -1,4 +1,4 @@
-"""Set a training run up from its config, run the loop, and leave a complete run folder."""
+"""Set a training run up from its config (or continue one), run the loop, and leave a complete run folder."""
 
 from __future__ import annotations
 
@@ -12,16 +12,18 @@ import torch
 
 from mtlcli import __version__, config as config_mod, data as data_mod, plots, runs
 from mtlcli.batching import encode
-from mtlcli.checkpoint import save_checkpoint
+from mtlcli.checkpoint import load_checkpoint, save_checkpoint
 from mtlcli.config import TrainConfig
-from mtlcli.errors import UserError
+from mtlcli.errors import RunFailed, UserError
 from mtlcli.model import (apply_freeze, build_model, default_model_path, load_pretrained_backbone, load_tokenizer,
                           parameter_groups)
 from mtlcli.registry import heads, loss_combiners, poolers, schedulers
 from mtlcli.training.hardware import autocast, resolve_device, resolve_precision
-from mtlcli.training.loop import LoopParts, fit
+from mtlcli.training.interrupt import StopSignals, TrainingInterrupted
+from mtlcli.training.loop import Hooks, LoopParts, Position, fit
 from mtlcli.training.policies import BestCheckpoint, EarlyStopping
 from mtlcli.training.report import Reporter
+from mtlcli.training.resume import check_same_data, data_fingerprint, last_checkpoint, rng_state, set_rng_state
 
 
 def seed_everything(seed: int) -> None:
@@ -50,15 +52,42 @@ def check_components(cfg: TrainConfig, tasks: list[str]) -> dict[str, dict[str, 
     return found
 
 
-def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Path:
-    """Train from a resolved config; returns the run folder."""
+def check_max_length(max_length: int, tokenizer, backbone, model_path: str) -> None:
+    """A --max-length beyond the model's position embeddings would fail mid-run: refuse it now."""
+    limits = [n for n in (getattr(tokenizer, "model_max_length", None),
+                          getattr(backbone.config, "max_position_embeddings", None))
+              if isinstance(n, int) and 0 < n < 1_000_000]  # tokenizers without a limit say 1e30
+    if limits and max_length > min(limits):
+        raise UserError(f"--max-length {max_length}: the model '{model_path}' reads at most {min(limits)} tokens; "
+                        f"use --max-length {min(limits)} or less (longer texts are truncated)")
+
+
+def checkpoint_bytes(model: torch.nn.Module) -> tuple[int, int]:
+    """Sizes of a best checkpoint (the weights) and of last.pt (weights + AdamW's two moments)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return weights, weights + moments
+
+
+def train(cfg: TrainConfig, reporter: Reporter | None = None, resume: Path | None = None) -> Path:
+    """Train from a resolved config; returns the run folder. ``resume``: continue that run in place.
+
+    Raises TrainingInterrupted after Ctrl-C or SIGTERM (with everything saved to go on), and
+    RunFailed when the loss stops being finite or a file cannot be written.
+    """
     import mtlcli.components  # noqa: F401  (built-ins registered before lookups)
 
-    reporter = reporter or Reporter()
+    with StopSignals() as stop:  # until the loop runs, a signal ends the process at once: nothing to save yet
+        return _train(cfg, reporter or Reporter(), resume, stop)
+
+
+def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: StopSignals) -> Path:
     if not cfg.data:
         raise UserError("no training data: give DATA.csv (or 'data' in the config file)")
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    if resume is None:
+        runs.check_run_target(cfg.out, cfg.name)
 
     # ---- data first: bad input is reported before the model loads
     train_table, val_table, label_sets = data_mod.load_train_val(
@@ -68,17 +97,22 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Path:
     cfg.val = str(Path(cfg.val).resolve()) if cfg.val else None
     cfg.tasks = list(label_sets)
     model_path = cfg.model or default_model_path()
+    fingerprint = data_fingerprint(cfg)
 
-    run = runs.create_run(cfg.out, cfg.name)
-    runs.write_atomic(run / "config.yaml", config_mod.dump(cfg))
-    runs.write_json(run / "labels.json", label_sets)
-    runs.point_latest(run)
-
-    # ---- model
+    # ---- the backbone, then the run folder: a model that does not load leaves no folder behind
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(model_path)
     backbone = load_pretrained_backbone(model_path)
-    runs.save_backbone_files(run, tokenizer, backbone)
+    check_max_length(cfg.max_length, tokenizer, backbone, model_path)
+    run = resume if resume is not None else runs.create_run(cfg.out, cfg.name)
+    saved = _read_last(run, fingerprint) if resume is not None else None
+    runs.write_atomic(run / "config.yaml", config_mod.dump(cfg))
+    runs.write_json(run / "labels.json", label_sets)
+    runs.point_latest(run)
+    if not (run / "backbone").is_dir():
+        runs.save_backbone_files(run, tokenizer, backbone)
+
+    # ---- model
     model = build_model(backbone, label_sets, cfg.pooling, cfg.head, cfg.normalize, cfg.pooler_options, cfg.head_options)
     apply_freeze(model, cfg.freeze)
     combiner = loss_combiners.get(cfg.loss_combiner)(list(label_sets), cfg.task_weights)
@@ -88,16 +122,41 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Path:
     train_set = encode(tokenizer, train_table.texts, data_mod.encode_labels(train_table, label_sets), cfg.max_length)
     val_set = encode(tokenizer, val_table.texts, data_mod.encode_labels(val_table, label_sets), cfg.max_length)
 
-    # ---- optimisation
+    # ---- optimisation; on resume, raising --epochs stretches the decay over the new total from
+    # the step reached, while warmup keeps the length it started with
     groups = parameter_groups(model, combiner, cfg.lr_backbone, cfg.lr_heads, cfg.weight_decay)
     optimizer = torch.optim.AdamW(groups, fused=device.type == "cpu" or None)
     steps_per_epoch = -(-len(train_set) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    scheduler = schedulers.get(cfg.scheduler)(optimizer, total, int(cfg.warmup_ratio * total))
+    warmup = int(saved["resume"]["schedule"]["warmup_steps"]) if saved else int(cfg.warmup_ratio * total)
+    scheduler = schedulers.get(cfg.scheduler)(optimizer, total, warmup)
+
+    # ---- policies, and where a resumed run goes on from
+    stopper = EarlyStopping(cfg.patience, cfg.min_delta)
+    saver = BestCheckpoint(run / "checkpoints", cfg.keep_all_best, save=save_checkpoint)
+    log = runs.MetricsLog(run / "metrics.jsonl")
+    start, tally_state = Position(), None
+    if saved:
+        start, tally_state = _restore(saved, run, model, combiner, optimizer, scheduler, stopper, saver, log)
+        if start.step == 0 and stopper.should_stop:
+            raise UserError(f"{run}: the run stopped early after epoch {start.epoch - 1} (no improvement for "
+                            f"{stopper.bad_epochs} epochs); to train on, raise --patience with --resume")
+        if start.epoch > cfg.epochs:
+            raise UserError(f"{run}: the run has finished (epoch {cfg.epochs} of {cfg.epochs}); "
+                            "to train on, raise --epochs with --resume")
+    elif resume is not None:  # killed before its first checkpoint: the run starts over in place
+        log.restore([])
+        saver.tidy(1)
+        (run / "summary.json").unlink(missing_ok=True)
+    best_size, last_size = checkpoint_bytes(model)
+    runs.require_free_space(run, best_size + 2 * last_size + (0 if saved else best_size),
+                            "the checkpoints of this model (a best one and last.pt, each written beside the old)")
+    best_row = next((dict(r) for r in log.rows if r.get("epoch") == stopper.best_epoch), {})
 
     info = {"run": str(run), "device": str(device), "precision": precision, "model": model_path,
             "train_rows": len(train_set), "val_rows": len(val_set), "tasks": label_sets, "epochs": cfg.epochs,
-            "steps_per_epoch": steps_per_epoch, "components": components}
+            "steps_per_epoch": steps_per_epoch, "components": components,
+            "resumed_from": [start.epoch, start.step] if saved else None}
     reporter.train_start(info)
 
     def checkpoint_payload(epoch: int, row: dict[str, Any]) -> dict[str, Any]:
@@ -105,26 +164,95 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Path:
                 "model": model.state_dict(), "combiner": combiner.state_dict(), "components": components,
                 "mtl_version": __version__, "precision": precision}
 
-    best_row: dict[str, Any] = {}
-    saver = BestCheckpoint(run / "checkpoints", cfg.keep_all_best, save=save_checkpoint)
-
     def on_best(epoch: int, row: dict[str, Any]) -> None:
         saver(epoch, checkpoint_payload(epoch, row))
+        best_row.clear()
         best_row.update(row)
 
-    stopper = EarlyStopping(cfg.patience, cfg.min_delta)
-    log = runs.MetricsLog(run / "metrics.jsonl")
+    def save_state(at: Position, tally: dict | None) -> None:
+        """checkpoints/last.pt: the weights where training stands, and all it takes to go on from there."""
+        payload = checkpoint_payload(at.epoch - 1, log.rows[-1] if log.rows else {})  # epoch: the last complete one
+        payload["resume"] = {
+            "epoch": at.epoch, "step": at.step, "tally": tally,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "schedule": {"total_steps": total, "warmup_steps": warmup},
+            "early_stopping": stopper.state_dict(), "best_checkpoint": saver.state_dict(), "rng": rng_state(),
+            "metrics_rows": log.rows, "data_sha256": fingerprint, "batch_order": "train_batches(seed, epoch)",
+        }
+        save_checkpoint(last_checkpoint(run), payload)
+        saver.prune()  # only now that last.pt names the new best can the old one go
+
+    hooks = Hooks(on_best, log.append, save_state, lambda: stop.requested, reporter)
     parts = LoopParts(model, combiner, optimizer, scheduler, train_set, val_set, label_sets, device,
                       partial(autocast, device, precision), tokenizer.pad_token_id or 0, cfg.batch_size,
                       cfg.max_grad_norm, cfg.seed, cfg.lr_backbone, cfg.lr_heads)
-    result = fit(parts, cfg.epochs, stopper, on_best, log.append, reporter)
+    stop.armed = True  # from here a first Ctrl-C/SIGTERM means: finish the batch, save, stop
+    result = fit(parts, cfg.epochs, stopper, hooks, start, tally_state)
 
-    # ---- the run's summary and plots
+    # ---- the run's summary and plots, however it ended
     summary = {"best_epoch": stopper.best_epoch, "best_val_loss": stopper.best, **result,
                "best_checkpoint": str(saver.path.relative_to(run)) if saver.path else None,
+               "last_checkpoint": str(last_checkpoint(run).relative_to(run)) if last_checkpoint(run).is_file() else None,
                "device": str(device), "precision": precision, "model": model_path,
                "best_metrics": best_row}
     runs.write_json(run / "summary.json", summary)
-    plots.write_png({run.name: log.rows}, plots.default_panels(log.rows), run / "plots" / "learning_curves.png")
+    if log.rows:
+        plots.write_png({run.name: log.rows}, plots.default_panels(log.rows), run / "plots" / "learning_curves.png")
     reporter.train_end({**summary, "run": str(run), "rows": log.rows})
+    if result["diverged"]:
+        raise RunFailed(_diverged_message(result["diverged"], saver.path, run, steps_per_epoch, cfg.max_grad_norm > 0))
+    if result["interrupted"]:
+        raise TrainingInterrupted(run, stop.received, *result["position"])
     return run
+
+
+def _read_last(run: Path, fingerprint: dict[str, str]) -> dict[str, Any] | None:
+    """The run's last.pt, checked; None when the run was stopped before it wrote one."""
+    runs.remove_leftovers(run)  # temporary files of a process killed while writing
+    path = last_checkpoint(run)
+    if not path.is_file():
+        return None
+    saved = load_checkpoint(path)
+    state = saved.get("resume")
+    schedule = state.get("schedule") if isinstance(state, dict) else None
+    if not isinstance(schedule, dict) or not isinstance(schedule.get("warmup_steps"), int):
+        raise UserError(f"{path}: holds no usable resume state (not written by mtl train)")
+    digests = state.get("data_sha256")
+    check_same_data(digests if isinstance(digests, dict) else {}, fingerprint, path)
+    return saved
+
+
+def _restore(saved: dict[str, Any], run: Path, model, combiner, optimizer, scheduler, stopper: EarlyStopping,
+             saver: BestCheckpoint, log: runs.MetricsLog) -> tuple[Position, dict | None]:
+    """Put every stateful part back as last.pt has it; the random number generators last."""
+    state = saved["resume"]
+    try:
+        model.load_state_dict(saved["model"])
+        combiner.load_state_dict(saved["combiner"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stopper.load_state_dict(state["early_stopping"])
+        saver.load_state_dict(state["best_checkpoint"])
+        start = Position(int(state["epoch"]), int(state["step"]))
+        if start.epoch < 1 or start.step < 0:
+            raise ValueError(f"no epoch {start.epoch}, batch {start.step}")
+        tally = state.get("tally")
+        if start.step and any(set(tally[k]) != set(saved["labels"]) for k in ("loss_sum", "correct", "counted")):
+            raise ValueError("the epoch's running sums do not match the run's tasks")
+        rows = [dict(r) for r in state["metrics_rows"]]
+        set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{last_checkpoint(run)}: cannot resume from it; it does not fit this run ({why})") from None
+    log.restore(rows)  # a crash may have logged an epoch after last.pt was written: it runs again
+    saver.tidy(start.epoch)
+    return start, tally
+
+
+def _diverged_message(where: dict[str, Any], best: Path | None, run: Path, steps: int, clipping: bool) -> str:
+    at = (f"the training loss became {where['loss']} in epoch {where['epoch']} at batch {where['batch']} of {steps}"
+          if where["batch"] else f"the validation loss became {where['loss']} after epoch {where['epoch']}")
+    kept = (f"the best checkpoint ({best.relative_to(run)}) and last.pt are from before it" if best
+            else "no epoch had finished, so the run has no checkpoint")
+    advice = "lower learning rates (--lr-backbone, --lr-heads)" + ("" if clipping else " or --max-grad-norm 1.0")
+    return f"training stopped: {at}; nothing after it was saved, and {kept}. Try {advice} in a new run"

@@ -1,0 +1,89 @@
+"""Run `mtl ARGS` in this process with a kill -9 at an exact moment of a file write.
+
+    python tests/crash_driver.py FAULT -- ARGS...
+
+FAULT is one of
+  kill-in-write:NAME:N      SIGKILL halfway through the N-th write of a file named NAME: half the
+                            bytes are on disk in its temporary file, the rest never come
+  kill-before-rename:NAME:N SIGKILL once the N-th NAME is complete in its temporary file, just
+                            before the rename that would put it in place
+
+Nothing in mtlcli is changed: the driver wraps the standard library's open() and os.replace() in
+this process only, and the process really dies (SIGKILL cannot be caught or cleaned up after).
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import signal
+import sys
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class DiesMidWrite:
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data) -> int:
+        self.f.write(bytes(data)[: max(1, len(data) // 2)])
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        die()
+        return 0  # never reached
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def install(fault: str) -> None:
+    kind, name, n = fault.split(":")
+    count = [0, int(n)]
+
+    def is_target(path) -> bool:
+        base = os.path.basename(os.fspath(path))
+        return base == name or base.startswith(f".{name}.tmp-")
+
+    def hit() -> bool:
+        count[0] += 1
+        return count[0] == count[1]
+
+    if kind == "kill-in-write":
+        real_open = builtins.open
+
+        def open_(file, mode="r", *args, **kwargs):
+            f = real_open(file, mode, *args, **kwargs)
+            if isinstance(file, (str, os.PathLike)) and "w" in mode and is_target(file) and hit():
+                return DiesMidWrite(f)
+            return f
+
+        builtins.open = open_
+    elif kind == "kill-before-rename":
+        real_replace = os.replace
+
+        def replace(src, dst, *args, **kwargs):
+            if is_target(dst) and hit():
+                die()
+            return real_replace(src, dst, *args, **kwargs)
+
+        os.replace = replace
+    else:
+        raise SystemExit(f"unknown fault {fault}")
+
+
+if __name__ == "__main__":
+    fault, sep, *args = sys.argv[1:]
+    assert sep == "--", "usage: crash_driver.py FAULT -- ARGS"
+    install(fault)
+    from mtlcli.cli.app import app
+
+    app(args, prog_name="mtl")
