@@ -112,20 +112,6 @@ def read_table(path: str | Path, text_column: str, tasks: list[str] | None) -> T
     return Table(str(path), texts, labels, lines)
 
 
-def read_texts_table(path: str | Path, text_column: str, tasks: list[str]) -> Table:
-    """Read a CSV for scoring: the text column is required, task columns are taken where present."""
-    header, _ = _open_rows(path)
-    present = [t for t in tasks if t in header]
-    if text_column not in header:
-        _check_header(path, header, text_column, present)
-    return read_table(path, text_column, present) if present else _texts_only(path, text_column)
-
-
-def _texts_only(path, text_column) -> Table:
-    table = read_table(path, text_column, [text_column])
-    return Table(table.path, table.texts, {}, table.lines)
-
-
 def _check_header(path, header: list[str], text_column: str, tasks: list[str] | None) -> dict[str, int]:
     seen: dict[str, int] = {}
     for i, name in enumerate(header):

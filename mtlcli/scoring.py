@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,11 @@ def dumps(obj: Any, level: int = 0) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
+def _file_part(name: str) -> str:
+    """A task name made safe as part of a file name: a column called '../x' must not leave --out."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "task"
+
+
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
     """``eval.json`` and one ``confusion_<task>.png`` per task in ``out``; returns the files written."""
     from mtlcli import plots, runs
@@ -119,7 +125,7 @@ def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
         written = [out / "eval.json"]
         for task, r in report["tasks"].items():
             cm = np.asarray(r["confusion_matrix"])
-            written.append(plots.write_confusion_png(cm, r["labels"], f"{task} (n={r['n']})", out / f"confusion_{task}.png"))
+            written.append(plots.write_confusion_png(cm, r["labels"], f"{task} (n={r['n']})", out / f"confusion_{_file_part(task)}.png"))
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     return written

@@ -173,3 +173,13 @@ def test_missing_run_and_run_without_checkpoint(cli, trained_run, tmp_path, comm
     shutil.rmtree(run / "checkpoints")
     (run / "summary.json").unlink()
     assert "no checkpoint yet" in one_error_line(cli(command, run, *args))
+
+
+def test_confusion_png_names_cannot_leave_the_out_folder(tmp_path):
+    from mtlcli.scoring import write_report
+
+    cm = [[1, 0], [0, 1]]
+    report = {"tasks": {"../../escape": {"confusion_matrix": cm, "labels": ["a", "b"], "n": 2}}}
+    written = write_report(report, tmp_path / "out")
+    assert all(p.parent == tmp_path / "out" for p in written)
+    assert [p.name for p in (tmp_path / "out").glob("confusion_*.png")] == ["confusion__.._escape.png"]
