@@ -9,7 +9,7 @@ import typer
 
 from mtlcli.cli.common import console, err_console, handles_errors
 from mtlcli.config import TrainConfig
-from mtlcli.errors import UserError
+from mtlcli.errors import RunFailed, UserError
 
 D = TrainConfig()
 Opt = typer.Option
@@ -32,6 +32,7 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, float] | None:
 
 @handles_errors
 def train(
+    ctx: typer.Context,
     data: Annotated[Optional[Path], typer.Argument(help="Training CSV: a text column and one column per task.", show_default=False)] = None,
     config: Annotated[Optional[Path], Opt("--config", help="YAML file with any of these options; flags given here win.")] = None,
     val: Annotated[Optional[Path], Opt(help="Validation CSV (default: hold out --val-split of DATA).")] = None,
@@ -53,7 +54,8 @@ def train(
     scheduler: Annotated[Optional[str], Opt(help=f"LR schedule: linear, cosine, constant or a plugin's. (default: {D.scheduler})")] = None,
     warmup_ratio: Annotated[Optional[float], Opt(help=f"Share of steps for linear warmup. (default: {D.warmup_ratio})")] = None,
     epochs: Annotated[Optional[int], Opt(help=f"Most epochs to train. (default: {D.epochs})")] = None,
-    batch_size: Annotated[Optional[int], Opt(help=f"Sentences per batch. (default: {D.batch_size})")] = None,
+    batch_size: Annotated[Optional[int], Opt(help=f"Sentences per optimizer step, over all processes. (default: {D.batch_size})")] = None,
+    batch_size_per_process: Annotated[Optional[int], Opt(help="Sentences per process and step instead: the batch is this times the number of processes.", show_default=False)] = None,
     patience: Annotated[Optional[int], Opt(help=f"Stop after this many epochs without improvement. (default: {D.patience})")] = None,
     min_delta: Annotated[Optional[float], Opt(help=f"Improvement in validation loss that counts. (default: {D.min_delta})")] = None,
     keep_all_best: Annotated[Optional[bool], Opt("--keep-all-best", help="Keep every best checkpoint, not only the newest.")] = None,
@@ -64,6 +66,7 @@ def train(
     name: Annotated[Optional[str], Opt(help="Run folder name. (default: a timestamp)")] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="Print only the final summary.")] = False,
     resume: Annotated[Optional[Path], Opt("--resume", help="Continue this run folder where it stopped, with its own settings; only --epochs and --patience may be given (to raise them).", show_default=False)] = None,
+    nproc: Annotated[Optional[int], Opt("--nproc", help="Train with this many processes on this machine (DistributedDataParallel, one per GPU); see docs/scaling.md.", show_default=False)] = None,
 ) -> None:
     """Fine-tune a backbone with one head per task on DATA.csv and save the run."""
     from mtlcli import config as config_mod
@@ -80,8 +83,12 @@ def train(
         "min_delta": min_delta, "keep_all_best": keep_all_best, "seed": seed, "device": device,
         "precision": precision, "out": str(out) if out else None, "name": name,
     }
+    from mtlcli.training.distributed import is_main_process
     from mtlcli.training.interrupt import TrainingInterrupted
+    from mtlcli.training.report import Reporter
 
+    if batch_size_per_process is not None:
+        overrides["batch_size"] = _global_batch(batch_size, batch_size_per_process, nproc)
     run_dir = None
     if resume is not None:
         from mtlcli.training.resume import resume_settings
@@ -89,16 +96,51 @@ def train(
         run_dir, cfg = resume_settings(resume, overrides, config)
     else:
         cfg = config_mod.resolve(config, overrides)
-    reporter = make_reporter(console, quiet)
+    if nproc is not None and nproc != 1:
+        _launch(nproc, cfg, run_dir, ctx)
+        return
+    reporter = make_reporter(console, quiet) if is_main_process() else Reporter()  # one display, from rank 0
     try:
         run_training(cfg, reporter, resume=run_dir)
     except TrainingInterrupted as stop:
+        if not is_main_process():
+            raise typer.Exit(stop.exit_code) from None
         err_console.print(f"Stopped {stop.where}: checkpoints/last.pt holds "
                           f"everything needed to go on. Continue with:\n  mtl train --resume {_shown(stop.run)}",
                           soft_wrap=True, markup=False, highlight=False)
         raise typer.Exit(stop.exit_code) from None
     finally:
         reporter.close()
+
+
+def _global_batch(batch_size: int | None, per_process: int, nproc: int | None) -> int:
+    import os
+
+    if batch_size is not None:
+        raise UserError("give --batch-size (the whole batch) or --batch-size-per-process, not both")
+    if per_process < 1:
+        raise UserError(f"--batch-size-per-process {per_process}: must be at least 1")
+    world = nproc if nproc is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    return per_process * max(world, 1)
+
+
+def _launch(nproc: int, cfg, run_dir: Path | None, ctx: typer.Context) -> None:
+    """--nproc N: check the inputs once here, then start N processes through torch.distributed.run."""
+    from mtlcli.training.distributed import launched_by_torchrun
+    from mtlcli.training.launch import argv_of, launch
+    from mtlcli.training.run import preflight
+
+    if nproc < 1:
+        raise UserError(f"--nproc {nproc}: must be at least 1")
+    if launched_by_torchrun():
+        raise UserError("--nproc starts its own processes: leave it out when launching with torchrun")
+    preflight(cfg, run_dir, nproc)
+    code = launch(nproc, argv_of(ctx))
+    if code > 128:  # Ctrl-C or SIGTERM: the main process has said how to resume
+        raise typer.Exit(code)
+    if code:
+        raise RunFailed(f"training with {nproc} processes failed (torch.distributed.run exited with {code}); "
+                        "its root cause is shown above")
 
 
 def _shown(path: Path) -> str:

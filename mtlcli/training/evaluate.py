@@ -15,17 +15,22 @@ from mtlcli.losses import task_losses
 
 @torch.inference_mode()
 def evaluate(model, combiner, data: Encoded, label_sets: dict[str, list[str]], batch_size: int,
-             device: torch.device, amp, pad_id: int) -> dict[str, Any]:
+             device: torch.device, amp, pad_id: int, dist=None) -> dict[str, Any]:
     """Per task: mean loss, accuracy, macro-F1 and the confusion matrix; plus the combined loss.
 
     The combined loss is the training objective (the same combiner) applied to the mean task losses.
+    Under torchrun (``dist``, a distributed.Dist) each process scores every W-th batch; the loss sums
+    and predictions are then summed over processes, so every process returns the whole set's metrics.
     """
     was_training = model.training
     model.eval()
     tasks = [t for t in label_sets if t in data.labels]
     loss_sum = {t: torch.zeros((), device=device) for t in tasks}
     preds = {t: np.full(len(data), MISSING, dtype=np.int64) for t in tasks}
-    for batch in iterate(data, sorted_batches(data.lengths, batch_size), pad_id):
+    batches = sorted_batches(data.lengths, batch_size)
+    if dist is not None and dist.enabled:
+        batches = batches[dist.rank :: dist.world_size]
+    for batch in iterate(data, batches, pad_id):
         batch = batch.to(device)
         with amp():
             logits = model(batch.input_ids, batch.attention_mask)
@@ -34,6 +39,8 @@ def evaluate(model, combiner, data: Encoded, label_sets: dict[str, list[str]], b
             loss_sum[t] += summed[t][0]
             preds[t][batch.index.numpy()] = logits[t].argmax(-1).cpu().numpy()
     model.train(was_training)
+    if dist is not None and dist.enabled:
+        _gather(loss_sum, preds, device, dist)
     out: dict[str, Any] = {"tasks": {}}
     means = {}
     for t in tasks:
@@ -49,3 +56,14 @@ def evaluate(model, combiner, data: Encoded, label_sets: dict[str, list[str]], b
     with torch.no_grad():
         out["loss"] = float(combiner(means)) if means else float("nan")
     return out
+
+
+def _gather(loss_sum: dict[str, torch.Tensor], preds: dict[str, np.ndarray], device, d) -> None:
+    """Every process's part of the results, on every process: loss sums add up; each row was
+    predicted by one process and is MISSING (negative) on the others, so the maximum is its class."""
+    from mtlcli.training.distributed import all_reduce_max, sum_in_place
+
+    sum_in_place(list(loss_sum.values()), d)
+    for t, p in preds.items():
+        merged = all_reduce_max(torch.from_numpy(p).to(device), d)
+        preds[t] = merged.cpu().numpy()

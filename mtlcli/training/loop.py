@@ -17,6 +17,8 @@ import torch
 from mtlcli.batching import Encoded, collate, train_batches
 from mtlcli.data import MISSING
 from mtlcli.losses import task_losses
+from mtlcli.training.distributed import (Dist, all_gather_object, all_reduce_max, average_grads, shard, sum_in_place,
+                                        usable_batches)
 from mtlcli.training.evaluate import evaluate
 from mtlcli.training.policies import EarlyStopping
 from mtlcli.training.report import Reporter
@@ -41,6 +43,7 @@ class LoopParts:
     seed: int
     lr_backbone: float
     lr_heads: float
+    dist: Dist = Dist()  # under torchrun: this process's rank; ``model`` is then DDP-wrapped
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Tally:
     """An epoch's running training sums, kept on the device: no host sync per batch.
 
     Also remembers the first batch whose loss was not finite, read at the display's read-outs.
+    Under torchrun the sums are this process's share (``counted`` and ``seen`` are whole-batch counts,
+    the same everywhere) until ``reduce`` adds the shares up.
     """
 
     def __init__(self, tasks: list[str], device: torch.device, state: dict | None = None):
@@ -81,17 +86,44 @@ class Tally:
             self.load_state_dict(state, device)
 
     @torch.no_grad()
-    def add(self, step: int, loss, summed, logits, labels, counts: dict[str, int], size: int) -> None:
+    def add(self, step: int, loss, summed, logits, labels, counts: dict[str, int], size: int, world: int = 1) -> None:
         first_bad = (self.bad_step == 0) & ~torch.isfinite(loss.detach())
         self.bad_step = torch.where(first_bad, step, self.bad_step)
         self.bad_loss = torch.where(first_bad, loss.detach().float(), self.bad_loss)
-        self.combined_sum += loss.detach() * size
+        self.combined_sum += loss.detach() * size / world  # each process's loss is W x its share
         for t in self.loss_sum:
             self.loss_sum[t] += summed[t][0].detach()
             y = labels[t]
             self.correct[t] += ((logits[t].argmax(-1) == y) & (y != MISSING)).sum()
             self.counted[t] += counts[t]
         self.seen += size
+
+    def reduce(self, d: Dist) -> None:
+        """Add every process's sums up (all processes call it together)."""
+        sum_in_place([*self.loss_sum.values(), *self.correct.values(), self.combined_sum], d)
+
+    def saved_state(self, d: Dist) -> dict[str, Any]:
+        """The epoch's sums for last.pt, called by all processes together: the total, and under
+        torchrun each process's own share, so a run resumed on as many processes adds the same
+        numbers in the same order as one that never stopped."""
+        shares = all_gather_object(self.state_dict(), d) if d.enabled else None
+        self.reduce(d)
+        return {**self.state_dict(), **({"shares": shares} if shares else {})}
+
+    @staticmethod
+    def resumed_state(state: dict[str, Any] | None, d: Dist) -> dict[str, Any] | None:
+        """This process's part of a saved epoch: its own share when the run stopped on as many
+        processes; otherwise rank 0 carries the total on and the others start from zero sums."""
+        if not state or not d.enabled:
+            return state
+        shares = state.get("shares")
+        if isinstance(shares, list) and len(shares) == d.world_size:
+            return shares[d.rank]
+        if d.is_main:
+            return state
+        zero = lambda v: torch.zeros_like(v)  # noqa: E731
+        return {**state, "loss_sum": {t: zero(v) for t, v in state["loss_sum"].items()},
+                "correct": {t: zero(v) for t, v in state["correct"].items()}, "combined_sum": zero(state["combined_sum"])}
 
     def first_bad_batch(self) -> tuple[int, float] | None:
         step = int(self.bad_step)  # a host sync: called only where the display reads the loss anyway
@@ -113,53 +145,65 @@ class Tally:
 def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, start: Position = Position(),
         tally_state: dict | None = None) -> dict[str, Any]:
     """Train from ``start`` to ``epochs``; returns how it ended (done, stopped early, interrupted, diverged)."""
-    p, reporter = parts, hooks.reporter
+    p, reporter, d = parts, hooks.reporter, parts.dist
     tasks = list(p.label_sets)
     ended = {"epochs_run": start.epoch - 1, "stopped_early": False, "interrupted": False, "diverged": None}
     for epoch in range(start.epoch, epochs + 1):
         # ---- train one epoch; a resumed epoch skips the batches done before it stopped
         p.model.train()
         p.combiner.train()
-        batches = train_batches(p.train.lengths, p.batch_size, p.seed, epoch)
+        batches = usable_batches(train_batches(p.train.lengths, p.batch_size, p.seed, epoch), d)
         resumed = epoch == start.epoch and start.step > 0
-        tally = Tally(tasks, p.device, tally_state if resumed else None)
+        tally = Tally(tasks, p.device, Tally.resumed_state(tally_state, d) if resumed else None)
         reporter.epoch_start(epoch, len(batches))
         t0, seen_before = time.perf_counter(), tally.seen
         for step in range(start.step + 1 if resumed else 1, len(batches) + 1):
-            batch = collate(p.train, batches[step - 1], p.pad_id)
-            counts = {t: int((batch.labels[t] != MISSING).sum()) for t in tasks}  # host side: no sync
-            batch = batch.to(p.device)
+            rows = batches[step - 1]  # the global batch; this process trains on its shard
+            # labelled rows per task in the whole batch (host side: no sync); dividing each
+            # process's summed loss by these, times W, makes DDP's gradient average exactly the
+            # single-process gradient of the whole batch
+            counts = {t: int((p.train.labels[t][rows] != MISSING).sum()) for t in tasks}
+            batch = collate(p.train, shard(rows, d), p.pad_id).to(p.device)
             with p.amp():
                 logits = p.model(batch.input_ids, batch.attention_mask)
             summed = task_losses(logits, batch.labels)
-            loss = p.combiner({t: summed[t][0] / counts[t] for t in tasks if counts[t]})
+            loss = p.combiner({t: summed[t][0] * d.world_size / counts[t] for t in tasks if counts[t]})
 
             p.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            average_grads(p.combiner.parameters(), d)
             if p.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(p.model.parameters(), p.max_grad_norm)
             p.optimizer.step()
             p.scheduler.step()
-            tally.add(step, loss, summed, logits, batch.labels, counts, len(batch))
+            tally.add(step, loss, summed, logits, batch.labels, counts, len(rows), d.world_size)
 
-            # ---- read-outs (host syncs) only every few batches: display, NaN check, stop request
-            stopping = hooks.stop_requested()
-            show = step % PROGRESS_EVERY == 0 or step == len(batches) or stopping
-            if show and (bad := tally.first_bad_batch()):
+            # ---- read-outs (host syncs) only every few batches: display, NaN check, stop request;
+            # under torchrun all processes agree on them there, so they stop together
+            show = step % PROGRESS_EVERY == 0 or step == len(batches)
+            if d.enabled:
+                stopping, bad = _agree(d, hooks.stop_requested(), tally) if show else (False, None)
+            else:
+                stopping = hooks.stop_requested()
+                show = show or stopping
+                bad = tally.first_bad_batch() if show else None
+            if bad:
                 # the weights after that batch are never saved: last.pt and the best stay as they were
                 return {**ended, "diverged": {"epoch": epoch, "batch": bad[0], "loss": bad[1]}}
             reporter.batch_end(epoch, step, len(batches), float(loss.detach()) if show else None,
                                (tally.seen - seen_before) / (time.perf_counter() - t0))
             if stopping:
-                hooks.save_state(Position(epoch, step), tally.state_dict())
+                hooks.save_state(Position(epoch, step), tally.saved_state(d))
                 return {**ended, "interrupted": True, "position": [epoch, step]}
         train_seconds = max(time.perf_counter() - t0, 1e-9)  # only the part of the epoch run in this process
 
         # ---- epoch metrics, then validation with the same objective
+        tally.reduce(d)
         train_task_loss = {t: float(tally.loss_sum[t]) / tally.counted[t] for t in tasks if tally.counted[t]}
         p.combiner.epoch_end(train_task_loss)
         reporter.validation_start(epoch)
-        val = evaluate(p.model, p.combiner, p.val, p.label_sets, p.batch_size, p.device, p.amp, p.pad_id)
+        val = evaluate(getattr(p.model, "module", p.model), p.combiner, p.val, p.label_sets, p.batch_size, p.device,
+                       p.amp, p.pad_id, d)
         row = {"epoch": epoch, **_current_lrs(p), "seconds": round(time.perf_counter() - t0, 3),
                "train_seconds": round(train_seconds, 3),
                "train_sentences_per_s": round((tally.seen - seen_before) / train_seconds, 2),
@@ -182,9 +226,35 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
         ended["epochs_run"] = epoch
         if stopper.should_stop:
             return {**ended, "stopped_early": epoch < epochs}
-        if hooks.stop_requested() and epoch < epochs:
+        if _any(d, hooks.stop_requested(), p.device) and epoch < epochs:
             return {**ended, "interrupted": True, "position": [epoch + 1, 0]}
     return ended
+
+
+def _any(d: Dist, flag: bool, device: torch.device) -> bool:
+    """True on every process when it is true on one of them."""
+    if not d.enabled:
+        return flag
+    return bool(all_reduce_max(torch.tensor([int(flag)], device=device), d))  # NCCL reduces device tensors only
+
+
+def _agree(d: Dist, stop: bool, tally: Tally) -> tuple[bool, tuple[int, float] | None]:
+    """One collective for the read-out: any process asked to stop, and the first non-finite batch on any."""
+    bad_step, bad_loss = int(tally.bad_step), float(tally.bad_loss)  # host syncs, as in one process
+    # the first bad step is the largest of (steps - step); its loss rides along with it
+    steps_left = 1 << 40
+    device = tally.bad_step.device  # NCCL reduces device tensors only
+    flags = torch.tensor([int(stop), steps_left - bad_step if bad_step else 0], dtype=torch.float64, device=device)
+    all_reduce_max(flags, d)
+    first = steps_left - int(flags[1]) if flags[1] else 0
+    if not first:
+        return bool(flags[0]), None
+    nan = bad_step == first and math.isnan(bad_loss)
+    value = bad_loss if bad_step == first and not nan else -math.inf
+    # a NaN is sent as a flag: the maximum of a NaN and a number is not defined the same everywhere
+    loss = torch.tensor([float(nan), value], dtype=torch.float64, device=device)
+    all_reduce_max(loss, d)
+    return bool(flags[0]), (first, math.nan if loss[0] else float(loss[1]))
 
 
 def _current_lrs(p: LoopParts) -> dict[str, float]:

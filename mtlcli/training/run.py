@@ -18,6 +18,7 @@ from mtlcli.errors import RunFailed, UserError
 from mtlcli.model import (apply_freeze, build_model, default_model_path, load_pretrained_backbone, load_tokenizer,
                           parameter_groups)
 from mtlcli.registry import heads, loss_combiners, poolers, schedulers
+from mtlcli.training import distributed
 from mtlcli.training.hardware import autocast, resolve_device, resolve_precision
 from mtlcli.training.interrupt import StopSignals, TrainingInterrupted
 from mtlcli.training.loop import Hooks, LoopParts, Position, fit
@@ -78,7 +79,33 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, resume: Path | Non
     import mtlcli.components  # noqa: F401  (built-ins registered before lookups)
 
     with StopSignals() as stop:  # until the loop runs, a signal ends the process at once: nothing to save yet
-        return _train(cfg, reporter or Reporter(), resume, stop)
+        try:
+            return _train(cfg, reporter or Reporter(), resume, stop)
+        except (RuntimeError, OSError) as exc:
+            if not distributed.launched_by_torchrun() or not distributed.is_peer_failure(exc):
+                raise
+            raise RunFailed(f"training stopped: another training process ended ({distributed.first_line(exc)}); "
+                            "see its messages above. The run folder keeps its last complete checkpoint") from None
+        finally:
+            distributed.shutdown()
+
+
+def preflight(cfg: TrainConfig, resume: Path | None, nproc: int) -> None:
+    """The checks that need no model, run once before several processes start (`mtl train --nproc`):
+    a bad input is one message from one process instead of one per process."""
+    import mtlcli.components  # noqa: F401
+
+    if not cfg.data:
+        raise UserError("no training data: give DATA.csv (or 'data' in the config file)")
+    device = resolve_device(cfg.device)
+    resolve_precision(cfg.precision, device)
+    if device.type == "cuda" and nproc > torch.cuda.device_count():
+        raise UserError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} CUDA device(s) and each "
+                        "process takes one; use at most that many (or --device cpu)")
+    if resume is None:
+        runs.check_run_target(cfg.out, cfg.name)
+    _, _, label_sets = data_mod.load_train_val(cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed)
+    check_components(cfg, list(label_sets))
 
 
 def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: StopSignals) -> Path:
@@ -86,7 +113,11 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
         raise UserError("no training data: give DATA.csv (or 'data' in the config file)")
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    if resume is None:
+    dist, device = distributed.init(device)  # under torchrun: join the others, take this process's GPU
+    main = dist.is_main  # only the main process writes files and shows the display
+    if not main:
+        reporter = Reporter()
+    if resume is None and main:
         runs.check_run_target(cfg.out, cfg.name)
 
     # ---- data first: bad input is reported before the model loads
@@ -104,13 +135,17 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     tokenizer = load_tokenizer(model_path)
     backbone = load_pretrained_backbone(model_path)
     check_max_length(cfg.max_length, tokenizer, backbone, model_path)
-    run = resume if resume is not None else runs.create_run(cfg.out, cfg.name)
-    saved = _read_last(run, fingerprint) if resume is not None else None
-    runs.write_atomic(run / "config.yaml", config_mod.dump(cfg))
-    runs.write_json(run / "labels.json", label_sets)
-    runs.point_latest(run)
-    if not (run / "backbone").is_dir():
-        runs.save_backbone_files(run, tokenizer, backbone)
+    if resume is None:
+        run = Path(distributed.broadcast_object(str(runs.create_run(cfg.out, cfg.name)) if main else None, dist))
+    else:
+        run = resume
+    saved = _read_last(run, fingerprint, tidy=main) if resume is not None else None
+    if main:
+        runs.write_atomic(run / "config.yaml", config_mod.dump(cfg))
+        runs.write_json(run / "labels.json", label_sets)
+        runs.point_latest(run)
+        if not (run / "backbone").is_dir():
+            runs.save_backbone_files(run, tokenizer, backbone)
 
     # ---- model
     model = build_model(backbone, label_sets, cfg.pooling, cfg.head, cfg.normalize, cfg.pooler_options, cfg.head_options)
@@ -134,29 +169,30 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     # ---- policies, and where a resumed run goes on from
     stopper = EarlyStopping(cfg.patience, cfg.min_delta)
     saver = BestCheckpoint(run / "checkpoints", cfg.keep_all_best, save=save_checkpoint)
-    log = runs.MetricsLog(run / "metrics.jsonl")
+    log = runs.MetricsLog(run / "metrics.jsonl") if main else _MemoryLog(run / "metrics.jsonl")
     start, tally_state = Position(), None
     if saved:
-        start, tally_state = _restore(saved, run, model, combiner, optimizer, scheduler, stopper, saver, log)
+        start, tally_state = _restore(saved, run, model, combiner, optimizer, scheduler, stopper, saver, log, main)
         if start.step == 0 and stopper.should_stop:
             raise UserError(f"{run}: the run stopped early after epoch {start.epoch - 1} (no improvement for "
                             f"{stopper.bad_epochs} epochs); to train on, raise --patience with --resume")
         if start.epoch > cfg.epochs:
             raise UserError(f"{run}: the run has finished (epoch {cfg.epochs} of {cfg.epochs}); "
                             "to train on, raise --epochs with --resume")
-    elif resume is not None:  # killed before its first checkpoint: the run starts over in place
+    elif resume is not None and main:  # killed before its first checkpoint: the run starts over in place
         log.restore([])
         saver.tidy(1)
         (run / "summary.json").unlink(missing_ok=True)
     best_size, last_size = checkpoint_bytes(model)
-    runs.require_free_space(run, best_size + 2 * last_size + (0 if saved else best_size),
-                            "the checkpoints of this model (a best one and last.pt, each written beside the old)")
+    if main:
+        runs.require_free_space(run, best_size + 2 * last_size + (0 if saved else best_size),
+                                "the checkpoints of this model (a best one and last.pt, each written beside the old)")
     best_row = next((dict(r) for r in log.rows if r.get("epoch") == stopper.best_epoch), {})
 
     info = {"run": str(run), "device": str(device), "precision": precision, "model": model_path,
             "train_rows": len(train_set), "val_rows": len(val_set), "tasks": label_sets, "epochs": cfg.epochs,
             "steps_per_epoch": steps_per_epoch, "components": components,
-            "resumed_from": [start.epoch, start.step] if saved else None}
+            "resumed_from": [start.epoch, start.step] if saved else None, "processes": dist.world_size}
     reporter.train_start(info)
 
     def checkpoint_payload(epoch: int, row: dict[str, Any]) -> dict[str, Any]:
@@ -182,12 +218,19 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
         save_checkpoint(last_checkpoint(run), payload)
         saver.prune()  # only now that last.pt names the new best can the old one go
 
-    hooks = Hooks(on_best, log.append, save_state, lambda: stop.requested, reporter)
-    parts = LoopParts(model, combiner, optimizer, scheduler, train_set, val_set, label_sets, device,
-                      partial(autocast, device, precision), tokenizer.pad_token_id or 0, cfg.batch_size,
-                      cfg.max_grad_norm, cfg.seed, cfg.lr_backbone, cfg.lr_heads)
+    if main:
+        hooks = Hooks(on_best, log.append, save_state, lambda: stop.requested, reporter)
+    else:  # the others keep the log in memory (the same rows) and write nothing
+        hooks = Hooks(lambda epoch, row: None, log.append, lambda at, tally: None, lambda: stop.requested, reporter)
+    # DDP averages gradients over processes; checkpoints keep saving the unwrapped ``model``
+    parts = LoopParts(distributed.wrap(model, dist, device), combiner, optimizer, scheduler, train_set, val_set,
+                      label_sets, device, partial(autocast, device, precision), tokenizer.pad_token_id or 0,
+                      cfg.batch_size, cfg.max_grad_norm, cfg.seed, cfg.lr_backbone, cfg.lr_heads, dist)
     stop.armed = True  # from here a first Ctrl-C/SIGTERM means: finish the batch, save, stop
     result = fit(parts, cfg.epochs, stopper, hooks, start, tally_state)
+
+    if not main:  # the main process writes the summary and reports how it ended
+        return run
 
     # ---- the run's summary and plots, however it ended
     summary = {"best_epoch": stopper.best_epoch, "best_val_loss": stopper.best, **result,
@@ -206,9 +249,17 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     return run
 
 
-def _read_last(run: Path, fingerprint: dict[str, str]) -> dict[str, Any] | None:
+class _MemoryLog(runs.MetricsLog):
+    """metrics.jsonl as the processes other than the main one see it: read, never written."""
+
+    def _write(self) -> None:
+        pass
+
+
+def _read_last(run: Path, fingerprint: dict[str, str], tidy: bool = True) -> dict[str, Any] | None:
     """The run's last.pt, checked; None when the run was stopped before it wrote one."""
-    runs.remove_leftovers(run)  # temporary files of a process killed while writing
+    if tidy:
+        runs.remove_leftovers(run)  # temporary files of a process killed while writing
     path = last_checkpoint(run)
     if not path.is_file():
         return None
@@ -223,7 +274,7 @@ def _read_last(run: Path, fingerprint: dict[str, str]) -> dict[str, Any] | None:
 
 
 def _restore(saved: dict[str, Any], run: Path, model, combiner, optimizer, scheduler, stopper: EarlyStopping,
-             saver: BestCheckpoint, log: runs.MetricsLog) -> tuple[Position, dict | None]:
+             saver: BestCheckpoint, log: runs.MetricsLog, main: bool = True) -> tuple[Position, dict | None]:
     """Put every stateful part back as last.pt has it; the random number generators last."""
     state = saved["resume"]
     try:
@@ -245,7 +296,8 @@ def _restore(saved: dict[str, Any], run: Path, model, combiner, optimizer, sched
         why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise UserError(f"{last_checkpoint(run)}: cannot resume from it; it does not fit this run ({why})") from None
     log.restore(rows)  # a crash may have logged an epoch after last.pt was written: it runs again
-    saver.tidy(start.epoch)
+    if main:
+        saver.tidy(start.epoch)
     return start, tally
 
 

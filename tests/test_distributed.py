@@ -1,0 +1,175 @@
+"""Training under torch.distributed: real `python -m mtlcli train --nproc 2` runs (gloo, CPU, tiny model).
+
+Two processes with the same global batch step through the same rows per optimizer step as one, so
+their first epoch must match a one-process run; a worker killed mid-run must end the run, not hang it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import sample_rows, write_csv
+
+EPOCHS = 25  # of 120 rows: a few seconds, so a signal sent after epoch 1 lands mid-run
+WAIT = 120  # seconds; a hang would otherwise wait for the 10-minute collective timeout
+COMPARED = ("train_loss", "val_loss", "val_class_label_loss", "val_class_label_acc", "val_class_label_f1",
+            "val_sentiment_label_loss", "val_sentiment_label_acc", "val_sentiment_label_f1",
+            "train_class_label_acc", "train_sentiment_label_acc")
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1"}
+
+
+def mtl(*args, timeout: float = WAIT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mtlcli", *map(str, args)], env=env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_model):
+    """The tiny model without dropout (so both runs see the same function), and 150 rows: 120 train in
+    batches of 12 (none smaller than 2, so no rows are dropped), 30 validate."""
+    folder = tmp_path_factory.mktemp("distributed")
+    model = folder / "tiny-no-dropout"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (model / "config.json").write_text(json.dumps(config))
+    data = write_csv(folder / "data.csv", sample_rows(150))
+    args = [data, "--model", model, "--epochs", str(EPOCHS), "--patience", str(EPOCHS), "--batch-size", "12",
+            "--val-split", "0.2",
+            "--lr-backbone", "1e-3", "--lr-heads", "3e-3", "--precision", "fp32", "--seed", "3", "--quiet"]
+    return folder, args
+
+
+@pytest.fixture(scope="module")
+def finished(setup):
+    """The same run on one process and on two (the second is also the reference for resuming)."""
+    folder, args = setup
+    one = mtl("train", *args, "--out", folder / "one")
+    assert one.returncode == 0, one.stderr
+    two = mtl("train", *args, "--out", folder / "two", "--nproc", "2")
+    assert two.returncode == 0, two.stderr + two.stdout
+    return folder / "one", folder / "two"
+
+
+def test_two_processes_match_one(finished):
+    runs = [p for p in finished[1].iterdir() if p.is_dir() and not p.is_symlink()]
+    assert len(runs) == 1, runs  # rank 0 alone made the run folder
+    run = runs[0]
+    assert list((run / "checkpoints").glob("best_epoch_*.pt")) and (run / "checkpoints" / "last.pt").is_file()
+    rows = [[json.loads(line) for line in (out / "latest" / "metrics.jsonl").read_text().splitlines()]
+            for out in finished]
+    assert len(rows[0]) == len(rows[1]) == EPOCHS
+    for key in COMPARED:  # the first epoch: every later one builds on float rounding that differs
+        assert rows[1][0][key] == pytest.approx(rows[0][0][key], abs=1e-3), key
+    assert json.loads((run / "summary.json").read_text())["epochs_run"] == EPOCHS
+
+    # the checkpoint is the plain model: it loads and predicts without torch.distributed
+    from mtlcli.inference import load_run, predict_batches
+
+    loaded = load_run(run, "cpu", "fp32")
+    assert not any(k.startswith("module.") for k in loaded.model.state_dict())
+    probs = predict_batches(loaded, ["a fine phone", "it broke"])
+    assert probs["class_label"].shape[0] == 2
+
+
+def test_ctrl_c_then_resume_logs_what_an_unstopped_run_logs(setup, finished):
+    folder, args = setup
+    out = folder / "stopped"
+    # a new session, as a terminal has: Ctrl-C reaches mtl and torchrun (which passes it on to the workers)
+    proc = subprocess.Popen([sys.executable, "-m", "mtlcli", "train", *map(str, args), "--nproc", "2", "--out", str(out)], env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + WAIT
+        while not list(out.glob("*/metrics.jsonl")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "mtl train --resume" in stderr
+    (run,) = [p for p in out.iterdir() if not p.is_symlink()]
+
+    again = mtl("train", "--resume", run, "--nproc", "2")
+    assert again.returncode == 0, again.stderr + again.stdout
+    timing = ("seconds", "train_seconds", "train_sentences_per_s")
+    logs = [[{k: v for k, v in json.loads(line).items() if k not in timing} for line in path.read_text().splitlines()]
+            for path in (finished[1] / "latest" / "metrics.jsonl", run / "metrics.jsonl")]
+    assert len(logs[0]) == EPOCHS and logs[1] == logs[0]
+
+
+def _workers(marker: str) -> dict[int, int]:
+    """rank -> pid of the training processes whose command line holds ``marker``."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = dict(e.split(b"=", 1) for e in (proc / "environ").read_bytes().split(b"\0") if b"=" in e)
+        except OSError:
+            continue
+        if marker.encode() in cmdline and b"RANK" in environ and b"torch.distributed.run" not in cmdline:
+            found[int(environ[b"RANK"])] = int(proc.name)
+    return found
+
+
+def test_killed_worker_ends_the_run(setup):
+    folder, args = setup
+    out = folder / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "mtlcli", "train", *map(str, args), "--epochs", "500",
+                             "--patience", "500", "--out", str(out), "--nproc", "2"],
+                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + WAIT
+        while not list(out.glob("*/metrics.jsonl")):  # training is under way once epoch 1 is logged
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        workers = _workers(str(out))
+        assert set(workers) == {0, 1}, workers
+        os.kill(workers[1], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "error: training with 2 processes failed" in stderr
+    assert not _workers(str(out))  # rank 0 did not stay behind
+
+
+def test_launch_options_are_checked_before_any_process_starts(cli, small_csv, tiny_model):
+    both = cli("train", small_csv, "--model", tiny_model, "--batch-size", "8", "--batch-size-per-process", "4",
+               "--nproc", "2")
+    assert both.exit_code == 2
+    assert "give --batch-size (the whole batch) or --batch-size-per-process, not both" in both.output
+    bad_data = cli("train", "missing.csv", "--model", tiny_model, "--nproc", "2")
+    assert bad_data.exit_code == 2 and bad_data.output.count("error:") == 1
+    assert "missing.csv" in bad_data.output
+
+
+def test_launch_passes_the_options_through(tiny_model):
+    import typer
+
+    from mtlcli.cli.app import app
+    from mtlcli.training.launch import argv_of
+
+    command = typer.main.get_command(app).commands["train"]
+    args = ["data.csv", "--model", tiny_model, "--no-normalize", "--freeze", "embeddings", "--freeze", "bottom:1",
+            "--batch-size-per-process", "4", "--quiet", "--nproc", "2"]
+    ctx = command.make_context("train", list(args))
+    assert argv_of(ctx) == [a for a in args if a not in ("--nproc", "2")]
