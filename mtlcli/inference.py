@@ -73,7 +73,24 @@ def load_run(run_dir: str | Path, device: str = "auto", precision: str = "auto",
     except (RuntimeError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: the checkpoint does not match its run's model ({str(exc).splitlines()[0][:200]})") from None
     model.to(dev).eval()
-    return LoadedRun(run, path, model, tokenizer, ckpt["labels"], cfg, ckpt, dev, _precision(precision, ckpt, dev))
+    precision = _precision(precision, ckpt, dev)
+    _cast_backbone_linears(model, precision)
+    return LoadedRun(run, path, model, tokenizer, ckpt["labels"], cfg, ckpt, dev, precision)
+
+
+def _cast_backbone_linears(model: MultiTaskModel, precision: str) -> None:
+    """Give the backbone's linear layers the autocast dtype once, for inference.
+
+    Under bf16/fp16 autocast every linear layer casts its fp32 weights again on every call (the
+    cast cache does not apply under inference mode), so every batch paid for copying the whole
+    backbone. Autocast would cast them to exactly these values, so the results do not change.
+    Only the backbone (Hugging Face layers, all F.linear); plugin heads and poolers stay as they are.
+    """
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        for module in model.backbone.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.to(dtype)
 
 
 def _precision(requested: str, ckpt: dict[str, Any], dev: torch.device) -> str:
@@ -104,23 +121,21 @@ def predict_batches(loaded: LoadedRun, texts: Sequence[str], batch_size: int = 6
     if with_embeddings:
         out["_embeddings"] = None  # sized on the first batch
     done = 0
-    # One autocast context around all batches: it keeps the bf16/fp16 copies of the weights (which
-    # do not change here) instead of casting every weight again for every batch.
-    with loaded.amp():
-        for batch in iterate(data, sorted_batches(data.lengths, batch_size), loaded.pad_id):
-            batch = batch.to(loaded.device)
+    for batch in iterate(data, sorted_batches(data.lengths, batch_size), loaded.pad_id):
+        batch = batch.to(loaded.device)
+        with loaded.amp():
             pooled = loaded.model.embed(batch.input_ids, batch.attention_mask)
             logits = {t: head(pooled) for t, head in loaded.model.heads.items()}
-            idx = batch.index.numpy()
-            for t in loaded.label_sets:
-                out[t][idx] = torch.softmax(logits[t].float(), dim=-1).cpu().numpy()
-            if with_embeddings:
-                if out["_embeddings"] is None:
-                    out["_embeddings"] = np.zeros((len(texts), pooled.shape[-1]), dtype=np.float32)
-                out["_embeddings"][idx] = pooled.float().cpu().numpy()
-            done += len(idx)
-            if on_batch is not None:
-                on_batch(done, len(texts))
+        idx = batch.index.numpy()
+        for t in loaded.label_sets:
+            out[t][idx] = torch.softmax(logits[t].float(), dim=-1).cpu().numpy()
+        if with_embeddings:
+            if out["_embeddings"] is None:
+                out["_embeddings"] = np.zeros((len(texts), pooled.shape[-1]), dtype=np.float32)
+            out["_embeddings"][idx] = pooled.float().cpu().numpy()
+        done += len(idx)
+        if on_batch is not None:
+            on_batch(done, len(texts))
     return out
 
 

@@ -1,0 +1,53 @@
+"""The benchmark's own arithmetic and bookkeeping (the benchmark itself is run by hand, not timed here)."""
+
+from __future__ import annotations
+
+import csv
+import random
+import sys
+
+from conftest import ROOT, sample_rows, write_csv
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import hardware_limit  # noqa: E402
+import run_benchmark  # noqa: E402
+from children import run_child  # noqa: E402
+
+
+def test_backbone_cost_counts_the_linear_weights_every_token_meets(tiny_model):
+    cost = hardware_limit.backbone_cost(tiny_model)
+    # 2 layers x (Q, K, V, output: 4 x 32x32, feed-forward: 32x64 + 64x32); embeddings and pooler left out
+    assert cost.linear_params == 2 * (4 * 32 * 32 + 2 * 32 * 64)
+    assert (cost.layers, cost.hidden) == (2, 32)
+    assert cost.forward_flops(10) == 2 * 16384 * 10 + 2 * 4 * 10 * 10 * 32
+    assert cost.train_flops(10) == 3 * cost.forward_flops(10)
+
+
+def test_peer_split_gives_mtl_the_rows_the_peer_scripts_validate_on(tmp_path):
+    rows = sample_rows()
+    data = write_csv(tmp_path / "data.csv", rows)
+    train, val, tasks, texts = run_benchmark.peer_split(data, tmp_path)
+
+    shuffled = list(rows)  # what seed_loop.py and hf_trainer_peer.py do
+    random.seed(0)
+    random.shuffle(shuffled)
+    n_val = int(len(rows) * 0.2)
+    read = lambda p: list(csv.reader(p.open(encoding="utf-8")))  # noqa: E731
+    assert read(val)[1:] == shuffled[:n_val]
+    assert read(train)[1:] == shuffled[n_val:]
+    assert tasks == ["class_label", "sentiment_label"]
+    assert len(texts) == len(rows)
+
+
+def test_write_texts_repeats_the_texts_to_the_number_of_lines(tmp_path):
+    path = run_benchmark.write_texts(["a b", "c"], 5, tmp_path / "t.txt")
+    assert path.read_text(encoding="utf-8").splitlines() == ["a b", "c", "a b", "c", "a b"]
+
+
+def test_run_child_reports_the_childs_own_peak_memory():
+    # both live past the first poll; this test process (with torch loaded) is larger than the small one
+    big = run_child([sys.executable, "-c", "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5)"])
+    small = run_child([sys.executable, "-c", "import time; print('hi'); time.sleep(0.5)"])
+    assert big.returncode == 0 and small.stdout.strip() == "hi"
+    assert big.max_rss_mb > 300 > small.max_rss_mb  # per child, not the largest child so far
