@@ -120,16 +120,20 @@ hostile = st.tuples(rows, st.lists(st.tuples(st.sampled_from(
     st.integers(0, 10_000)), min_size=1, max_size=3))
 
 
-@settings(max_examples=150, **CHECKS)
-@given(case=hostile)
-def test_hostile_csv_loads_or_fails_in_one_line(folder, case):
+def _write_hostile(path, case):
+    """A valid CSV with the case's mutations applied, written to ``path``."""
     body, mutations = case
     data = encode([HEADER, *[list(r) for r in body]], "\n", False)
     for how, where in mutations:
         data = _mutate(data, how, where)
-    path = folder / "hostile.csv"
     path.write_bytes(data)
-    read(path)
+    return path
+
+
+@settings(max_examples=150, **CHECKS)
+@given(case=hostile)
+def test_hostile_csv_loads_or_fails_in_one_line(folder, case):
+    read(_write_hostile(folder / "hostile.csv", case))
 
 
 @settings(max_examples=100, **CHECKS)
@@ -143,13 +147,7 @@ def test_random_bytes_load_or_fail_in_one_line(folder, data):
 @settings(max_examples=40, **CHECKS)
 @given(case=hostile)
 def test_hostile_csv_through_the_cli_is_exit_2_and_one_line(cli, tmp_path, case):
-    body, mutations = case
-    data = encode([HEADER, *[list(r) for r in body]], "\n", False)
-    for how, where in mutations:
-        data = _mutate(data, how, where)
-    path = tmp_path / "hostile.csv"
-    path.write_bytes(data)
-    cli_rejects(cli, path)
+    cli_rejects(cli, _write_hostile(tmp_path / "hostile.csv", case))
 
 
 @pytest.mark.parametrize("name, data, needle", [
