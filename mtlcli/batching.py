@@ -1,51 +1,114 @@
 """Token ids, not text: tokenize once up front, then batch examples of similar length together.
 
-Sorting by length inside large shuffled pools keeps padding small (every batch is padded only to
-its own longest row) while the order stays random from epoch to epoch and reproducible per seed.
+Every row's token ids live in one flat int32 array with an offset per row (4 bytes a token, where
+Python lists of ints take about 36). A batch is gathered from it on the device it runs on, so the
+ids travel to a GPU once, not once per step.
+
+Training sorts by length inside large shuffled pools (little padding, a random order per epoch,
+reproducible per seed). Inference (validation, eval, predict) sorts all rows by length and gives a
+batch only rows of one padded width, so a text's result does not depend on which texts share its
+batch. Widths are rounded up to a multiple chosen per device, so a GPU sees a bounded set of
+shapes: some attention kernels pay for every new shape.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-TOKENIZE_CHUNK = 2048  # rows per call to the fast tokenizer
+TOKENIZE_CHUNK = 8192  # rows per call to the fast tokenizer (it spreads a call over all cores)
 POOL_BATCHES = 50  # a pool holds this many batches' worth of rows before it is sorted by length
+AUTO_LENGTH_SAMPLE = 20_000  # training texts measured to choose --max-length auto
+AUTO_LENGTH_PERCENTILE = 95  # auto: this share of the training texts fits without truncation
+AUTO_LENGTH_STEP = 8  # auto rounds up to a multiple of this
+
+
+def inference_batch_size(device: torch.device) -> int:
+    """Rows per batch for validation, eval and predict alike, so the three agree row for row;
+    larger on a GPU, where a small batch leaves most of it idle."""
+    return 256 if device.type == "cuda" else 64
+
+
+def width_multiple(device: torch.device) -> int:
+    """Pad batches to a multiple of this many tokens: 1 on a CPU (no per-shape cost there, and
+    every padding token is paid for), 16 on a GPU (a bounded set of shapes)."""
+    return 16 if device.type == "cuda" else 1
 
 
 @dataclass
 class Encoded:
-    """A tokenized table: token ids per row and label ids per task (MISSING where unlabelled)."""
+    """A tokenized table: token ids of every row in one flat array, and label ids per task (MISSING where unlabelled)."""
 
-    input_ids: list[list[int]]
+    ids: np.ndarray  # int32, row i is ids[offsets[i] : offsets[i] + lengths[i]]
+    offsets: np.ndarray  # int64
+    lengths: np.ndarray  # int64, on the host: batches are planned without touching the device
     labels: dict[str, np.ndarray]
+    _on: dict = field(default_factory=dict, repr=False, compare=False)  # device -> tensors, moved once
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self.lengths)
 
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+    def row(self, i: int) -> list[int]:
+        return self.ids[self.offsets[i] : self.offsets[i] + self.lengths[i]].tolist()
+
+    def tensors(self, device: torch.device) -> dict[str, torch.Tensor]:
+        key = str(device)
+        if key not in self._on:
+            move = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+            self._on[key] = {"ids": move(self.ids), "offsets": move(self.offsets), "lengths": move(self.lengths),
+                             **{f"label:{t}": move(v) for t, v in self.labels.items()}}
+        return self._on[key]
 
 
-def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    ids: list[list[int]] = []
+def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat int32 token ids and the length of each row."""
+    ids, lengths = [], []
     for start in range(0, len(texts), TOKENIZE_CHUNK):
         chunk = list(texts[start : start + TOKENIZE_CHUNK])
-        ids += tokenizer(chunk, truncation=True, max_length=max_length)["input_ids"]
-    return ids
+        enc = tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="np")
+        mask = enc["attention_mask"].astype(bool)
+        ids.append(enc["input_ids"][mask].astype(np.int32))  # row-major: each row's tokens in order
+        lengths.append(mask.sum(axis=1))
+    if not ids:
+        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
+    return np.concatenate(ids), np.concatenate(lengths).astype(np.int64)
 
 
 def encode(tokenizer, texts: Sequence[str], labels: dict[str, list[int]], max_length: int) -> Encoded:
-    return Encoded(tokenize(tokenizer, texts, max_length), {t: np.asarray(v, dtype=np.int64) for t, v in labels.items()})
+    ids, lengths = tokenize(tokenizer, texts, max_length)
+    offsets = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    return Encoded(ids, offsets, lengths, {t: np.asarray(v, dtype=np.int64) for t, v in labels.items()})
+
+
+def model_length_limit(tokenizer, backbone) -> int | None:
+    """The most tokens the model reads: its position embeddings and its tokenizer's limit."""
+    limits = [n for n in (getattr(tokenizer, "model_max_length", None),
+                          getattr(backbone.config, "max_position_embeddings", None))
+              if isinstance(n, int) and 0 < n < 1_000_000]  # tokenizers without a limit say 1e30
+    return min(limits) if limits else None
+
+
+def choose_max_length(tokenizer, texts: Sequence[str], limit: int | None, seed: int) -> int:
+    """--max-length auto: the length that 95% of (a sample of) the training texts fit in whole,
+    rounded up to a multiple of 8, at most the model's limit."""
+    cap = limit or 512
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(len(texts), size=min(len(texts), AUTO_LENGTH_SAMPLE), replace=False) if texts else []
+    _, lengths = tokenize(tokenizer, [texts[i] for i in sorted(sample)], cap)
+    if not len(lengths):
+        return min(cap, 128)
+    wanted = math.ceil(np.percentile(lengths, AUTO_LENGTH_PERCENTILE))
+    return int(min(cap, max(AUTO_LENGTH_STEP, -(-wanted // AUTO_LENGTH_STEP) * AUTO_LENGTH_STEP)))
 
 
 @dataclass
 class Batch:
-    index: torch.Tensor  # rows of the dataset, to put results back in input order
+    index: torch.Tensor  # rows of the dataset (on the host), to put results back in input order
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: dict[str, torch.Tensor]
@@ -53,21 +116,27 @@ class Batch:
     def __len__(self) -> int:
         return len(self.index)
 
-    def to(self, device: torch.device) -> "Batch":
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(self.index, move(self.input_ids), move(self.attention_mask), {k: move(v) for k, v in self.labels.items()})
+
+def padded_width(longest: int, multiple: int, cap: int) -> int:
+    return min(-(-longest // multiple) * multiple, max(cap, longest))
 
 
-def collate(data: Encoded, index: np.ndarray, pad_id: int) -> Batch:
-    rows = [data.input_ids[i] for i in index]
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for j, r in enumerate(rows):
-        ids[j, : len(r)] = r
-        mask[j, : len(r)] = 1
-    labels = {t: torch.from_numpy(v[index]) for t, v in data.labels.items()}
-    return Batch(torch.from_numpy(np.asarray(index)), torch.from_numpy(ids), torch.from_numpy(mask), labels)
+def collate(data: Encoded, index: np.ndarray, pad_id: int, device: torch.device, multiple: int = 1,
+            cap: int = 1 << 30) -> Batch:
+    """The rows ``index`` as one padded batch, gathered on ``device`` from the ids already there."""
+    on = data.tensors(device)
+    width = padded_width(int(data.lengths[index].max()), multiple, cap)
+    rows = torch.from_numpy(np.asarray(index, dtype=np.int64))
+    if device.type == "cuda":  # from pinned memory the copy is asynchronous: no sync per step
+        rows_dev = rows.pin_memory().to(device, non_blocking=True)
+    else:
+        rows_dev = rows.to(device)
+    positions = torch.arange(width, device=device)
+    mask = positions < on["lengths"][rows_dev, None]
+    where = (on["offsets"][rows_dev, None] + positions).clamp_max(max(len(data.ids) - 1, 0))
+    ids = on["ids"][where].long().masked_fill_(~mask, pad_id)
+    labels = {t: on[f"label:{t}"][rows_dev] for t in data.labels}
+    return Batch(rows, ids, mask.long(), labels)
 
 
 def train_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -86,12 +155,17 @@ def train_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Inference batches: all rows sorted by length; callers put results back by ``Batch.index``."""
+def sorted_batches(lengths: np.ndarray, batch_size: int, multiple: int = 1, cap: int = 1 << 30) -> list[np.ndarray]:
+    """Inference batches: rows sorted by length, each batch holding rows of one padded width only,
+    so a row's padding (and so its result) depends on its own length, never on its neighbours'.
+    Callers put results back by ``Batch.index``."""
     order = np.argsort(lengths, kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    widths = np.minimum(-(-lengths[order] // multiple) * multiple, np.maximum(cap, lengths[order]))
+    cuts = np.flatnonzero(np.diff(widths)) + 1
+    return [group[i : i + batch_size] for group in np.split(order, cuts) for i in range(0, len(group), batch_size)]
 
 
-def iterate(data: Encoded, batches: list[np.ndarray], pad_id: int) -> Iterator[Batch]:
+def iterate(data: Encoded, batches: list[np.ndarray], pad_id: int, device: torch.device, multiple: int = 1,
+            cap: int = 1 << 30) -> Iterator[Batch]:
     for index in batches:
-        yield collate(data, index, pad_id)
+        yield collate(data, index, pad_id, device, multiple, cap)

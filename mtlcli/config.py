@@ -30,7 +30,7 @@ class TrainConfig:
     val_split: float = 0.2  # share of rows held out, stratified on the first task
     # model
     model: str | None = None  # a local folder or a Hugging Face id; unset: the bundled all-MiniLM-L6-v2
-    max_length: int = 128  # tokens; longer texts are truncated
+    max_length: int | str = "auto"  # tokens, longer texts are truncated; auto: 95% of the training texts fit
     pooling: str = "mean"  # registry kind "poolers"
     normalize: bool = False  # L2-normalise the pooled vector before the heads
     head: str = "linear"  # registry kind "heads"; one head per task
@@ -40,14 +40,16 @@ class TrainConfig:
     # loss and optimisation
     loss_combiner: str = "weighted"  # registry kind "loss_combiners"
     task_weights: dict[str, float] = field(default_factory=dict)  # TASK -> weight, 1.0 when absent
-    lr_backbone: float = 1e-5
-    lr_heads: float = 1e-4  # also the loss combiner's parameters
+    class_weight: str | dict[str, str] = "none"  # none | balanced, for every task or as TASK -> none | balanced
+    label_smoothing: float = 0.0  # share of each target spread evenly over all labels
+    lr_backbone: float = 5e-5
+    lr_heads: float = 1e-3  # also the loss combiner's parameters
     weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
     max_grad_norm: float = 1.0  # 0 turns clipping off
     scheduler: str = "linear"  # registry kind "schedulers"
     warmup_ratio: float = 0.1  # share of all steps spent warming up
     # the loop
-    epochs: int = 10
+    epochs: int = 3
     batch_size: int = 32
     patience: int = 2  # epochs without improvement before stopping
     min_delta: float = 0.0  # how much validation loss must fall to count as an improvement
@@ -63,6 +65,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+CLASS_WEIGHTS = ("none", "balanced")
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
 
@@ -78,8 +81,13 @@ def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(key, value, inner, where)
+        options = [a for a in args if a is not type(None)]
+        for inner in options[:-1]:  # int | str: the first type the value fits wins
+            try:
+                return _coerce(key, value, inner, where)
+            except UserError:
+                pass
+        return _coerce(key, value, options[-1], where)
     # reprlib: a bounded look at the value; a plain repr of a YAML alias bomb never ends
     bad = UserError(f"{where}: key '{shown(key)}' must be {_describe(tp)}, got {shown(reprlib.repr(value), 80)}")
     if origin is list:
@@ -155,7 +163,8 @@ def _describe(tp: Any) -> str:
     if origin is dict:
         return f"a mapping to {_describe(typing.get_args(tp)[1])}"
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp) if a is not type(None)) + " (or empty)"
+        args = typing.get_args(tp)
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + (" (or empty)" if type(None) in args else "")
     return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}.get(
         _type_name(tp), _type_name(tp)
     )
@@ -212,7 +221,12 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(f"config key '{key}' {what}, got {getattr(cfg, key)!r}")
 
     need(0.0 < cfg.val_split < 1.0, "val_split", "must be between 0 and 1")
-    need(cfg.max_length >= 2, "max_length", "must be at least 2")
+    need(cfg.max_length == "auto" or (isinstance(cfg.max_length, int) and cfg.max_length >= 2), "max_length",
+         "must be auto or a number of tokens of at least 2")
+    weights = cfg.class_weight.values() if isinstance(cfg.class_weight, dict) else [cfg.class_weight]
+    need(all(w in CLASS_WEIGHTS for w in weights), "class_weight", f"must be {' or '.join(CLASS_WEIGHTS)} (for every task "
+         "or per task)")
+    need(0.0 <= cfg.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
     need(cfg.epochs >= 1, "epochs", "must be at least 1")
     need(cfg.batch_size >= 1, "batch_size", "must be at least 1")
     need(cfg.patience >= 1, "patience", "must be at least 1")

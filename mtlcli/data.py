@@ -208,6 +208,23 @@ def stratified_split(table: Table, val_split: float, seed: int) -> tuple[Table, 
     return table.subset(sorted(train)), table.subset(sorted(val))
 
 
+def _keep_labels_trainable(train: Table, validation: Table) -> tuple[Table, Table]:
+    """The split is stratified on the first task only: a rare label of another task can land in
+    the held-out rows alone, where the model could never learn it. Such rows go back to training."""
+    back = set()
+    for task, values in validation.labels.items():
+        seen = set(train.labels[task])
+        back.update(i for i, v in enumerate(values) if v and v not in seen)
+    if not back:
+        return train, validation
+    moved = sorted(back)
+    merged = Table(train.path, train.texts + [validation.texts[i] for i in moved],
+                   {t: v + [validation.labels[t][i] for i in moved] for t, v in train.labels.items()},
+                   train.lines + [validation.lines[i] for i in moved])
+    order = sorted(range(len(merged)), key=lambda i: merged.lines[i])  # file order, as the split keeps it
+    return merged.subset(order), validation.subset([i for i in range(len(validation)) if i not in back])
+
+
 def load_train_val(
     data: str, val: str | None, text_column: str, tasks: list[str], val_split: float, seed: int
 ) -> tuple[Table, Table, dict[str, list[str]]]:
@@ -217,6 +234,7 @@ def load_train_val(
         validation = read_table(val, text_column, list(train.labels))
     else:
         train, validation = stratified_split(train, val_split, seed)
+        train, validation = _keep_labels_trainable(train, validation)
     label_sets = build_label_sets(train)
     encode_labels(validation, label_sets)  # an unseen validation label is reported now
     return train, validation, label_sets

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 
 from mtlcli import runs
-from mtlcli.batching import Encoded, iterate, sorted_batches, tokenize
+from mtlcli.batching import encode, inference_batch_size, iterate, sorted_batches, width_multiple
 from mtlcli.checkpoint import load_checkpoint
 from mtlcli.errors import UserError
 from mtlcli.model import MultiTaskModel, backbone_from_config, build_model, load_tokenizer
 from mtlcli.registry import REGISTRIES
-from mtlcli.training.hardware import autocast, cpu_has_native_bf16, resolve_device, resolve_precision
+from mtlcli.losses import Objective
+from mtlcli.training.hardware import autocast, configure_device, cpu_has_native_bf16, resolve_device, resolve_precision
 
 
 @dataclass
@@ -36,6 +37,17 @@ class LoadedRun:
     @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id or 0
+
+    @property
+    def max_length(self) -> int:
+        """Tokens a text is cut to, as in training (checkpoints hold the resolved number, never auto)."""
+        value = self.config.get("max_length", 128)
+        return value if isinstance(value, int) else 128
+
+    @property
+    def objective(self) -> Objective:
+        saved = self.ckpt.get("objective") or {}
+        return Objective(saved.get("class_weights") or {}, float(saved.get("label_smoothing") or 0.0))
 
 
 def _check_components_installed(ckpt: dict[str, Any], path: Path) -> None:
@@ -60,6 +72,7 @@ def load_run(run_dir: str | Path, device: str = "auto", precision: str = "auto",
     run = runs.resolve_run(run_dir)
     path = Path(checkpoint) if checkpoint else runs.best_checkpoint(run)
     dev = resolve_device(device)
+    configure_device(dev)
     ckpt = load_checkpoint(path)
     _check_components_installed(ckpt, path)
     cfg = ckpt["config"]
@@ -105,7 +118,7 @@ def _precision(requested: str, ckpt: dict[str, Any], dev: torch.device) -> str:
 
 
 @torch.inference_mode()
-def predict_batches(loaded: LoadedRun, texts: Sequence[str], batch_size: int = 64,
+def predict_batches(loaded: LoadedRun, texts: Sequence[str], batch_size: int | None = None,
                     with_embeddings: bool = False,
                     on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
     """Probabilities per task for ``texts`` (in input order); ``"_embeddings"`` too if asked.
@@ -115,27 +128,31 @@ def predict_batches(loaded: LoadedRun, texts: Sequence[str], batch_size: int = 6
     Texts are sorted by length for speed and put back in order; memory grows with ``len(texts)``
     only, so callers stream a large input through this in chunks.
     """
-    max_length = int(loaded.config.get("max_length", 128))
-    data = Encoded(tokenize(loaded.tokenizer, texts, max_length), {})
+    data = encode(loaded.tokenizer, texts, {}, loaded.max_length)
+    multiple = width_multiple(loaded.device)
     out = {t: np.zeros((len(texts), len(labels)), dtype=np.float32) for t, labels in loaded.label_sets.items()}
     if with_embeddings:
         out["_embeddings"] = None  # sized on the first batch
     done = 0
-    for batch in iterate(data, sorted_batches(data.lengths, batch_size), loaded.pad_id):
-        batch = batch.to(loaded.device)
+    batches = sorted_batches(data.lengths, batch_size or inference_batch_size(loaded.device), multiple, loaded.max_length)
+    found: dict[str, list[torch.Tensor]] = {t: [] for t in out}  # on the device until the end: no sync per batch
+    for batch in iterate(data, batches, loaded.pad_id, loaded.device, multiple, loaded.max_length):
         with loaded.amp():
             pooled = loaded.model.embed(batch.input_ids, batch.attention_mask)
             logits = {t: head(pooled) for t, head in loaded.model.heads.items()}
-        idx = batch.index.numpy()
         for t in loaded.label_sets:
-            out[t][idx] = torch.softmax(logits[t].float(), dim=-1).cpu().numpy()
+            found[t].append(torch.softmax(logits[t].float(), dim=-1))
         if with_embeddings:
-            if out["_embeddings"] is None:
-                out["_embeddings"] = np.zeros((len(texts), pooled.shape[-1]), dtype=np.float32)
-            out["_embeddings"][idx] = pooled.float().cpu().numpy()
-        done += len(idx)
+            found["_embeddings"].append(pooled.float())
+        done += len(batch)
         if on_batch is not None:
             on_batch(done, len(texts))
+    rows = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+    for t, parts in found.items():
+        if parts:
+            values = torch.cat(parts).cpu().numpy()
+            out[t] = np.zeros((len(texts), values.shape[-1]), dtype=np.float32) if out[t] is None else out[t]
+            out[t][rows] = values
     return out
 
 

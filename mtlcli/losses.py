@@ -2,13 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from mtlcli.data import MISSING
 
 
-def task_losses(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+@dataclass(frozen=True)
+class Objective:
+    """How each task's cross-entropy is taken: per-class weights (a task left out: all 1) and label
+    smoothing. Training, validation and eval use the same one, so their losses compare."""
+
+    class_weights: dict[str, list[float]] = field(default_factory=dict)
+    label_smoothing: float = 0.0
+    _on: dict = field(default_factory=dict, repr=False, compare=False)  # made once per device: no copy per step
+
+    def weight(self, task: str, device: torch.device) -> torch.Tensor | None:
+        if task not in self.class_weights:
+            return None
+        key = (task, str(device))
+        if key not in self._on:
+            self._on[key] = torch.tensor(self.class_weights[task], dtype=torch.float32, device=device)
+        return self._on[key]
+
+
+def balanced_weights(label_ids: np.ndarray, n_classes: int) -> list[float]:
+    """n / (K * count_c) over the labelled rows, as scikit-learn's "balanced": a rare label counts
+    as much in the loss as a common one, and the weights average 1 over the rows."""
+    counts = np.bincount(label_ids[label_ids != MISSING], minlength=n_classes).astype(np.float64)
+    n = counts.sum()
+    return [float(n / (n_classes * c)) if c else 0.0 for c in counts]
+
+
+def task_losses(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
+                objective: Objective = Objective()) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """task -> (summed loss over labelled rows, number of labelled rows), both tensors.
 
     Sums rather than means so that epoch metrics are exact averages over rows. A batch with no
@@ -17,7 +47,8 @@ def task_losses(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
     out = {}
     for task, y in labels.items():
         out[task] = (
-            F.cross_entropy(logits[task].float(), y, ignore_index=MISSING, reduction="sum"),
+            F.cross_entropy(logits[task].float(), y, weight=objective.weight(task, y.device), ignore_index=MISSING,
+                            reduction="sum", label_smoothing=objective.label_smoothing),
             (y != MISSING).sum(),
         )
     return out

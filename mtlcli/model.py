@@ -22,7 +22,12 @@ class MultiTaskModel(nn.Module):
         self.normalize = normalize
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        tokens = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask
+        if getattr(self.backbone.config, "_attn_implementation", None) == "sdpa":
+            # The 4D boolean mask SDPA takes, made here: from a 2D mask, transformers asks whether any
+            # token is padding (a host sync on a GPU, every forward pass) before making this same mask.
+            mask = attention_mask[:, None, None, :].bool()
+        tokens = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
         pooled = self.pooler(tokens, attention_mask)
         return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 

@@ -144,7 +144,7 @@ def chunks(source: Source, size: int) -> Iterator[tuple[list[list[str]] | None, 
         yield (rows if source.columns is not None else None), texts
 
 
-def predict_chunks(loaded, source: Source, batch_size: int = 64, with_embeddings: bool = False,
+def predict_chunks(loaded, source: Source, batch_size: int | None = None, with_embeddings: bool = False,
                    chunk_size: int | None = None, on_batch: Callable[[int, int], None] | None = None) -> Iterator[Chunk]:
     """Predictions chunk by chunk; ``on_batch(done, total)`` reports progress within each chunk."""
     from mtlcli.inference import predict_batches

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mtlcli import data as data_mod, metrics
+from mtlcli import data as data_mod, metrics, quality
 from mtlcli.errors import UserError
 
 
@@ -65,13 +65,19 @@ def score(loaded, path: str | Path, text_column: str | None = None, ignore_unkno
     table = data_mod.read_table(path, text_column, present)
     ignored = unknown_labels(table, loaded.label_sets) if ignore_unknown else {}
     label_ids = data_mod.encode_labels(table, loaded.label_sets, ignore_unknown=ignore_unknown)
-    encoded = encode(loaded.tokenizer, table.texts, label_ids, int(loaded.config.get("max_length", 128)))
-    batch_size = batch_size or int(loaded.config.get("batch_size", 32))
-    result = evaluate(loaded.model, rebuild_combiner(loaded), encoded, loaded.label_sets, batch_size,
-                      loaded.device, loaded.amp, loaded.pad_id)
+    encoded = encode(loaded.tokenizer, table.texts, label_ids, loaded.max_length)
+    result = evaluate(loaded.model, rebuild_combiner(loaded), encoded, loaded.label_sets, loaded.device, loaded.amp,
+                      loaded.pad_id, loaded.max_length, loaded.objective, batch_size=batch_size)
     report: dict[str, Any] = {"n": len(table), "loss": _finite(result["loss"]), "tasks": {}}
     for task, r in result["tasks"].items():
         report["tasks"][task] = task_report(r["confusion_matrix"], loaded.label_sets[task], r["loss"])
+        check = quality.check_task(task, report["tasks"][task]["accuracy"], report["tasks"][task]["macro_f1"],
+                                   encoded.labels[task], loaded.label_sets[task])
+        if check:
+            report["tasks"][task]["baseline"] = {k: check[k] for k in ("majority_label", "majority_accuracy",
+                                                                       "majority_macro_f1", "learned")}
+            if "warning" in check:
+                report["tasks"][task]["warning"] = check["warning"]
     if ignored:
         report["ignored"] = ignored
     return report

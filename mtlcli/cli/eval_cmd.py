@@ -22,7 +22,7 @@ def eval_(
     out: Annotated[Optional[Path], Opt(help="Also write eval.json and confusion_<task>.png here.")] = None,
     ignore_unknown: Annotated[bool, Opt("--ignore-unknown", help="Leave out rows whose label the run never saw, instead of stopping.")] = False,
     text_column: Annotated[Optional[str], Opt(help="Column with the text. (default: the run's)")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="Sentences per batch. (default: the run's)")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Sentences per batch. (default: 64 on a CPU, 256 on a GPU, as predict and validation)")] = None,
     device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, Opt(help="run (as the run trained, so scores match its validation), auto, fp32, bf16 or fp16.")] = "run",
 ) -> None:
@@ -48,6 +48,8 @@ def eval_(
     for task, r in report["tasks"].items():
         console.print(f"\n[bold]{escape(task)}[/]: accuracy {_fmt(r['accuracy'])}, macro-F1 {_fmt(r['macro_f1'])}, "
                       f"loss {_fmt(r['loss'])} (n={r['n']})", soft_wrap=True, highlight=False)
+        if r.get("warning"):
+            err_console.print(f"warning: {r['warning']}", soft_wrap=True, markup=False, highlight=False, style="yellow")
         console.print(scores_table(r))
         console.print(confusion_table(r))
 

@@ -29,7 +29,7 @@ def predict(
     top_k: Annotated[int, Opt(help="Show the K most likely labels per task.", min=1)] = 1,
     embeddings: Annotated[Optional[Path], Opt(help="Also write the pooled sentence vectors to this .npy file, one row per text.")] = None,
     text_column: Annotated[Optional[str], Opt(help="Column with the text in a CSV input. (default: the run's)")] = None,
-    batch_size: Annotated[int, Opt(help="Sentences per forward pass.", min=1)] = 64,
+    batch_size: Annotated[Optional[int], Opt(help="Sentences per forward pass. (default: 64 on a CPU, 256 on a GPU, as eval and validation)", min=1)] = None,
     device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, Opt(help="auto, fp32, bf16 or fp16.")] = "auto",
 ) -> None:

@@ -37,6 +37,9 @@ class PlainReporter(Reporter):
         self.console.print(
             f"Training on {info['train_rows']} rows, validating on {info['val_rows']}; tasks: {labels}; "
             f"device {info['device']} ({info['precision']}); run folder {info['run']}", soft_wrap=True, markup=False)
+        if info.get("max_length_auto"):
+            self.console.print(f"Max length {info['max_length']} tokens (auto: 95% of the training texts fit whole; "
+                               "--max-length N to change)", soft_wrap=True, markup=False)
         if info.get("resumed_from"):
             epoch, step = info["resumed_from"]
             where = f"epoch {epoch}" + (f" after batch {step}" if step else "")
@@ -115,6 +118,8 @@ def show_summary(console: Console, summary: dict[str, Any], chart: bool) -> None
     for t in plots.tasks_of(rows):
         table.add_row(t, _fmt(best.get(f"val_{t}_loss")), _fmt(best.get(f"val_{t}_acc")), _fmt(best.get(f"val_{t}_f1")))
     console.print(table)
+    for warning in summary.get("warnings") or []:
+        console.print(f"warning: {warning}", soft_wrap=True, markup=False, highlight=False, style="yellow")
     console.print(f"Run saved in {summary['run']} (best checkpoint {summary['best_checkpoint']})", soft_wrap=True, markup=False)
 
 

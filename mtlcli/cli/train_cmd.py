@@ -40,13 +40,15 @@ def train(
     task: Annotated[Optional[list[str]], Opt("--task", help="A task column to train (repeatable). (default: every other column)")] = None,
     val_split: Annotated[Optional[float], Opt(help=f"Share of DATA held out for validation, stratified on the first task. (default: {D.val_split})")] = None,
     model: Annotated[Optional[str], Opt(help="Backbone: a local folder or a Hugging Face id. (default: bundled all-MiniLM-L6-v2)")] = None,
-    max_length: Annotated[Optional[int], Opt(help=f"Truncate texts to this many tokens. (default: {D.max_length})")] = None,
+    max_length: Annotated[Optional[str], Opt(help=f"Truncate texts to this many tokens; auto: the length 95% of the training texts fit in. (default: {D.max_length})")] = None,
     pooling: Annotated[Optional[str], Opt(help=f"Pooler: cls, mean, max or a plugin's. (default: {D.pooling})")] = None,
     normalize: Annotated[Optional[bool], Opt("--normalize/--no-normalize", help="L2-normalize the pooled vector. (default: no-normalize)")] = None,
     head: Annotated[Optional[str], Opt(help=f"Head per task: linear, mlp or a plugin's. (default: {D.head})")] = None,
     freeze: Annotated[Optional[list[str]], Opt("--freeze", help="none, backbone, embeddings, bottom:N, or a task's head (repeatable).")] = None,
     loss_combiner: Annotated[Optional[str], Opt(help=f"How task losses combine: weighted, uncertainty, dwa or a plugin's (mtl plugins lists them). (default: {D.loss_combiner})")] = None,
     task_weight: Annotated[Optional[list[str]], Opt("--task-weight", help="TASK=W for the weighted combiner (repeatable). (default: 1.0 each)")] = None,
+    class_weight: Annotated[Optional[list[str]], Opt("--class-weight", help="balanced: weigh each label by how rare it is in the training rows; for every task, or TASK=balanced (repeatable). (default: none)")] = None,
+    label_smoothing: Annotated[Optional[float], Opt(help=f"Spread this share of each target over all labels. (default: {D.label_smoothing})")] = None,
     lr_backbone: Annotated[Optional[float], Opt(help=f"Learning rate of the backbone. (default: {D.lr_backbone})")] = None,
     lr_heads: Annotated[Optional[float], Opt(help=f"Learning rate of the heads and combiner. (default: {D.lr_heads})")] = None,
     weight_decay: Annotated[Optional[float], Opt(help=f"AdamW weight decay (not on biases, norms). (default: {D.weight_decay})")] = None,
@@ -75,9 +77,11 @@ def train(
 
     overrides = {
         "data": str(data) if data else None, "val": str(val) if val else None, "text_column": text_column,
-        "tasks": task or None, "val_split": val_split, "model": model, "max_length": max_length, "pooling": pooling,
+        "tasks": task or None, "val_split": val_split, "model": model, "max_length": _max_length(max_length),
+        "pooling": pooling,
         "normalize": normalize, "head": head, "freeze": freeze or None, "loss_combiner": loss_combiner,
-        "task_weights": _pairs(task_weight, "--task-weight"), "lr_backbone": lr_backbone, "lr_heads": lr_heads,
+        "task_weights": _pairs(task_weight, "--task-weight"), "class_weight": _class_weight(class_weight),
+        "label_smoothing": label_smoothing, "lr_backbone": lr_backbone, "lr_heads": lr_heads,
         "weight_decay": weight_decay, "max_grad_norm": max_grad_norm, "scheduler": scheduler,
         "warmup_ratio": warmup_ratio, "epochs": epochs, "batch_size": batch_size, "patience": patience,
         "min_delta": min_delta, "keep_all_best": keep_all_best, "seed": seed, "device": device,
@@ -111,6 +115,30 @@ def train(
         raise typer.Exit(stop.exit_code) from None
     finally:
         reporter.close()
+
+
+def _max_length(value: str | None) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"--max-length {value}: expected a number of tokens or auto") from None
+
+
+def _class_weight(values: list[str] | None) -> str | dict[str, str] | None:
+    """``--class-weight balanced`` is for every task; ``--class-weight TASK=balanced`` for one."""
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    out = {}
+    for item in values:
+        task, sep, how = item.partition("=")
+        if not sep or not task:
+            raise UserError(f"--class-weight {item}: expected balanced (every task) or TASK=balanced")
+        out[task] = how
+    return out
 
 
 def _global_batch(batch_size: int | None, per_process: int, nproc: int | None) -> int:

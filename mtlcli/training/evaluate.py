@@ -8,14 +8,15 @@ import numpy as np
 import torch
 
 from mtlcli import metrics
-from mtlcli.batching import Encoded, iterate, sorted_batches
+from mtlcli.batching import Encoded, inference_batch_size, iterate, sorted_batches, width_multiple
 from mtlcli.data import MISSING
-from mtlcli.losses import task_losses
+from mtlcli.losses import Objective, task_losses
 
 
 @torch.inference_mode()
-def evaluate(model, combiner, data: Encoded, label_sets: dict[str, list[str]], batch_size: int,
-             device: torch.device, amp, pad_id: int, dist=None) -> dict[str, Any]:
+def evaluate(model, combiner, data: Encoded, label_sets: dict[str, list[str]], device: torch.device, amp,
+             pad_id: int, max_length: int, objective: Objective = Objective(), dist=None,
+             batch_size: int | None = None) -> dict[str, Any]:
     """Per task: mean loss, accuracy, macro-F1 and the confusion matrix; plus the combined loss.
 
     The combined loss is the training objective (the same combiner) applied to the mean task losses.
@@ -27,17 +28,22 @@ def evaluate(model, combiner, data: Encoded, label_sets: dict[str, list[str]], b
     tasks = [t for t in label_sets if t in data.labels]
     loss_sum = {t: torch.zeros((), device=device) for t in tasks}
     preds = {t: np.full(len(data), MISSING, dtype=np.int64) for t in tasks}
-    batches = sorted_batches(data.lengths, batch_size)
+    multiple = width_multiple(device)
+    batches = sorted_batches(data.lengths, batch_size or inference_batch_size(device), multiple, max_length)
     if dist is not None and dist.enabled:
         batches = batches[dist.rank :: dist.world_size]
-    for batch in iterate(data, batches, pad_id):
-        batch = batch.to(device)
+    found = {t: [] for t in tasks}  # predictions stay on the device until the end: no sync per batch
+    for batch in iterate(data, batches, pad_id, device, multiple, max_length):
         with amp():
             logits = model(batch.input_ids, batch.attention_mask)
-        summed = task_losses({t: logits[t] for t in tasks}, {t: batch.labels[t] for t in tasks})
+        summed = task_losses({t: logits[t] for t in tasks}, {t: batch.labels[t] for t in tasks}, objective)
         for t in tasks:
             loss_sum[t] += summed[t][0]
-            preds[t][batch.index.numpy()] = logits[t].argmax(-1).cpu().numpy()
+            found[t].append(logits[t].argmax(-1))
+    rows = np.concatenate([b for b in batches]) if batches else np.zeros(0, dtype=np.int64)
+    for t in tasks:
+        if found[t]:
+            preds[t][rows] = torch.cat(found[t]).cpu().numpy()
     model.train(was_training)
     if dist is not None and dist.enabled:
         _gather(loss_sum, preds, device, dist)

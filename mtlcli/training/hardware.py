@@ -43,6 +43,18 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def configure_device(device: torch.device) -> None:
+    """Attention and matmul settings chosen on purpose rather than left to defaults.
+
+    cuDNN's attention plans per sequence shape: with every batch a new shape it spent most of the
+    forward pass there, so SDPA uses the flash / memory-efficient kernels instead. fp32 matmuls
+    may use TF32 on GPUs that have it (bf16 autocast covers the backbone anyway).
+    """
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+
 def autocast(device: torch.device, precision: str):
     """The forward pass's autocast context; weights and optimizer state stay fp32."""
     if precision == "fp32":

@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 import torch
 
-from mtlcli.batching import Encoded, collate, train_batches
+from mtlcli.batching import Encoded, collate, train_batches, width_multiple
 from mtlcli.data import MISSING
-from mtlcli.losses import task_losses
+from mtlcli.losses import Objective, task_losses
 from mtlcli.training.distributed import (Dist, all_gather_object, all_reduce_max, average_grads, shard, sum_in_place,
                                         usable_batches)
 from mtlcli.training.evaluate import evaluate
@@ -43,6 +43,8 @@ class LoopParts:
     seed: int
     lr_backbone: float
     lr_heads: float
+    max_length: int
+    objective: Objective = Objective()
     dist: Dist = Dist()  # under torchrun: this process's rank; ``model`` is then DDP-wrapped
 
 
@@ -147,6 +149,7 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
     """Train from ``start`` to ``epochs``; returns how it ended (done, stopped early, interrupted, diverged)."""
     p, reporter, d = parts, hooks.reporter, parts.dist
     tasks = list(p.label_sets)
+    multiple = width_multiple(p.device)
     ended = {"epochs_run": start.epoch - 1, "stopped_early": False, "interrupted": False, "diverged": None}
     for epoch in range(start.epoch, epochs + 1):
         # ---- train one epoch; a resumed epoch skips the batches done before it stopped
@@ -163,10 +166,10 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
             # process's summed loss by these, times W, makes DDP's gradient average exactly the
             # single-process gradient of the whole batch
             counts = {t: int((p.train.labels[t][rows] != MISSING).sum()) for t in tasks}
-            batch = collate(p.train, shard(rows, d), p.pad_id).to(p.device)
+            batch = collate(p.train, shard(rows, d), p.pad_id, p.device, multiple, p.max_length)
             with p.amp():
                 logits = p.model(batch.input_ids, batch.attention_mask)
-            summed = task_losses(logits, batch.labels)
+            summed = task_losses(logits, batch.labels, p.objective)
             loss = p.combiner({t: summed[t][0] * d.world_size / counts[t] for t in tasks if counts[t]})
 
             p.optimizer.zero_grad(set_to_none=True)
@@ -202,8 +205,8 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
         train_task_loss = {t: float(tally.loss_sum[t]) / tally.counted[t] for t in tasks if tally.counted[t]}
         p.combiner.epoch_end(train_task_loss)
         reporter.validation_start(epoch)
-        val = evaluate(getattr(p.model, "module", p.model), p.combiner, p.val, p.label_sets, p.batch_size, p.device,
-                       p.amp, p.pad_id, d)
+        val = evaluate(getattr(p.model, "module", p.model), p.combiner, p.val, p.label_sets, p.device, p.amp, p.pad_id,
+                       p.max_length, p.objective, d)
         row = {"epoch": epoch, **_current_lrs(p), "seconds": round(time.perf_counter() - t0, 3),
                "train_seconds": round(train_seconds, 3),
                "train_sentences_per_s": round((tally.seen - seen_before) / train_seconds, 2),

@@ -11,15 +11,17 @@ import numpy as np
 import torch
 
 from mtlcli import __version__, config as config_mod, data as data_mod, plots, runs
-from mtlcli.batching import encode
+from mtlcli.batching import choose_max_length, encode, model_length_limit
 from mtlcli.checkpoint import load_checkpoint, save_checkpoint
 from mtlcli.config import TrainConfig
 from mtlcli.errors import RunFailed, UserError
+from mtlcli.losses import Objective, balanced_weights
+from mtlcli.quality import task_checks
 from mtlcli.model import (apply_freeze, build_model, default_model_path, load_pretrained_backbone, load_tokenizer,
                           parameter_groups)
 from mtlcli.registry import heads, loss_combiners, poolers, schedulers
 from mtlcli.training import distributed
-from mtlcli.training.hardware import autocast, resolve_device, resolve_precision
+from mtlcli.training.hardware import autocast, configure_device, resolve_device, resolve_precision
 from mtlcli.training.interrupt import StopSignals, TrainingInterrupted
 from mtlcli.training.loop import Hooks, LoopParts, Position, fit
 from mtlcli.training.policies import BestCheckpoint, EarlyStopping
@@ -45,6 +47,9 @@ def check_components(cfg: TrainConfig, tasks: list[str]) -> dict[str, dict[str, 
     for task in cfg.task_weights:
         if task not in tasks:
             raise UserError(f"--task-weight {task}=...: no task '{task}' (tasks: {', '.join(tasks)})")
+    for task in cfg.class_weight if isinstance(cfg.class_weight, dict) else []:
+        if task not in tasks:
+            raise UserError(f"--class-weight {task}=...: no task '{task}' (tasks: {', '.join(tasks)})")
     for spec in cfg.freeze:
         if spec not in ("none", "backbone", "embeddings") and not spec.startswith("bottom:") and spec not in tasks:
             raise UserError(f"--freeze {spec}: not one of none, backbone, embeddings, bottom:N or a task ({', '.join(tasks)})")
@@ -53,14 +58,23 @@ def check_components(cfg: TrainConfig, tasks: list[str]) -> dict[str, dict[str, 
     return found
 
 
-def check_max_length(max_length: int, tokenizer, backbone, model_path: str) -> None:
-    """A --max-length beyond the model's position embeddings would fail mid-run: refuse it now."""
-    limits = [n for n in (getattr(tokenizer, "model_max_length", None),
-                          getattr(backbone.config, "max_position_embeddings", None))
-              if isinstance(n, int) and 0 < n < 1_000_000]  # tokenizers without a limit say 1e30
-    if limits and max_length > min(limits):
-        raise UserError(f"--max-length {max_length}: the model '{model_path}' reads at most {min(limits)} tokens; "
-                        f"use --max-length {min(limits)} or less (longer texts are truncated)")
+def resolve_max_length(cfg: TrainConfig, tokenizer, backbone, model_path: str, texts: list[str]) -> int:
+    """The number of tokens texts are cut to: auto measures the training texts; a number beyond the
+    model's position embeddings would fail mid-run, so it is refused now."""
+    limit = model_length_limit(tokenizer, backbone)
+    if cfg.max_length == "auto":
+        return choose_max_length(tokenizer, texts, limit, cfg.seed)
+    if limit and cfg.max_length > limit:
+        raise UserError(f"--max-length {cfg.max_length}: the model '{model_path}' reads at most {limit} tokens; "
+                        f"use --max-length {limit} or less (longer texts are truncated)")
+    return cfg.max_length
+
+
+def class_weights(cfg: TrainConfig, label_ids: dict[str, list[int]], label_sets: dict[str, list[str]]) -> dict[str, list[float]]:
+    """--class-weight: balanced weights from the training rows for the tasks that ask for them."""
+    wanted = cfg.class_weight if isinstance(cfg.class_weight, dict) else {t: cfg.class_weight for t in label_sets}
+    return {t: balanced_weights(np.asarray(label_ids[t]), len(label_sets[t]))
+            for t, how in wanted.items() if how == "balanced"}
 
 
 def checkpoint_bytes(model: torch.nn.Module) -> tuple[int, int]:
@@ -114,6 +128,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     dist, device = distributed.init(device)  # under torchrun: join the others, take this process's GPU
+    configure_device(device)  # under torchrun: join the others, take this process's GPU
     main = dist.is_main  # only the main process writes files and shows the display
     if not main:
         reporter = Reporter()
@@ -134,7 +149,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(model_path)
     backbone = load_pretrained_backbone(model_path)
-    check_max_length(cfg.max_length, tokenizer, backbone, model_path)
+    max_length = resolve_max_length(cfg, tokenizer, backbone, model_path, train_table.texts)
     if resume is None:
         run = Path(distributed.broadcast_object(str(runs.create_run(cfg.out, cfg.name)) if main else None, dist))
     else:
@@ -154,13 +169,15 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     model.to(device)
     combiner.to(device)
 
-    train_set = encode(tokenizer, train_table.texts, data_mod.encode_labels(train_table, label_sets), cfg.max_length)
-    val_set = encode(tokenizer, val_table.texts, data_mod.encode_labels(val_table, label_sets), cfg.max_length)
+    train_ids = data_mod.encode_labels(train_table, label_sets)
+    train_set = encode(tokenizer, train_table.texts, train_ids, max_length)
+    val_set = encode(tokenizer, val_table.texts, data_mod.encode_labels(val_table, label_sets), max_length)
+    objective = Objective(class_weights(cfg, train_ids, label_sets), cfg.label_smoothing)
 
     # ---- optimisation; on resume, raising --epochs stretches the decay over the new total from
     # the step reached, while warmup keeps the length it started with
     groups = parameter_groups(model, combiner, cfg.lr_backbone, cfg.lr_heads, cfg.weight_decay)
-    optimizer = torch.optim.AdamW(groups, fused=device.type == "cpu" or None)
+    optimizer = torch.optim.AdamW(groups, fused=device.type in ("cpu", "cuda") or None)  # one kernel for all parameters
     steps_per_epoch = -(-len(train_set) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = int(saved["resume"]["schedule"]["warmup_steps"]) if saved else int(cfg.warmup_ratio * total)
@@ -190,13 +207,17 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     best_row = next((dict(r) for r in log.rows if r.get("epoch") == stopper.best_epoch), {})
 
     info = {"run": str(run), "device": str(device), "precision": precision, "model": model_path,
+            "max_length": max_length, "max_length_auto": cfg.max_length == "auto",
             "train_rows": len(train_set), "val_rows": len(val_set), "tasks": label_sets, "epochs": cfg.epochs,
             "steps_per_epoch": steps_per_epoch, "components": components,
             "resumed_from": [start.epoch, start.step] if saved else None, "processes": dist.world_size}
     reporter.train_start(info)
 
     def checkpoint_payload(epoch: int, row: dict[str, Any]) -> dict[str, Any]:
-        return {"config": cfg.to_dict(), "labels": label_sets, "epoch": epoch, "metrics": row,
+        # the config as trained: --max-length auto resolved, so eval and predict cut texts alike
+        return {"config": {**cfg.to_dict(), "max_length": max_length}, "labels": label_sets, "epoch": epoch,
+                "metrics": row, "objective": {"class_weights": objective.class_weights,
+                                              "label_smoothing": objective.label_smoothing},
                 "model": model.state_dict(), "combiner": combiner.state_dict(), "components": components,
                 "mtl_version": __version__, "precision": precision}
 
@@ -225,7 +246,8 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     # DDP averages gradients over processes; checkpoints keep saving the unwrapped ``model``
     parts = LoopParts(distributed.wrap(model, dist, device), combiner, optimizer, scheduler, train_set, val_set,
                       label_sets, device, partial(autocast, device, precision), tokenizer.pad_token_id or 0,
-                      cfg.batch_size, cfg.max_grad_norm, cfg.seed, cfg.lr_backbone, cfg.lr_heads, dist)
+                      cfg.batch_size, cfg.max_grad_norm, cfg.seed, cfg.lr_backbone, cfg.lr_heads, max_length, objective,
+                      dist)
     stop.armed = True  # from here a first Ctrl-C/SIGTERM means: finish the batch, save, stop
     result = fit(parts, cfg.epochs, stopper, hooks, start, tally_state)
 
@@ -236,8 +258,12 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     summary = {"best_epoch": stopper.best_epoch, "best_val_loss": stopper.best, **result,
                "best_checkpoint": str(saver.path.relative_to(run)) if saver.path else None,
                "last_checkpoint": str(last_checkpoint(run).relative_to(run)) if last_checkpoint(run).is_file() else None,
-               "device": str(device), "precision": precision, "model": model_path,
-               "best_metrics": best_row}
+               "device": str(device), "precision": precision, "model": model_path, "max_length": max_length,
+               "class_weights": objective.class_weights, "best_metrics": best_row}
+    checks = task_checks(best_row, val_set, label_sets)
+    if checks:
+        summary["task_checks"] = checks
+        summary["warnings"] = [c["warning"] for c in checks.values() if c.get("warning")]
     runs.write_json(run / "summary.json", summary)
     if log.rows:
         plots.write_png({run.name: log.rows}, plots.default_panels(log.rows), run / "plots" / "learning_curves.png")

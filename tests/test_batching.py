@@ -1,0 +1,86 @@
+"""Token storage and batch shapes: compact ids, a bounded set of widths, results independent of batch neighbours."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import sample_rows, write_csv
+from mtlcli.batching import collate, encode, sorted_batches, train_batches, width_multiple
+from mtlcli.inference import load_run, predict_batches
+from mtlcli.model import load_tokenizer
+
+
+def test_token_ids_are_one_flat_int32_array_that_gives_back_each_row(tiny_model):
+    tokenizer = load_tokenizer(tiny_model)
+    texts = [r[0] for r in sample_rows(50)]
+    data = encode(tokenizer, texts, {"t": list(range(50))}, 24)
+    assert data.ids.dtype == np.int32 and data.ids.ndim == 1 and len(data.ids) == data.lengths.sum()
+    for i in (0, 17, 49):
+        assert data.row(i) == tokenizer(texts[i], truncation=True, max_length=24)["input_ids"]
+    batch = collate(data, np.array([3, 0, 9]), tokenizer.pad_token_id, torch.device("cpu"))
+    assert batch.input_ids.shape == (3, int(data.lengths[[3, 0, 9]].max()))
+    for j, i in enumerate((3, 0, 9)):
+        n = int(data.lengths[i])
+        assert batch.input_ids[j, :n].tolist() == data.row(i)
+        assert batch.attention_mask[j].tolist() == [1] * n + [0] * (batch.input_ids.shape[1] - n)
+        assert set(batch.input_ids[j, n:].tolist()) <= {tokenizer.pad_token_id}
+    assert batch.labels["t"].tolist() == [3, 0, 9]
+
+
+def test_on_a_gpu_an_epoch_uses_a_bounded_set_of_widths(tiny_model):
+    """What the GPU sees, counted on the CPU: widths rounded up to the GPU's multiple, never beyond max length."""
+    tokenizer = load_tokenizer(tiny_model)
+    texts = [r[0] for r in sample_rows()] * 3
+    data = encode(tokenizer, texts, {}, 60)
+    multiple = width_multiple(torch.device("cuda"))
+    assert multiple > 1 and width_multiple(torch.device("cpu")) == 1
+    widths = {collate(data, rows, 0, torch.device("cpu"), multiple, 60).input_ids.shape[1]
+              for rows in train_batches(data.lengths, 32, 0, 1)}
+    widths |= {collate(data, rows, 0, torch.device("cpu"), multiple, 60).input_ids.shape[1]
+               for rows in sorted_batches(data.lengths, 64, multiple, 60)}
+    assert widths <= {w for w in range(multiple, 61, multiple)} | {60}
+    assert len(widths) <= 60 // multiple + 1
+    exact = {int(data.lengths[rows].max()) for rows in train_batches(data.lengths, 32, 0, 1)}
+    assert len(exact) > len(widths)  # without rounding, nearly every batch would be a new shape
+
+
+def test_inference_batches_hold_one_width_each_and_cover_every_row_once():
+    lengths = np.array([5, 9, 12, 3, 16, 17, 7, 33, 8, 15, 16, 2])
+    batches = sorted_batches(lengths, 3, 8, 40)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    for rows in batches:
+        widths = {-(-int(n) // 8) * 8 for n in lengths[rows]}
+        assert len(widths) == 1 and len(rows) <= 3
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_texts_scores_do_not_depend_on_the_texts_beside_it(trained_run, precision):
+    run, _ = trained_run
+    loaded = load_run(run, device="cpu", precision=precision)
+    texts = [r[0] for r in sample_rows(200)]
+    together = predict_batches(loaded, texts, batch_size=64)
+    for i in (0, 5, 77, 199):
+        alone = predict_batches(loaded, [texts[i]], batch_size=64)
+        for task in loaded.label_sets:
+            assert np.array_equal(alone[task][0], together[task][i]), (precision, i, task)
+
+
+def test_eval_and_predict_agree_on_every_row_with_default_options(cli, trained_run, tmp_path):
+    run, val_csv = trained_run
+    scored = cli("eval", run, val_csv, "--json")
+    assert scored.exit_code == 0, scored.output
+    report = json.loads(scored.stdout)
+    predicted = cli("predict", run, "--input", val_csv, "--format", "jsonl")
+    assert predicted.exit_code == 0, predicted.output
+    rows = [json.loads(line) for line in predicted.stdout.splitlines() if line.strip()]
+    truth = [r[1:] for r in sample_rows()[120:180]]
+    for t, task in enumerate(("class_label", "sentiment_label")):
+        labels = report["tasks"][task]["labels"]
+        cm = np.zeros((len(labels), len(labels)), dtype=int)
+        for row, true in zip(rows, truth):
+            cm[labels.index(true[t]), labels.index(row[task] if isinstance(row[task], str) else row[task]["label"])] += 1
+        assert cm.tolist() == report["tasks"][task]["confusion_matrix"], task
