@@ -34,7 +34,7 @@ def measure(compiled: bool, data, label_sets, args) -> dict:
     batches = (batches * (needed // len(batches) + 1))[:needed]
 
     def step(index) -> int:
-        batch = collate(data, index, 0)
+        batch = collate(data, index, 0, device)
         with autocast(device, precision):
             logits = step_model(batch.input_ids, batch.attention_mask)
         summed = task_losses(logits, batch.labels)
