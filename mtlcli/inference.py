@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from mtlcli import runs
-from mtlcli.batching import encode, inference_batch_size, iterate, sorted_batches, width_multiple
+from mtlcli.batching import Encoded, encode, inference_batch_size, iterate, sorted_batches, width_multiple
 from mtlcli.checkpoint import load_checkpoint
 from mtlcli.errors import UserError
+from mtlcli.losses import Objective
 from mtlcli.model import MultiTaskModel, backbone_from_config, build_model, load_tokenizer
 from mtlcli.registry import REGISTRIES
-from mtlcli.losses import Objective
 from mtlcli.training.hardware import autocast, configure_device, cpu_has_native_bf16, resolve_device, resolve_precision
 
 
@@ -117,7 +117,6 @@ def _precision(requested: str, ckpt: dict[str, Any], dev: torch.device) -> str:
     return resolve_precision("auto", dev)
 
 
-@torch.inference_mode()
 def predict_batches(loaded: LoadedRun, texts: Sequence[str], batch_size: int | None = None,
                     with_embeddings: bool = False,
                     on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
@@ -128,9 +127,21 @@ def predict_batches(loaded: LoadedRun, texts: Sequence[str], batch_size: int | N
     Texts are sorted by length for speed and put back in order; memory grows with ``len(texts)``
     only, so callers stream a large input through this in chunks.
     """
-    data = encode(loaded.tokenizer, texts, {}, loaded.max_length)
+    return predict_encoded(loaded, encode_texts(loaded, texts), batch_size, with_embeddings, on_batch)
+
+
+def encode_texts(loaded: LoadedRun, texts: Sequence[str]) -> Encoded:
+    """Token ids for ``texts``, cut as the run was trained."""
+    return encode(loaded.tokenizer, texts, {}, loaded.max_length)
+
+
+@torch.inference_mode()
+def predict_encoded(loaded: LoadedRun, data: Encoded, batch_size: int | None = None, with_embeddings: bool = False,
+                    on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """``predict_batches`` for texts already tokenized with ``encode_texts``."""
+    n = len(data)
     multiple = width_multiple(loaded.device)
-    out = {t: np.zeros((len(texts), len(labels)), dtype=np.float32) for t, labels in loaded.label_sets.items()}
+    out = {t: np.zeros((n, len(labels)), dtype=np.float32) for t, labels in loaded.label_sets.items()}
     if with_embeddings:
         out["_embeddings"] = None  # sized on the first batch
     done = 0
@@ -146,12 +157,12 @@ def predict_batches(loaded: LoadedRun, texts: Sequence[str], batch_size: int | N
             found["_embeddings"].append(pooled.float())
         done += len(batch)
         if on_batch is not None:
-            on_batch(done, len(texts))
+            on_batch(done, n)
     rows = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
     for t, parts in found.items():
         if parts:
             values = torch.cat(parts).cpu().numpy()
-            out[t] = np.zeros((len(texts), values.shape[-1]), dtype=np.float32) if out[t] is None else out[t]
+            out[t] = np.zeros((n, values.shape[-1]), dtype=np.float32) if out[t] is None else out[t]
             out[t][rows] = values
     return out
 

@@ -40,7 +40,7 @@ def evaluate(model, combiner, data: Encoded, label_sets: dict[str, list[str]], d
         for t in tasks:
             loss_sum[t] += summed[t][0]
             found[t].append(logits[t].argmax(-1))
-    rows = np.concatenate([b for b in batches]) if batches else np.zeros(0, dtype=np.int64)
+    rows = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
     for t in tasks:
         if found[t]:
             preds[t][rows] = torch.cat(found[t]).cpu().numpy()

@@ -16,9 +16,9 @@ from mtlcli.checkpoint import load_checkpoint, save_checkpoint
 from mtlcli.config import TrainConfig
 from mtlcli.errors import RunFailed, UserError
 from mtlcli.losses import Objective, balanced_weights
-from mtlcli.quality import task_checks
 from mtlcli.model import (apply_freeze, build_model, default_model_path, load_pretrained_backbone, load_tokenizer,
                           parameter_groups)
+from mtlcli.quality import task_checks
 from mtlcli.registry import heads, loss_combiners, poolers, schedulers
 from mtlcli.training import distributed
 from mtlcli.training.hardware import autocast, configure_device, resolve_device, resolve_precision
@@ -128,7 +128,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     dist, device = distributed.init(device)  # under torchrun: join the others, take this process's GPU
-    configure_device(device)  # under torchrun: join the others, take this process's GPU
+    configure_device(device)
     main = dist.is_main  # only the main process writes files and shows the display
     if not main:
         reporter = Reporter()
