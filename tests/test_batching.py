@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import sample_rows, write_csv
+from conftest import SHARED_DATA, sample_rows, write_csv
 from mtlcli.batching import collate, encode, sorted_batches, train_batches, width_multiple
 from mtlcli.inference import load_run, predict_batches
 from mtlcli.model import load_tokenizer
@@ -69,18 +69,53 @@ def test_a_texts_scores_do_not_depend_on_the_texts_beside_it(trained_run, precis
             assert np.array_equal(alone[task][0], together[task][i]), (precision, i, task)
 
 
-def test_eval_and_predict_agree_on_every_row_with_default_options(cli, trained_run, tmp_path):
+def _eval_labels(run, csv_path) -> dict[str, list[str]]:
+    """The label `mtl eval` gives each row: its own evaluation code, read row by row."""
+    from mtlcli import data as data_mod, scoring
+    from mtlcli.batching import encode
+    from mtlcli.training.evaluate import evaluate
+
+    loaded = load_run(run, precision="run")
+    table = data_mod.read_table(csv_path, "sentence", list(loaded.label_sets))
+    encoded = encode(loaded.tokenizer, table.texts, data_mod.encode_labels(table, loaded.label_sets), loaded.max_length)
+    result = evaluate(loaded.model, scoring.rebuild_combiner(loaded), encoded, loaded.label_sets, loaded.device,
+                      loaded.amp, loaded.pad_id, loaded.max_length, loaded.objective)
+    return {t: [loaded.label_sets[t][i] for i in r["predictions"]] for t, r in result["tasks"].items()}
+
+
+def _predict_labels(cli, run, csv_path) -> dict[str, list[str]]:
+    predicted = cli("predict", run, "--input", csv_path, "--format", "jsonl")
+    assert predicted.exit_code == 0, predicted.output
+    rows = [json.loads(line) for line in predicted.stdout.splitlines() if line.strip()]
+    return {t: [r[t]["label"] for r in rows] for t in rows[0] if t != "text"}
+
+
+def test_eval_and_predict_agree_on_every_row_with_default_options(cli, trained_run):
     run, val_csv = trained_run
+    assert _eval_labels(run, val_csv) == _predict_labels(cli, run, val_csv)
     scored = cli("eval", run, val_csv, "--json")
     assert scored.exit_code == 0, scored.output
     report = json.loads(scored.stdout)
-    predicted = cli("predict", run, "--input", val_csv, "--format", "jsonl")
-    assert predicted.exit_code == 0, predicted.output
-    rows = [json.loads(line) for line in predicted.stdout.splitlines() if line.strip()]
     truth = [r[1:] for r in sample_rows()[120:180]]
     for t, task in enumerate(("class_label", "sentiment_label")):
         labels = report["tasks"][task]["labels"]
         cm = np.zeros((len(labels), len(labels)), dtype=int)
-        for row, true in zip(rows, truth):
-            cm[labels.index(true[t]), labels.index(row[task] if isinstance(row[task], str) else row[task]["label"])] += 1
+        for true, label in zip(truth, _predict_labels(cli, run, val_csv)[task]):
+            cm[labels.index(true[t]), labels.index(label)] += 1
         assert cm.tolist() == report["tasks"][task]["confusion_matrix"], task
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "sentiment_labelled_sentences.csv").is_file(), reason="../shared/data is absent")
+def test_eval_and_predict_agree_on_the_real_validation_split(cli, tmp_path):
+    """The bundled MiniLM, default options: every row of sentiment_labelled_sentences.csv's own
+    validation split gets the same labels from mtl eval's evaluation and from mtl predict."""
+    from mtlcli.data import load_train_val
+
+    data = SHARED_DATA / "sentiment_labelled_sentences.csv"
+    result = cli("train", data, "--epochs", "1", "--name", "real", "--quiet")
+    assert result.exit_code == 0, result.output
+    _, val, _ = load_train_val(str(data), None, "sentence", [], 0.2, 42)
+    val_csv = write_csv(tmp_path / "val.csv", [[t, *labels] for t, *labels in zip(val.texts, *val.labels.values())],
+                        ["sentence", *val.labels])
+    run = tmp_path / "runs" / "real"
+    assert _eval_labels(run, val_csv) == _predict_labels(cli, run, val_csv)

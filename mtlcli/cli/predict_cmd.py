@@ -31,7 +31,7 @@ def predict(
     text_column: Annotated[Optional[str], Opt(help="Column with the text in a CSV input. (default: the run's)")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Sentences per forward pass. (default: 64 on a CPU, 256 on a GPU, as eval and validation)", min=1)] = None,
     device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[str, Opt(help="auto, fp32, bf16 or fp16.")] = "auto",
+    precision: Annotated[str, Opt(help="run (as the run trained, as mtl eval does), auto, fp32, bf16 or fp16.")] = "run",
 ) -> None:
     """Predict each task's label and probability for TEXT arguments or every line of --input."""
     from mtlcli import predict_io
