@@ -37,6 +37,11 @@ class LoadedRun:
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id or 0
 
+    def probs(self, texts: Sequence[str], batch_size: int = 64, with_embeddings: bool = False,
+              on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+        """What every predictor offers (this one, the ONNX one): see ``predict_batches``."""
+        return predict_batches(self, texts, batch_size, with_embeddings, on_batch)
+
 
 def _check_components_installed(ckpt: dict[str, Any], path: Path) -> None:
     kinds = {"pooler": "poolers", "head": "heads", "loss_combiner": "loss_combiners", "scheduler": "schedulers"}

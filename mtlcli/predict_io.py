@@ -144,13 +144,15 @@ def chunks(source: Source, size: int) -> Iterator[tuple[list[list[str]] | None, 
         yield (rows if source.columns is not None else None), texts
 
 
-def predict_chunks(loaded, source: Source, batch_size: int = 64, with_embeddings: bool = False,
+def predict_chunks(predictor, source: Source, batch_size: int = 64, with_embeddings: bool = False,
                    chunk_size: int | None = None, on_batch: Callable[[int, int], None] | None = None) -> Iterator[Chunk]:
-    """Predictions chunk by chunk; ``on_batch(done, total)`` reports progress within each chunk."""
-    from mtlcli.inference import predict_batches
+    """Predictions chunk by chunk; ``on_batch(done, total)`` reports progress within each chunk.
 
+    ``predictor``: anything with ``probs(texts, batch_size, with_embeddings, on_batch)``: a loaded
+    run, an ONNX export, or a ``mtlcli.Model``.
+    """
     for rows, texts in chunks(source, chunk_size or CHUNK):
-        out = predict_batches(loaded, texts, batch_size, with_embeddings, on_batch)
+        out = predictor.probs(texts, batch_size, with_embeddings, on_batch)
         embeddings = out.pop("_embeddings", None)
         yield Chunk(texts, rows, out, embeddings)
 
