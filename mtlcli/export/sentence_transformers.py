@@ -61,12 +61,12 @@ def load(path: Path, meta: dict, label_sets: dict[str, list[str]], device: str, 
     from transformers import AutoModel
 
     import mtlcli.components  # noqa: F401
-    from mtlcli.inference import LoadedRun, _cast_backbone_linears, _check_components_installed, _precision
+    from mtlcli.inference import LoadedRun, check_components_installed, ready
     from mtlcli.model import _quiet_transformers, build_model, load_tokenizer
     from mtlcli.training.hardware import resolve_device
 
     cfg = meta["config"]
-    _check_components_installed({"components": meta.get("components")}, path / export_folder.CONFIG)
+    check_components_installed({"components": meta.get("components")}, path / export_folder.CONFIG)
     dev = resolve_device(device)
     _quiet_transformers()
     tokenizer = load_tokenizer(str(path))
@@ -85,9 +85,7 @@ def load(path: Path, meta: dict, label_sets: dict[str, list[str]], device: str, 
     if missing or unexpected:
         raise UserError(f"{path / HEADS}: does not match the export's config "
                         f"(missing {', '.join(missing) or 'nothing'}; unexpected {', '.join(unexpected) or 'nothing'})")
-    model.to(dev).eval()
-    precision = _precision(precision, {"precision": meta.get("precision")}, dev)
-    _cast_backbone_linears(model, precision)
+    precision = ready(model, dev, precision, meta.get("precision"))
     ckpt = {"config": cfg, "labels": label_sets, "metrics": meta.get("validation") or {}, "epoch": meta.get("epoch"),
             "precision": meta.get("precision"), "components": meta.get("components")}
     return LoadedRun(path, path / HEADS, model, tokenizer, label_sets, cfg, ckpt, dev, precision)

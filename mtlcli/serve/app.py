@@ -170,6 +170,3 @@ class RequestLog:
             extra = f" {note['note']}" if "note" in note else ""
             print(f"{stamp} {client[0]} {scope['method']} {scope['path']} {status[0]} {ms:.1f} ms{extra}",
                   file=self.log, flush=True)
-
-    def __getattr__(self, name: str) -> Any:  # the wrapped app's attributes (router, state)
-        return getattr(self.app, name)
