@@ -132,8 +132,9 @@ def main() -> None:
             results["server_exit_code"] = proc.wait(timeout=120)
             server_log = log.read_text()
     results["log_lines"] = server_log.count(" POST /predict ")
-    batches = [int(b) for b in re.findall(r"batch of (\d+)", server_log)]
-    results["mean_texts_per_model_call_seen_by_requests"] = round(sum(batches) / max(1, len(batches)), 1)
+    for row in results["runs"]:  # the texts in the model call each request went through, on average
+        batches = [int(b) for b in re.findall(rf" {row['texts_per_request']} texts, batch of (\d+)", server_log)]
+        row["mean_texts_per_model_call"] = round(sum(batches) / max(1, len(batches)), 1)
     for row in results["runs"]:
         k = row["texts_per_request"]
         sent = [texts[(i * k + j) % len(texts)] for i in range(row["requests"]) for j in range(k)]
