@@ -82,6 +82,9 @@ def test_sentence_transformers_folder_is_standard_and_complete(st_export, traine
     assert {"modules.json", "sentence_bert_config.json", "1_Pooling/config.json", "config.json", "model.safetensors",
             "heads.safetensors", "labels.json", "mtl_config.json", "README.md", "tokenizer.json"} <= names
     assert not [n for n in names if n.endswith((".pt", ".bin", ".pkl", ".pickle"))]  # safetensors only
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {oct((st_export / n).stat().st_mode & 0o777) for n in names} == {oct(0o666 & ~umask)}
     pooling = json.loads((st_export / "1_Pooling" / "config.json").read_text())
     assert pooling["pooling_mode_mean_tokens"] and not pooling["pooling_mode_cls_token"]
     assert "2_Normalize" not in {n.split("/")[0] for n in names}  # the run did not normalize

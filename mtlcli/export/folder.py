@@ -77,8 +77,19 @@ def staged(out: Path) -> Iterator[Path]:
         raise UserError(f"--out {out}: cannot write here ({exc.strerror or exc})") from None
     try:
         yield tmp
+        _usual_permissions(tmp)
         if out.is_dir():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _usual_permissions(tmp: Path) -> None:
+    """safetensors writes its files readable by the owner only; an export is for sharing, so files
+    get the permissions the umask gives new files, as the tokenizer's and the JSON files have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in tmp.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
