@@ -49,8 +49,24 @@ class LoadedRun:
         saved = self.ckpt.get("objective") or {}
         return Objective(saved.get("class_weights") or {}, float(saved.get("label_smoothing") or 0.0))
 
+    # what every predictor offers (this one, the ONNX one, mtlcli.Model): tokenize, then predict;
+    # predict_io tokenizes the next chunk while the current one runs
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        return encode_texts(self, texts)
 
-def _check_components_installed(ckpt: dict[str, Any], path: Path) -> None:
+    def probs_encoded(self, data: Encoded, batch_size: int | None = None, with_embeddings: bool = False,
+                      on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+        return predict_encoded(self, data, batch_size, with_embeddings, on_batch)
+
+    def probs(self, texts: Sequence[str], batch_size: int | None = None, with_embeddings: bool = False,
+              on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+        """See ``predict_batches``."""
+        return predict_batches(self, texts, batch_size, with_embeddings, on_batch)
+
+
+
+def check_components_installed(ckpt: dict[str, Any], path: Path) -> None:
+    """Stop with a one-line error naming the package when a component the model needs is not installed."""
     kinds = {"pooler": "poolers", "head": "heads", "loss_combiner": "loss_combiners", "scheduler": "schedulers"}
     for kind, info in (ckpt.get("components") or {}).items():
         registry = REGISTRIES.get(kinds.get(kind, ""))
@@ -74,7 +90,7 @@ def load_run(run_dir: str | Path, device: str = "auto", precision: str = "auto",
     dev = resolve_device(device)
     configure_device(dev)
     ckpt = load_checkpoint(path)
-    _check_components_installed(ckpt, path)
+    check_components_installed(ckpt, path)
     cfg = ckpt["config"]
     if not (run / "backbone").is_dir():
         raise UserError(f"{run}: the run has no backbone/ folder (tokenizer and architecture)")
@@ -85,10 +101,16 @@ def load_run(run_dir: str | Path, device: str = "auto", precision: str = "auto",
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: the checkpoint does not match its run's model ({str(exc).splitlines()[0][:200]})") from None
-    model.to(dev).eval()
-    precision = _precision(precision, ckpt, dev)
-    _cast_backbone_linears(model, precision)
+    precision = ready(model, dev, precision, ckpt.get("precision"))
     return LoadedRun(run, path, model, tokenizer, ckpt["labels"], cfg, ckpt, dev, precision)
+
+
+def ready(model: MultiTaskModel, dev: torch.device, requested: str, trained: str | None) -> str:
+    """Put a freshly built model on ``dev`` for inference; returns the precision it will run in."""
+    model.to(dev).eval()
+    precision = _precision(requested, {"precision": trained}, dev)
+    _cast_backbone_linears(model, precision)
+    return precision
 
 
 def _cast_backbone_linears(model: MultiTaskModel, precision: str) -> None:

@@ -144,23 +144,23 @@ def chunks(source: Source, size: int) -> Iterator[tuple[list[list[str]] | None, 
         yield (rows if source.columns is not None else None), texts
 
 
-def predict_chunks(loaded, source: Source, batch_size: int | None = None, with_embeddings: bool = False,
+def predict_chunks(predictor, source: Source, batch_size: int | None = None, with_embeddings: bool = False,
                    chunk_size: int | None = None, on_batch: Callable[[int, int], None] | None = None) -> Iterator[Chunk]:
     """Predictions chunk by chunk; ``on_batch(done, total)`` reports progress within each chunk.
 
-    The next chunk is read and tokenized in a background thread while this one runs through the
-    model (the fast tokenizer does its work outside the GIL), so the model seldom waits for the
-    file or the tokenizer. A bad row is reported when its chunk is reached, as before.
+    ``predictor``: anything with ``encode(texts)`` and ``probs_encoded(data, batch_size,
+    with_embeddings, on_batch)``: a loaded run, an ONNX export, or a ``mtlcli.Model``. The next
+    chunk is read and tokenized in a background thread while this one runs through the model (the
+    fast tokenizer does its work outside the GIL), so the model seldom waits for the file or the
+    tokenizer. A bad row is reported when its chunk is reached, as before.
     """
     from concurrent.futures import ThreadPoolExecutor
-
-    from mtlcli.inference import encode_texts, predict_encoded
 
     parts = chunks(source, chunk_size or CHUNK)
 
     def read_next():
         for rows, texts in parts:
-            return rows, texts, encode_texts(loaded, texts)
+            return rows, texts, predictor.encode(texts)
         return None
 
     with ThreadPoolExecutor(1, thread_name_prefix="mtl-read") as pool:
@@ -168,7 +168,7 @@ def predict_chunks(loaded, source: Source, batch_size: int | None = None, with_e
         while (ready := upcoming.result()) is not None:
             upcoming = pool.submit(read_next)
             rows, texts, data = ready
-            out = predict_encoded(loaded, data, batch_size, with_embeddings, on_batch)
+            out = predictor.probs_encoded(data, batch_size, with_embeddings, on_batch)
             embeddings = out.pop("_embeddings", None)
             yield Chunk(texts, rows, out, embeddings)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import typer
 
 from mtlcli import __version__
-from mtlcli.cli import eval_cmd, plot_cmd, plugins_cmd, predict_cmd, train_cmd
+from mtlcli.cli import eval_cmd, export_cmd, plot_cmd, plugins_cmd, predict_cmd, serve_cmd, train_cmd
 
 app = typer.Typer(
     name="mtl",
-    help="Multi-task fine-tuning of sentence transformers: train, evaluate, predict and plot.",
+    help="Multi-task fine-tuning of sentence transformers: train, evaluate, predict, plot, export and serve.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -34,6 +34,8 @@ app.command("eval")(eval_cmd.eval_)
 app.command("predict")(predict_cmd.predict)
 app.command("plot")(plot_cmd.plot)
 app.command("plugins")(plugins_cmd.plugins)
+app.command("export")(export_cmd.export)
+app.command("serve")(serve_cmd.serve)
 
 
 def main() -> None:

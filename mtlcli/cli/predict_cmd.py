@@ -21,7 +21,7 @@ FORMATS = ("table", "csv", "jsonl")
 
 @handles_errors
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/latest.", show_default=False)],
+    run: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/latest, or a folder written by mtl export.", show_default=False)],
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to label (or use --input).", show_default=False)] = None,
     input_: Annotated[Optional[str], Opt("--input", "-i", help="CSV with the run's text column, or one text per line; - for standard input.")] = None,
     fmt: Annotated[Optional[str], Opt("--format", "-f", help="table, csv or jsonl. (default: table on a terminal; csv for --output *.csv; else jsonl)")] = None,
@@ -31,21 +31,21 @@ def predict(
     text_column: Annotated[Optional[str], Opt(help="Column with the text in a CSV input. (default: the run's)")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Sentences per forward pass. (default: 64 on a CPU, 256 on a GPU, as eval and validation)", min=1)] = None,
     device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[str, Opt(help="run (as the run trained, as mtl eval does), auto, fp32, bf16 or fp16.")] = "run",
+    precision: Annotated[str, Opt(help="run (as the run trained, as mtl eval does), auto, fp32, bf16 or fp16 (an ONNX export runs in fp32).")] = "run",
 ) -> None:
     """Predict each task's label and probability for TEXT arguments or every line of --input."""
     from mtlcli import predict_io
-    from mtlcli.inference import load_run
+    from mtlcli.api import Model
 
     fmt = _pick_format(fmt, output)
     if texts and input_:
         raise UserError("give TEXT arguments or --input, not both")
     if not texts and not input_:
         raise UserError("no texts: give TEXT arguments, or --input FILE (- for standard input)")
-    loaded = load_run(run, device, precision)
-    column = text_column or loaded.config.get("text_column", "sentence")
+    model = Model.load(run, device, precision)
+    column = text_column or model.config.get("text_column", "sentence")
     source = predict_io.open_input(input_, column) if input_ else predict_io.from_texts(list(texts))
-    label_sets = loaded.label_sets
+    label_sets = model.labels
     k = min(top_k, max(len(v) for v in label_sets.values()))
 
     npy = predict_io.NpyWriter(embeddings) if embeddings else None
@@ -53,7 +53,7 @@ def predict(
     try:
         with predict_io.open_output(str(output) if output else None) as out, _progress(source, bool(input_)) as progress:
             write = _writer(fmt, out, source.columns, label_sets, k)
-            for chunk in predict_io.predict_chunks(loaded, source, batch_size, npy is not None, on_batch=progress.batch):
+            for chunk in predict_io.predict_chunks(model, source, batch_size, npy is not None, on_batch=progress.batch):
                 write(chunk)
                 if npy:
                     npy.append(chunk.embeddings)

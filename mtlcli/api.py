@@ -1,0 +1,162 @@
+"""The Python API: load a trained model once, then label texts and embed them.
+
+    from mtlcli import Model
+
+    model = Model.load("runs/latest")                   # a run folder, or an exported folder
+    model.predict(["The battery died after a day."], top_k=2)
+    model.embed(["The battery died after a day."])      # numpy array [n, dim]
+
+``predict`` returns the objects ``mtl predict --format jsonl`` writes, one per text. `mtl predict`
+and `mtl serve` run through this class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+
+class Model:
+    """A trained model, ready to predict. Build it with ``Model.load``."""
+
+    def __init__(self, predictor: Any, path: Path, kind: str, precision_request: str = "auto"):
+        self._predictor = predictor  # a LoadedRun (PyTorch) or an OnnxPredictor: both offer ``probs``
+        self.path = path
+        self.kind = kind  # "run", "sentence-transformers" or "onnx"
+        self._precision_request = precision_request
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto", precision: str = "run") -> "Model":
+        """A run folder (its best checkpoint) or a folder written by ``mtl export``.
+
+        ``device``: auto (CUDA when present), cpu or cuda. ``precision``: run (as the run trained, so
+        results match its validation and `mtl eval`), auto (bf16 where the hardware runs it natively),
+        fp32, bf16 or fp16. An ONNX export runs in fp32.
+        Bad paths and broken folders raise ``mtlcli.errors.UserError`` with a one-line message.
+        """
+        return cls(*_open(Path(path), device, precision), precision)
+
+    # ---- what the model is -------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self._predictor.label_sets)
+
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        """Task -> its labels, in the order of the head's outputs."""
+        return {t: list(v) for t, v in self._predictor.label_sets.items()}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's training config (text column, max length, pooling, ...)."""
+        return self._predictor.config
+
+    @property
+    def device(self) -> str:
+        return str(self._predictor.device)
+
+    @property
+    def precision(self) -> str:
+        return self._predictor.precision
+
+    def info(self) -> dict[str, Any]:
+        """Tasks, labels, base model, validation metrics of the checkpoint, and how it runs."""
+        if self.kind == "onnx":
+            meta = self._predictor.meta
+            validation, epoch = meta.get("validation") or {}, meta.get("epoch")
+        else:
+            ckpt = self._predictor.ckpt
+            validation = {k: v for k, v in (ckpt.get("metrics") or {}).items() if k.startswith("val_")}
+            epoch = ckpt.get("epoch")
+        return {"path": str(self.path), "kind": self.kind, "tasks": self.labels,
+                "model": self.config.get("model") or "all-MiniLM-L6-v2 (bundled)",
+                "text_column": self.config.get("text_column", "sentence"),
+                "max_length": int(self.config.get("max_length", 128)), "epoch": epoch, "validation": validation,
+                "device": self.device, "precision": self.precision}
+
+    # ---- using it ----------------------------------------------------------------------------
+
+    def predict(self, texts: Sequence[str], top_k: int = 1, batch_size: int | None = None,
+                device: str | None = None) -> list[dict[str, Any]]:
+        """One dict per text, as ``mtl predict --format jsonl`` writes:
+        ``{"text": ..., task: {"label": ..., "score": p, "top": [[label, p], ...]}, ...}``.
+
+        ``top`` holds the ``top_k`` most probable labels, most probable first. ``device`` moves the
+        model there (reloading it from its folder) for this and later calls.
+        """
+        from mtlcli import predict_io
+
+        texts = _checked(texts)
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, not {top_k}")
+        probs = self.probs(texts, batch_size, device=device)
+        chunk = predict_io.Chunk(texts, None, probs, None)
+        return list(predict_io.records(chunk, self._predictor.label_sets, top_k))
+
+    def embed(self, texts: Sequence[str], batch_size: int | None = None, device: str | None = None) -> np.ndarray:
+        """The sentence vectors the heads see (after the L2 normalization if the run uses it): float32 [n, dim]."""
+        texts = _checked(texts)
+        return self.probs(texts, batch_size, with_embeddings=True, device=device)["_embeddings"]
+
+    def probs(self, texts: Sequence[str], batch_size: int | None = None, with_embeddings: bool = False,
+              on_batch: Callable[[int, int], None] | None = None, device: str | None = None) -> dict[str, np.ndarray]:
+        """Task -> probabilities [n, labels] in the order of ``labels[task]`` (and ``"_embeddings"``
+        if asked); ``on_batch(done, total)`` is called after each batch. ``batch_size``: by default
+        64 on a CPU and 256 on a GPU, as `mtl eval` and validation batch."""
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if device is not None:
+            self._move(device)
+        return self._predictor.probs(texts, batch_size, with_embeddings, on_batch)
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        """Token ids for ``texts`` as the model cuts them, for ``probs_encoded`` (`mtl predict`
+        tokenizes the next chunk while the model runs on this one)."""
+        return self._predictor.encode(texts)
+
+    def probs_encoded(self, data: Any, batch_size: int | None = None, with_embeddings: bool = False,
+                      on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+        return self._predictor.probs_encoded(data, batch_size, with_embeddings, on_batch)
+
+    def _move(self, device: str) -> None:
+        from mtlcli.training.hardware import resolve_device
+
+        if self.kind != "onnx" and resolve_device(device) == self._predictor.device:
+            return
+        if self.kind == "onnx" and device in ("auto", self.device):
+            return
+        self._predictor = _open(self.path, device, self._precision_request)[0]
+
+    def __repr__(self) -> str:
+        return f"Model({str(self.path)!r}, kind={self.kind!r}, tasks={self.tasks}, device={self.device!r})"
+
+
+def _checked(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string; wrap it: [text]")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is a {type(t).__name__}, not a string")
+    return texts
+
+
+def _open(path: Path, device: str, precision: str) -> tuple[Any, Path, str]:
+    from mtlcli import export
+    from mtlcli.errors import UserError
+    from mtlcli.export import folder
+
+    if not path.exists():
+        raise UserError(f"{path}: no such run folder or export")
+    if path.is_dir() and (path / "config.yaml").is_file():
+        from mtlcli.inference import load_run
+
+        loaded = load_run(path, device, precision)
+        return loaded, loaded.run, "run"
+    if path.is_dir() and folder.is_export(path):
+        predictor = export.load(path.resolve(), device, precision)
+        return predictor, path.resolve(), folder.read(path)[0]["kind"]
+    raise UserError(f"{path}: not an mtl run folder (no config.yaml) nor an export (no {folder.CONFIG})")

@@ -1,0 +1,65 @@
+"""Exported model folders: a sentence-transformers folder or an ONNX graph, each with its task heads,
+``labels.json``, ``mtl_config.json`` and a model card; loadable without mtl's checkpoints (and the
+sentence-transformers one without mtl at all).
+
+``export(run, kind, out)`` writes one; ``load(folder, device, precision)`` opens one for prediction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mtlcli.export import folder
+
+FORMATS = folder.KINDS
+
+
+def export(run: str | Path, kind: str, out: str | Path) -> dict:
+    """Write the run's best checkpoint to ``out`` as ``kind``; returns what was written (for the report)."""
+    from mtlcli.errors import UserError
+    from mtlcli.inference import load_run
+
+    if kind not in FORMATS:
+        raise UserError(f"--format {kind}: use one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if kind == "onnx":  # fail before the slow part
+        from mtlcli.extras import require
+
+        require("onnx", "onnx", "--format onnx")
+        require("onnxruntime", "onnx", "--format onnx")
+    loaded = load_run(run, device="cpu", precision="fp32")  # exports are fp32 whatever the run trained in
+    meta = folder.describe(loaded, kind)
+    report = {"kind": kind, "out": out}
+    if kind == "sentence-transformers":
+        from mtlcli.export import sentence_transformers
+
+        sentence_transformers.check_exportable(loaded.config)
+    with folder.staged(out) as tmp:
+        if kind == "onnx":
+            from mtlcli.export import onnx_graph
+
+            report["max_abs_diff"] = onnx_graph.write(loaded, tmp)
+        else:
+            sentence_transformers.write(loaded, tmp)
+        folder.write_json(tmp / folder.LABELS, loaded.label_sets)
+        folder.write_json(tmp / folder.CONFIG, meta)
+        dim = int(getattr(loaded.model.pooler, "output_size", loaded.model.backbone.config.hidden_size))
+        from mtlcli.export.card import model_card
+
+        (tmp / "README.md").write_text(model_card(meta, loaded.label_sets, out, dim), encoding="utf-8")
+    return report
+
+
+def load(path: Path, device: str = "auto", precision: str = "auto"):
+    """An export folder opened for prediction: a LoadedRun (sentence-transformers) or an OnnxPredictor."""
+    meta, label_sets = folder.read(path)
+    if meta["kind"] == "onnx":
+        from mtlcli.errors import UserError
+        from mtlcli.export.onnx_predictor import OnnxPredictor
+
+        if precision not in ("auto", "fp32", "run"):
+            raise UserError(f"--precision {precision}: an ONNX export runs in fp32")
+        return OnnxPredictor(path, meta, label_sets, device)
+    from mtlcli.export import sentence_transformers
+
+    return sentence_transformers.load(path, meta, label_sets, device, precision)

@@ -1,0 +1,80 @@
+"""README.md of an export: a model card saying what the model does, how well, and how to load it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+_LOAD = {
+    "sentence-transformers": """## Load it
+
+Sentence embeddings, with sentence-transformers alone (no mtl needed):
+
+```python
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer("{folder}")
+vectors = model.encode(["The battery died after a day."])
+```
+
+Labels, with mtl (`pip install mtlcli`):
+
+```python
+from mtlcli import Model
+model = Model.load("{folder}")
+model.predict(["The battery died after a day."], top_k=2)
+```
+
+or `mtl predict {folder} "The battery died after a day."`, or `mtl serve {folder}`.
+The task heads are in `heads.safetensors` (`heads.<task>.*` tensors), their labels in `labels.json`,
+in the order of the heads' outputs.
+""",
+    "onnx": """## Load it
+
+With ONNX Runtime: `model.onnx` takes `input_ids` and `attention_mask` (int64, `[batch, tokens]`,
+from the tokenizer in this folder, at most {max_length} tokens) and returns `embedding`
+(`[batch, {dim}]`) and one `probs_<task>` (`[batch, labels]`) per task, in the order of
+`labels.json`.
+
+With mtl (`pip install "mtlcli[onnx]"`), which runs it on ONNX Runtime:
+
+```python
+from mtlcli import Model
+model = Model.load("{folder}")
+model.predict(["The battery died after a day."], top_k=2)
+```
+
+or `mtl predict {folder} "The battery died after a day."`, or `mtl serve {folder}`.
+""",
+}
+
+
+def model_card(meta: dict[str, Any], labels: dict[str, list[str]], folder: Path, dim: int) -> str:
+    cfg = meta["config"]
+    kind = meta["kind"]
+    lines = [f"# {folder.name}", "",
+             f"A multi-task text classifier trained with mtl {meta['mtl_version']} ({kind} export of run "
+             f"`{meta['run']}`, epoch {meta['epoch']}).", "",
+             "| | |", "|---|---|",
+             f"| base model | `{_name(cfg.get('model')) or 'all-MiniLM-L6-v2 (bundled)'}` |",
+             f"| training data | `{_name(cfg.get('data'))}`" + (f", validation `{_name(cfg['val'])}`" if cfg.get("val") else "") + " |",
+             f"| text column | `{cfg.get('text_column', 'sentence')}` |",
+             f"| pooling | {cfg.get('pooling')}{', L2-normalized' if cfg.get('normalize') else ''} |",
+             f"| head | {cfg.get('head')} |",
+             f"| max length | {cfg.get('max_length')} tokens |",
+             f"| trained in | {meta['precision']} |", "",
+             "## Tasks", "", "| task | labels | validation accuracy | validation macro-F1 |", "|---|---|---|---|"]
+    val = meta.get("validation") or {}
+    for task, names in labels.items():
+        lines.append(f"| {task} | {', '.join(names)} | {_fmt(val.get(f'val_{task}_acc'))} | {_fmt(val.get(f'val_{task}_f1'))} |")
+    if "val_loss" in val:
+        lines += ["", f"Validation loss (all tasks combined): {_fmt(val['val_loss'])}."]
+    lines += ["", _LOAD[kind].format(folder=folder.name, max_length=cfg.get("max_length"), dim=dim)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _name(path: str | None) -> str:
+    return Path(path).name if path else ""
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"

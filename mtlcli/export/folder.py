@@ -1,0 +1,95 @@
+"""What every export folder holds besides the model: ``labels.json``, ``mtl_config.json`` (how the
+model was trained and what it scored) and the tokenizer; and how a folder is written all at once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+from mtlcli import __version__
+from mtlcli.errors import UserError
+
+CONFIG = "mtl_config.json"
+LABELS = "labels.json"
+FORMAT = "mtl-export"
+FORMAT_VERSION = 1
+KINDS = ("sentence-transformers", "onnx")
+
+
+def is_export(path: Path) -> bool:
+    return (path / CONFIG).is_file()
+
+
+def describe(loaded, kind: str) -> dict[str, Any]:
+    """The ``mtl_config.json`` of an export of ``loaded`` (a LoadedRun): plain JSON, nothing to unpickle."""
+    ckpt = loaded.ckpt
+    row = ckpt.get("metrics") or {}
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "mtl_version": __version__,
+        "run": loaded.run.name, "epoch": ckpt.get("epoch"), "precision": ckpt.get("precision", "fp32"),
+        "validation": {k: v for k, v in row.items() if k.startswith("val_")},
+        "components": ckpt.get("components") or {}, "config": loaded.config,
+    }
+
+
+def read(folder: Path) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """``(mtl_config, label_sets)`` of an export folder, checked."""
+    meta = _read_json(folder / CONFIG)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{folder / CONFIG}: not an mtl export")
+    if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
+        raise UserError(f"{folder / CONFIG}: written by a newer mtl (export format {meta.get('format_version')}); upgrade mtlcli")
+    if meta.get("kind") not in KINDS or not isinstance(meta.get("config"), dict):
+        raise UserError(f"{folder / CONFIG}: broken export ('kind' must be one of {', '.join(KINDS)}, 'config' an object)")
+    labels = _read_json(folder / LABELS)
+    if not isinstance(labels, dict) or not labels or not all(
+            isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in labels.values()):
+        raise UserError(f"{folder / LABELS}: must map each task to its list of labels")
+    return meta, labels
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; the export is incomplete") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not readable JSON ({exc})") from None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out``, renamed to ``out`` when the block succeeds: no half exports."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out}: exists and is not an empty folder; choose another or remove it")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write here ({exc.strerror or exc})") from None
+    try:
+        yield tmp
+        _usual_permissions(tmp)
+        if out.is_dir():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _usual_permissions(tmp: Path) -> None:
+    """safetensors writes its files readable by the owner only; an export is for sharing, so files
+    get the permissions the umask gives new files, as the tokenizer's and the JSON files have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in tmp.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)

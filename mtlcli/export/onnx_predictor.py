@@ -1,0 +1,85 @@
+"""Predict with an ONNX export on ONNX Runtime: the same batching and outputs as the PyTorch path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from mtlcli.errors import UserError
+from mtlcli.export.onnx_graph import MODEL, output_names
+
+
+class OnnxPredictor:
+    def __init__(self, path: Path, meta: dict[str, Any], label_sets: dict[str, list[str]], device: str = "auto"):
+        from mtlcli.extras import require
+        from mtlcli.model import load_tokenizer
+
+        ort = require("onnxruntime", "onnx", "running an ONNX export")
+        available = ort.get_available_providers()
+        if device in ("auto", "cpu"):
+            providers = ["CPUExecutionProvider"]
+            if device == "auto" and "CUDAExecutionProvider" in available:
+                providers.insert(0, "CUDAExecutionProvider")
+        elif device.startswith("cuda") and "CUDAExecutionProvider" in available:
+            providers = ["CUDAExecutionProvider"]
+        else:
+            raise UserError(f"--device {device}: this ONNX Runtime cannot run on it (it has {', '.join(available)}); "
+                            "use --device cpu or auto")
+        if not (path / MODEL).is_file():
+            raise UserError(f"{path}: no {MODEL}; the export is incomplete")
+        try:
+            self.session = ort.InferenceSession(str(path / MODEL), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+            raise UserError(f"{path / MODEL}: cannot load it ({str(exc).splitlines()[0][:200]})") from None
+        self.outputs = output_names(list(label_sets))
+        have = {o.name for o in self.session.get_outputs()}
+        if not set(self.outputs) <= have:
+            raise UserError(f"{path / MODEL}: its outputs ({', '.join(sorted(have))}) do not match labels.json's tasks")
+        self.run, self.config, self.label_sets, self.meta = path, meta["config"], label_sets, meta
+        self.tokenizer = load_tokenizer(str(path))
+        self.device = self.session.get_providers()[0].replace("ExecutionProvider", "").lower()
+        self.precision = "fp32"
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+    def encode(self, texts: Sequence[str]):
+        from mtlcli.batching import encode
+
+        return encode(self.tokenizer, texts, {}, int(self.config.get("max_length", 128)))
+
+    def probs(self, texts: Sequence[str], batch_size: int | None = None, with_embeddings: bool = False,
+              on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+        """As ``mtlcli.inference.predict_batches``: texts sorted by length, results in input order."""
+        return self.probs_encoded(self.encode(texts), batch_size, with_embeddings, on_batch)
+
+    def probs_encoded(self, data, batch_size: int | None = None, with_embeddings: bool = False,
+                      on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+        import torch
+
+        from mtlcli.batching import iterate, sorted_batches
+
+        n, cpu, max_length = len(data), torch.device("cpu"), int(self.config.get("max_length", 128))
+        out: dict[str, Any] = {t: np.zeros((n, len(v)), dtype=np.float32) for t, v in self.label_sets.items()}
+        wanted = self.outputs if with_embeddings else self.outputs[1:]
+        done = 0
+        batches = sorted_batches(data.lengths, batch_size or 64, 1, max_length)
+        for batch in iterate(data, batches, self.pad_id, cpu, 1, max_length):  # ONNX Runtime takes host arrays
+            feeds = {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy()}
+            results = dict(zip(wanted, self.session.run(wanted, feeds)))
+            idx = batch.index.numpy()
+            for t in self.label_sets:
+                out[t][idx] = results[f"probs_{t}"]
+            if with_embeddings:
+                if "_embeddings" not in out:
+                    out["_embeddings"] = np.zeros((n, results["embedding"].shape[-1]), dtype=np.float32)
+                out["_embeddings"][idx] = results["embedding"]
+            done += len(idx)
+            if on_batch is not None:
+                on_batch(done, n)
+        if with_embeddings and "_embeddings" not in out:
+            out["_embeddings"] = np.zeros((0, 0), dtype=np.float32)
+        return out

@@ -1,0 +1,91 @@
+"""The sentence-transformers export: a standard folder that ``SentenceTransformer(folder)`` loads for
+embeddings (backbone -> pooling -> optional Normalize), with mtl's task heads beside it.
+
+The folder uses the classic module layout (``modules.json``, ``1_Pooling/``, ``2_Normalize/``) that
+every sentence-transformers release reads. All weights are safetensors: loading runs no pickle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mtlcli.errors import UserError
+from mtlcli.export import folder as export_folder
+
+HEADS = "heads.safetensors"
+ST_POOLING = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens"}
+
+
+def check_exportable(config: dict) -> None:
+    pooling = config.get("pooling")
+    if pooling not in ST_POOLING:
+        raise UserError(f"the run pools with '{pooling}', which sentence-transformers has no module for "
+                        f"(it has {', '.join(ST_POOLING)}); export it with --format onnx instead")
+
+
+def write(loaded, out: Path) -> None:
+    """The backbone (safetensors), tokenizer, pooling and normalize modules, and the heads."""
+    from safetensors.torch import save_file
+
+    cfg = loaded.config
+    check_exportable(cfg)
+    model = loaded.model
+    model.backbone.save_pretrained(str(out))  # config.json + model.safetensors
+    loaded.tokenizer.save_pretrained(str(out))
+    hidden = model.backbone.config.hidden_size
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if cfg.get("normalize"):
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (out / "2_Normalize").mkdir()
+    export_folder.write_json(out / "modules.json", modules)
+    export_folder.write_json(out / "sentence_bert_config.json", {"max_seq_length": int(cfg.get("max_length", 128)),
+                                                                 "do_lower_case": False})
+    (out / "1_Pooling").mkdir()
+    pooling = {"word_embedding_dimension": hidden, **{mode: False for mode in ST_POOLING.values()},
+               "pooling_mode_mean_sqrt_len_tokens": False}
+    pooling[ST_POOLING[cfg["pooling"]]] = True
+    export_folder.write_json(out / "1_Pooling" / "config.json", pooling)
+    tensors = {f"heads.{k}": v for k, v in model.heads.state_dict().items()}
+    tensors.update({f"pooler.{k}": v for k, v in model.pooler.state_dict().items()})
+    save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, str(out / HEADS),
+              metadata={"format": "pt"})
+
+
+def load(path: Path, meta: dict, label_sets: dict[str, list[str]], device: str, precision: str):
+    """The export as a LoadedRun (what eval and predict use), built from safetensors and JSON only."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    import mtlcli.components  # noqa: F401
+    from mtlcli.inference import LoadedRun, check_components_installed, ready
+    from mtlcli.model import _quiet_transformers, build_model, load_tokenizer
+    from mtlcli.training.hardware import resolve_device
+
+    cfg = meta["config"]
+    check_components_installed({"components": meta.get("components")}, path / export_folder.CONFIG)
+    dev = resolve_device(device)
+    _quiet_transformers()
+    tokenizer = load_tokenizer(str(path))
+    try:
+        backbone = AutoModel.from_pretrained(str(path), use_safetensors=True, dtype=torch.float32)
+        heads = load_file(str(path / HEADS))
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise UserError(f"{path}: cannot load the exported weights ({str(exc).splitlines()[0][:200]})") from None
+    try:
+        model = build_model(backbone, label_sets, cfg["pooling"], cfg["head"], bool(cfg.get("normalize")),
+                            cfg.get("pooler_options"), cfg.get("head_options"))
+        missing, unexpected = model.load_state_dict(heads, strict=False)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise UserError(f"{path / HEADS}: does not match the export's config ({str(exc).splitlines()[0][:200]})") from None
+    missing = [k for k in missing if not k.startswith("backbone.")]
+    if missing or unexpected:
+        raise UserError(f"{path / HEADS}: does not match the export's config "
+                        f"(missing {', '.join(missing) or 'nothing'}; unexpected {', '.join(unexpected) or 'nothing'})")
+    precision = ready(model, dev, precision, meta.get("precision"))
+    ckpt = {"config": cfg, "labels": label_sets, "metrics": meta.get("validation") or {}, "epoch": meta.get("epoch"),
+            "precision": meta.get("precision"), "components": meta.get("components")}
+    return LoadedRun(path, path / HEADS, model, tokenizer, label_sets, cfg, ckpt, dev, precision)

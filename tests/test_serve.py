@@ -1,0 +1,182 @@
+"""mtl serve: the real server in its own process on 127.0.0.1, spoken to over HTTP with the standard library."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mtlcli import Model
+
+TEXTS = ["The laptop is excellent.", "The soup was a huge disappointment. Never again.", "An average hotel."]
+
+
+class Server:
+    """`mtl serve RUN --port 0 ...` in a subprocess; its standard error goes to a file (the log)."""
+
+    def __init__(self, run: Path, log: Path, *args: str):
+        self.log = log
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "mtlcli", "serve", str(run), "--port", "0",
+                                      "--device", "cpu", "--precision", "fp32", *args],
+                                     stdout=subprocess.DEVNULL, stderr=log.open("w"), env=env)
+        deadline = time.monotonic() + 180  # a busy machine loads torch slowly
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if m := re.search(r"on http://127\.0\.0\.1:(\d+)", self.text()):
+                self.port = int(m.group(1))
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"the server did not start:\n{self.text()}")
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def request(self, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            conn.close()
+
+    def predict(self, texts, **extra):
+        return self.request("POST", "/predict", json.dumps({"texts": texts, **extra}), {"Content-Type": "application/json"})
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(trained_run, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    s = Server(trained_run[0], log, "--max-texts", "8", "--max-body-bytes", "4096", "--max-wait-ms", "50")
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def expected(trained_run):
+    return Model.load(trained_run[0], device="cpu", precision="fp32")
+
+
+def same_predictions(got: list[dict], want: list[dict]) -> None:
+    assert [r["text"] for r in got] == [r["text"] for r in want]
+    for a, b in zip(got, want):
+        for task in ("class_label", "sentiment_label"):
+            assert a[task]["label"] == b[task]["label"]
+            assert [x[0] for x in a[task]["top"]] == [x[0] for x in b[task]["top"]]
+            assert a[task]["score"] == pytest.approx(b[task]["score"], abs=1e-5)
+
+
+def test_predict_health_and_info(server, expected, trained_run):
+    assert server.request("GET", "/health") == (200, {"status": "ok", "in_flight": 0})
+    status, body = server.predict(TEXTS, top_k=2)
+    assert status == 200 and set(body) == {"predictions"}
+    same_predictions(body["predictions"], expected.predict(TEXTS, top_k=2))
+    assert server.predict([]) == (200, {"predictions": []})
+    status, info = server.request("GET", "/info")
+    assert status == 200 and info["tasks"] == json.loads((trained_run[0] / "labels.json").read_text())
+    assert info["kind"] == "run" and info["validation"]["val_loss"] == pytest.approx(expected.info()["validation"]["val_loss"])
+    assert info["limits"] == {"batch_size": 64, "max_wait_ms": 50.0, "max_texts": 8, "max_body_bytes": 4096}
+    assert re.search(r"127\.0\.0\.1 POST /predict 200 [\d.]+ ms 3 texts, batch of \d+", server.text())
+
+
+def test_concurrent_clients_are_answered_and_batched_together(server, expected):
+    texts = [f"{TEXTS[i % 3]} Number {i}." for i in range(64)]
+    want = {r["text"]: r for r in expected.predict(texts)}
+    start = threading.Barrier(16)
+    results: list = []
+
+    def client(n: int) -> None:
+        start.wait()  # all 16 send their first request together
+        for i in range(n, 64, 16):  # 4 requests each, of 1 text
+            results.append(server.predict([texts[i]]))
+
+    before = server.text().count("POST /predict 200")
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 64 and {status for status, _ in results} == {200}
+    for _, body in results:
+        same_predictions(body["predictions"], [want[body["predictions"][0]["text"]]])
+    log = server.text()
+    assert log.count("POST /predict 200") - before == 64  # one log line per request
+    batches = [int(n) for n in re.findall(r"1 texts, batch of (\d+)", log)]
+    assert max(batches) > 1  # requests that came together went through the model together
+
+
+@pytest.mark.parametrize("method, path, body, status, message", [
+    ("POST", "/predict", b'{"texts": ["a"', 400, "malformed JSON"),
+    ("POST", "/predict", b"\xff\xfe", 400, "not UTF-8"),
+    ("POST", "/predict", b'["a", "b"]', 422, "must be a JSON object"),
+    ("POST", "/predict", b'{"text": ["a"]}', 422, "unknown key 'text'"),
+    ("POST", "/predict", b'{"texts": "a"}', 422, "'texts' must be a list of strings, not a string"),
+    ("POST", "/predict", b'{"texts": ["a", 3]}', 422, "texts[1] must be a string, not a number"),
+    ("POST", "/predict", b'{"texts": ["a"], "top_k": 0}', 422, "'top_k' must be a whole number"),
+    ("POST", "/predict", json.dumps({"texts": ["a"] * 9}).encode(), 413, "9 texts in one request; the limit is 8"),
+    ("POST", "/predict", json.dumps({"texts": ["a" * 5000]}).encode(), 413, "the limit is 4096"),
+    ("GET", "/predict", None, 405, "GET is not allowed on /predict"),
+    ("GET", "/nope", None, 404, "no such endpoint /nope"),
+])
+def test_bad_requests_get_a_4xx_json_error_and_the_server_keeps_serving(server, expected, method, path, body,
+                                                                         status, message):
+    got_status, got = server.request(method, path, body)
+    assert got_status == status and message in got["error"]
+    status, body = server.predict(TEXTS[:1])
+    assert status == 200
+    same_predictions(body["predictions"], expected.predict(TEXTS[:1]))
+
+
+def test_an_oversize_chunked_body_is_cut_off(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        parts = iter([b'{"texts": ["', b"a" * 3000, b"a" * 3000, b'"]}'])
+        conn.request("POST", "/predict", body=parts, encode_chunked=True)  # no Content-Length
+        response = conn.getresponse()
+        assert response.status == 413 and "more than 4096 bytes" in json.loads(response.read())["error"]
+    finally:
+        conn.close()
+    assert server.predict(TEXTS[:1])[0] == 200
+
+
+def test_sigterm_answers_the_requests_in_flight_then_exits_0(trained_run, expected, tmp_path):
+    # a long batching wait keeps the request in flight while the signal arrives
+    s = Server(trained_run[0], tmp_path / "server.log", "--max-wait-ms", "3000")
+    answer: list = []
+    thread = threading.Thread(target=lambda: answer.append(s.predict(TEXTS)))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while s.request("GET", "/health")[1]["in_flight"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    s.proc.send_signal(signal.SIGTERM)
+    thread.join(timeout=120)
+    assert s.proc.wait(timeout=60) == 0
+    assert answer and answer[0][0] == 200
+    same_predictions(answer[0][1]["predictions"], expected.predict(TEXTS))
+    assert "stopped: every request in flight was answered" in s.text()
+    assert "Traceback" not in s.text()
+
+
+def test_command_line_errors_are_one_line(cli, trained_run, server, monkeypatch):
+    result = cli("serve", trained_run[0], "--port", str(server.port))  # taken
+    assert result.exit_code == 2 and f"--port {server.port}: cannot listen there" in result.output
+    result = cli("serve", "nope", "--port", "0")
+    assert result.exit_code == 2 and "nope: no such run folder or export" in result.output
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extra were not installed
+    result = cli("serve", trained_run[0])
+    assert result.exit_code == 2 and 'pip install "mtlcli[serve]"' in result.output and "Traceback" not in result.output
