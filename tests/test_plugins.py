@@ -128,7 +128,8 @@ def test_mtl_plugins_lists_the_example_components_as_ok(cli, installed, example_
     assert {k for k, r in rows.items() if r["source"] == "built-in"} == {
         ("poolers", "cls"), ("poolers", "mean"), ("poolers", "max"), ("heads", "linear"), ("heads", "mlp"),
         ("loss_combiners", "weighted"), ("loss_combiners", "uncertainty"), ("loss_combiners", "dwa"),
-        ("schedulers", "linear"), ("schedulers", "cosine"), ("schedulers", "constant")}
+        ("schedulers", "linear"), ("schedulers", "cosine"), ("schedulers", "constant"),
+        ("trackers", "tensorboard"), ("trackers", "mlflow")}
 
     table = cli("plugins", "--kind", "head")
     assert table.exit_code == 0, table.output
@@ -136,7 +137,7 @@ def test_mtl_plugins_lists_the_example_components_as_ok(cli, installed, example_
     assert "mlp" in table.stdout and "attention" not in table.stdout
 
     bad = cli("plugins", "--kind", "widgets")
-    assert bad.exit_code == 2 and "--kind widgets: not one of poolers, heads, loss_combiners, schedulers" in bad.output
+    assert bad.exit_code == 2 and "--kind widgets: not one of poolers, heads, loss_combiners, schedulers, trackers" in bad.output
 
 
 def test_train_with_plugin_components_then_predict(cli, installed, example_site, small_csv, train_args, tmp_path):
