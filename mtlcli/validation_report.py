@@ -2,7 +2,7 @@
 / F1, confusion matrices, and the examples the best checkpoint finds hardest, per task.
 
 Computed once from the best checkpoint (the same loader and scoring as ``mtl eval``) on the
-validation rows the run held out (its config re-creates the same split), then cached in the run
+validation rows the run held out (its config.yaml re-creates the same split), then cached in the run
 folder as ``validation.json``; a new best checkpoint (a resumed run) makes it stale.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mtlcli import data as data_mod, metrics, runs, scoring
+from mtlcli import config as config_mod, data as data_mod, metrics, runs, scoring
 from mtlcli.errors import RunFailed, UserError
 
 CACHE = "validation.json"
@@ -58,14 +58,14 @@ def compute(run: Path, device: str = "auto", batch_size: int | None = None) -> d
     from mtlcli.inference import load_run, predict_batches
 
     key = checkpoint_key(run)
+    # where the data is: the run's config.yaml (edit it there if the files moved), split as in training
+    cfg = config_mod.resolve(run / "config.yaml", {})
+    if not cfg.data:
+        raise UserError(f"{run / 'config.yaml'}: names no training data")
+    train, val, _ = data_mod.load_train_val(cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed)
     loaded = load_run(run, device, "run")  # the precision it trained with: the numbers match its validation
-    cfg = loaded.config
-    if not cfg.get("data"):
-        raise UserError(f"{run}: the run's config names no training data")
-    train, val, _ = data_mod.load_train_val(cfg["data"], cfg.get("val"), cfg.get("text_column", "sentence"),
-                                            cfg.get("tasks") or [], cfg.get("val_split", 0.2), cfg.get("seed", 42))
     ids = data_mod.encode_labels(val, loaded.label_sets, ignore_unknown=True)
-    probs = predict_batches(loaded, val.texts, batch_size or int(cfg.get("batch_size", 32)))
+    probs = predict_batches(loaded, val.texts, batch_size or cfg.batch_size)
     tasks = {}
     for task, labels in loaded.label_sets.items():
         tasks[task] = task_analysis(np.asarray(ids[task]), probs[task], labels, val)
