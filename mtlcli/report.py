@@ -119,13 +119,16 @@ def differing(views: list[RunView]) -> list[tuple[str, list[Any]]]:
 # ---- HTML ---------------------------------------------------------------------------------------
 
 
-def fmt(value: Any, digits: int = 4) -> str:
+def fmt(value: Any, digits: int | None = 4) -> str:
+    """A value as HTML; ``digits=None`` shows a float as set (1e-05, 0.001), not rounded."""
     if value is None:
         return "&ndash;"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return "&ndash;" if value != value else f"{value:.{digits}g}" if abs(value) < 1e-3 and value else f"{value:.{digits}f}"
+        if value != value:
+            return "&ndash;"
+        return f"{value:g}" if digits is None else f"{value:.{digits}f}"
     if isinstance(value, (list, dict)):
         return escape(", ".join(map(str, value)) if isinstance(value, list) else
                       ", ".join(f"{k}={v}" for k, v in value.items()))
@@ -179,7 +182,7 @@ def run_section(index: int, view: RunView) -> str:
     parts = [f'<section class="run" id="{sid}"><h2>{escape(view.name)}</h2>'
              f'<p class="muted path">{escape(str(view.path))}</p><div class="grid">']
     parts.append(f'<div class="card" id="{sid}-settings"><h3>Settings</h3>' + table(
-        ["setting", "value"], [[escape(k), fmt(v)] for k, v in settings(view).items()], "kv") + "</div>")
+        ["setting", "value"], [[escape(k), fmt(v, None)] for k, v in settings(view).items()], "kv") + "</div>")
     parts.append(f'<div class="card" id="{sid}-data"><h3>Data</h3>{data_html(view)}</div></div>')
     parts.append(f'<div class="card wide" id="{sid}-curves"><h3>Learning curves</h3>'
                  f'<p class="muted">Dotted line: the best epoch (lowest validation loss).</p>'
@@ -243,7 +246,7 @@ def validation_html(sid: str, view: RunView) -> str:
 def comparison_section(views: list[RunView]) -> str:
     names = [escape(v.name) for v in views]
     diff = differing(views)
-    settings_table = (table(["setting", *names], [[escape(k), *(fmt(x) for x in values)] for k, values in diff], "num diff")
+    settings_table = (table(["setting", *names], [[escape(k), *(fmt(x, None) for x in values)] for k, values in diff], "kv diff")
                       if diff else '<p class="muted">The runs have the same settings.</p>')
     tasks = list(dict.fromkeys(t for v in views for t in v.tasks))
     bests = [best_row(v) for v in views]
@@ -312,15 +315,21 @@ th,td{padding:4px 10px;border-bottom:1px solid #e2e8f0;text-align:left;vertical-
 thead th{background:#f8fafc;color:#334155;font-weight:600;border-bottom:2px solid #cbd5e1}
 table.num td:not(:first-child){text-align:right;font-variant-numeric:tabular-nums}
 table.kv td:first-child{color:#475569;white-space:nowrap}
-table.kv td:last-child{word-break:break-all}
+table.kv td:not(:first-child){overflow-wrap:anywhere}
 .pair{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
 table.confusion td{text-align:center;min-width:44px;font-variant-numeric:tabular-nums;border:1px solid #fff}
 table.confusion td.diag{font-weight:700}
 table.confusion th.pred{font-size:12px;text-align:center}
 table.confusion th.true{font-size:12px;background:#f8fafc}
 table.confusion th.corner{font-size:11px;color:#64748b;font-weight:normal}
-table.examples{width:100%}
-table.examples td:nth-child(n+5){text-align:right;font-variant-numeric:tabular-nums}
+table.examples{width:100%;table-layout:fixed}
+table.examples th:nth-child(1){width:56px}
+table.examples th:nth-child(3),table.examples th:nth-child(4){width:14%}
+table.examples th:nth-child(5){width:92px}
+table.examples th:nth-child(6){width:64px}
+table.examples td{overflow-wrap:anywhere}
+table.kv{width:100%}
+table.examples td:nth-child(n+5),table.examples th:nth-child(n+5){text-align:right;font-variant-numeric:tabular-nums}
 table.examples .text{display:block;max-width:640px}
 .wrong{color:#b91c1c;font-weight:600}
 .task{border-top:1px solid #f1f5f9;padding-top:4px}

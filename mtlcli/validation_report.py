@@ -69,7 +69,7 @@ def compute(run: Path, device: str = "auto", batch_size: int | None = None) -> d
     tasks = {}
     for task, labels in loaded.label_sets.items():
         tasks[task] = task_analysis(np.asarray(ids[task]), probs[task], labels, val)
-    return {"key": key, "data": data_summary(train, val), "val_rows": len(val), "tasks": tasks}
+    return {"key": key, "data": data_summary(train, val, loaded.label_sets), "val_rows": len(val), "tasks": tasks}
 
 
 def task_analysis(y: np.ndarray, p: np.ndarray, labels: list[str], table: data_mod.Table) -> dict[str, Any]:
@@ -95,12 +95,15 @@ def task_analysis(y: np.ndarray, p: np.ndarray, labels: list[str], table: data_m
     return report
 
 
-def data_summary(train: data_mod.Table, val: data_mod.Table) -> dict[str, Any]:
-    """Rows, label counts and unlabelled (partial-label) rows per task, for training and validation."""
+def data_summary(train: data_mod.Table, val: data_mod.Table, label_sets: dict[str, list[str]]) -> dict[str, Any]:
+    """Rows, label counts (in the run's label order) and unlabelled (partial-label) rows per task."""
 
     def counts(table: data_mod.Table) -> dict[str, Any]:
-        return {task: {"labels": dict(sorted(Counter(v for v in values if v).items(), key=lambda kv: -kv[1])),
-                       "unlabelled": sum(1 for v in values if not v)}
-                for task, values in table.labels.items()}
+        out = {}
+        for task, values in table.labels.items():
+            found = Counter(v for v in values if v)
+            order = [label for label in label_sets.get(task, []) if label in found] + sorted(set(found) - set(label_sets.get(task, [])))
+            out[task] = {"labels": {label: found[label] for label in order}, "unlabelled": sum(1 for v in values if not v)}
+        return out
 
     return {"train_rows": len(train), "val_rows": len(val), "train": counts(train), "val": counts(val)}
