@@ -10,6 +10,7 @@ default (a local store in the working folder, as ``mlflow ui`` expects). The exp
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -53,6 +54,8 @@ class MlflowTracker(Tracker):
 
         for name, value in GENTLE_HTTP.items():
             os.environ.setdefault(name, value)
+        for logger in ("mlflow", "alembic"):  # creating a local store logs a dozen INFO lines into the display
+            logging.getLogger(logger).setLevel(logging.WARNING)
         saved = _read_run_file(run_dir) if resumed else None
         # the saved store wins over the default (another working folder), not over an explicit URI
         uri = os.environ.get("MLFLOW_TRACKING_URI") or (saved or {}).get("tracking_uri")
