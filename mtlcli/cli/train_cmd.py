@@ -66,7 +66,7 @@ def train(
     name: Annotated[Optional[str], Opt(help="Run folder name. (default: a timestamp)")] = None,
     track: Annotated[Optional[list[str]], Opt("--track", help="Also log the run to a tracker: tensorboard, mlflow or a plugin's (repeatable); see docs/tracking.md.", show_default=False)] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="Print only the final summary.")] = False,
-    resume: Annotated[Optional[Path], Opt("--resume", help="Continue this run folder where it stopped, with its own settings; only --epochs and --patience may be given (to raise them).", show_default=False)] = None,
+    resume: Annotated[Optional[Path], Opt("--resume", help="Continue this run folder where it stopped, with its own settings; only --epochs and --patience may be given (to raise them), and --track (to add a tracker).", show_default=False)] = None,
     nproc: Annotated[Optional[int], Opt("--nproc", help="Train with this many processes on this machine (DistributedDataParallel, one per GPU); see docs/scaling.md.", show_default=False)] = None,
 ) -> None:
     """Fine-tune a backbone with one head per task on DATA.csv and save the run."""
