@@ -23,7 +23,7 @@ from mtlcli.registry import PluginWarning, Registry, check_component, heads, ref
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "mtl-plugin-example"
 PLUGIN_COMPONENTS = {("heads", "prototype"), ("poolers", "attention"), ("loss_combiners", "geometric"),
-                     ("schedulers", "inverse_sqrt")}
+                     ("schedulers", "inverse_sqrt"), ("trackers", "csv")}
 
 
 def pip_install(project: Path, target: Path) -> Path:
@@ -143,9 +143,11 @@ def test_mtl_plugins_lists_the_example_components_as_ok(cli, installed, example_
 def test_train_with_plugin_components_then_predict(cli, installed, example_site, small_csv, train_args, tmp_path):
     installed(example_site)
     result = cli("train", small_csv, *train_args, "--name", "plug", "--head", "prototype", "--pooling", "attention",
-                 "--loss-combiner", "geometric", "--scheduler", "inverse_sqrt")
+                 "--loss-combiner", "geometric", "--scheduler", "inverse_sqrt", "--track", "csv")
     assert result.exit_code == 0, result.output
     run = tmp_path / "runs" / "plug"
+    tracked = (run / "tracked_metrics.csv").read_text().splitlines()
+    assert len(tracked) == 3 and tracked[0].startswith("epoch,")  # a header and both epochs, from the plugin
 
     # the checkpoint records which package provided each component, and holds their trained weights
     ckpt = torch.load(next((run / "checkpoints").glob("best_epoch_*.pt")), weights_only=True)
