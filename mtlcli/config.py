@@ -57,6 +57,7 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    track: list[str] = field(default_factory=list)  # registry kind "trackers": tensorboard, mlflow or a plugin's
     # where the run goes
     out: str = "runs"
     name: str | None = None  # default: a timestamp

@@ -6,7 +6,7 @@ per kind; the entry point's name is the name users pass to ``mtl train``::
     [project.entry-points."mtlcli.heads"]
     prototype = "mtl_plugin_example.heads:PrototypeHead"
 
-The four kinds and what mtlcli calls (``docs/components.md`` has the full contracts):
+The five kinds and what mtlcli calls (``docs/components.md`` has the full contracts):
 
 ``mtlcli.poolers``
     ``Pooler(hidden_size, **pooler_options)``, an ``nn.Module``;
@@ -19,6 +19,9 @@ The four kinds and what mtlcli calls (``docs/components.md`` has the full contra
     and ``epoch_end({task: mean training loss})`` once per epoch.
 ``mtlcli.schedulers``
     ``factory(optimizer, num_training_steps, num_warmup_steps) -> LRScheduler``, stepped per batch.
+``mtlcli.trackers``
+    ``Tracker()``, built on the main process only; ``start(config, run_dir, resumed)``,
+    ``log_metrics(row, epoch)`` after every epoch, ``finish(run_dir, summary)`` at the end.
 
 Poolers, heads and combiners may also be factory functions that return a module. Subclassing the
 base classes below is optional; ``check_component`` tells whether an object fits its kind, the same
@@ -36,6 +39,7 @@ from mtlcli import __version__
 from mtlcli.components.combiners import LossCombiner
 from mtlcli.components.heads import Head
 from mtlcli.components.poolers import Pooler
+from mtlcli.components.trackers import Tracker
 from mtlcli.errors import UserError
 from mtlcli.registry import CONTRACTS, KINDS, check_component
 
@@ -57,6 +61,7 @@ __all__ = [
     "LossCombiner",
     "Pooler",
     "SchedulerFactory",
+    "Tracker",
     "UserError",
     "__version__",
     "check_component",

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 from mtlcli.errors import UserError
 
-KINDS = ("poolers", "heads", "loss_combiners", "schedulers")
+KINDS = ("poolers", "heads", "loss_combiners", "schedulers", "trackers")
 BUILTIN = "built-in"
 STRICT_ENV = "MTL_STRICT_PLUGINS"
 
@@ -43,6 +43,7 @@ CONTRACTS = {
     "loss_combiners": Contract("LossCombiner(tasks, weights)", ("tasks", "weights"), True),
     "schedulers": Contract("scheduler(optimizer, num_training_steps, num_warmup_steps)",
                            ("optimizer", "num_training_steps", "num_warmup_steps"), False),
+    "trackers": Contract("Tracker()", (), False),
 }
 
 
@@ -289,8 +290,9 @@ poolers = Registry("poolers")
 heads = Registry("heads")
 loss_combiners = Registry("loss_combiners")
 schedulers = Registry("schedulers")
+trackers = Registry("trackers")
 
-REGISTRIES = {r.kind: r for r in (poolers, heads, loss_combiners, schedulers)}
+REGISTRIES = {r.kind: r for r in (poolers, heads, loss_combiners, schedulers, trackers)}
 
 
 def refresh_all() -> None:

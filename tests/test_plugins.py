@@ -23,7 +23,7 @@ from mtlcli.registry import PluginWarning, Registry, check_component, heads, ref
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "mtl-plugin-example"
 PLUGIN_COMPONENTS = {("heads", "prototype"), ("poolers", "attention"), ("loss_combiners", "geometric"),
-                     ("schedulers", "inverse_sqrt")}
+                     ("schedulers", "inverse_sqrt"), ("trackers", "csv")}
 
 
 def pip_install(project: Path, target: Path) -> Path:
@@ -128,7 +128,8 @@ def test_mtl_plugins_lists_the_example_components_as_ok(cli, installed, example_
     assert {k for k, r in rows.items() if r["source"] == "built-in"} == {
         ("poolers", "cls"), ("poolers", "mean"), ("poolers", "max"), ("heads", "linear"), ("heads", "mlp"),
         ("loss_combiners", "weighted"), ("loss_combiners", "uncertainty"), ("loss_combiners", "dwa"),
-        ("schedulers", "linear"), ("schedulers", "cosine"), ("schedulers", "constant")}
+        ("schedulers", "linear"), ("schedulers", "cosine"), ("schedulers", "constant"),
+        ("trackers", "tensorboard"), ("trackers", "mlflow")}
 
     table = cli("plugins", "--kind", "head")
     assert table.exit_code == 0, table.output
@@ -136,15 +137,17 @@ def test_mtl_plugins_lists_the_example_components_as_ok(cli, installed, example_
     assert "mlp" in table.stdout and "attention" not in table.stdout
 
     bad = cli("plugins", "--kind", "widgets")
-    assert bad.exit_code == 2 and "--kind widgets: not one of poolers, heads, loss_combiners, schedulers" in bad.output
+    assert bad.exit_code == 2 and "--kind widgets: not one of poolers, heads, loss_combiners, schedulers, trackers" in bad.output
 
 
 def test_train_with_plugin_components_then_predict(cli, installed, example_site, small_csv, train_args, tmp_path):
     installed(example_site)
     result = cli("train", small_csv, *train_args, "--name", "plug", "--head", "prototype", "--pooling", "attention",
-                 "--loss-combiner", "geometric", "--scheduler", "inverse_sqrt")
+                 "--loss-combiner", "geometric", "--scheduler", "inverse_sqrt", "--track", "csv")
     assert result.exit_code == 0, result.output
     run = tmp_path / "runs" / "plug"
+    tracked = (run / "tracked_metrics.csv").read_text().splitlines()
+    assert len(tracked) == 3 and tracked[0].startswith("epoch,")  # a header and both epochs, from the plugin
 
     # the checkpoint records which package provided each component, and holds their trained weights
     ckpt = torch.load(next((run / "checkpoints").glob("best_epoch_*.pt")), weights_only=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import typer
 
 from mtlcli import __version__
-from mtlcli.cli import eval_cmd, export_cmd, plot_cmd, plugins_cmd, predict_cmd, serve_cmd, train_cmd
+from mtlcli.cli import eval_cmd, export_cmd, plot_cmd, plugins_cmd, predict_cmd, report_cmd, serve_cmd, train_cmd
 
 app = typer.Typer(
     name="mtl",
-    help="Multi-task fine-tuning of sentence transformers: train, evaluate, predict, plot, export and serve.",
+    help="Multi-task fine-tuning of sentence transformers: train, evaluate, predict, plot, report, export and serve.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -33,6 +33,7 @@ app.command("train")(train_cmd.train)
 app.command("eval")(eval_cmd.eval_)
 app.command("predict")(predict_cmd.predict)
 app.command("plot")(plot_cmd.plot)
+app.command("report")(report_cmd.report)
 app.command("plugins")(plugins_cmd.plugins)
 app.command("export")(export_cmd.export)
 app.command("serve")(serve_cmd.serve)

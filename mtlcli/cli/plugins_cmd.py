@@ -39,7 +39,7 @@ def component_rows(kinds: list[str]) -> list[dict[str, Any]]:
 
 @handles_errors
 def plugins(
-    kind: Annotated[Optional[str], typer.Option("--kind", help="Only this kind: poolers, heads, loss_combiners or schedulers.")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="Only this kind: poolers, heads, loss_combiners, schedulers or trackers.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
 ) -> None:
     """List the components (built-in and from installed plugins) and whether each loads.

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mtlcli import plots
+from mtlcli.cli.common import print_warning
 from mtlcli.training.report import Reporter
 
 
@@ -47,6 +48,9 @@ class PlainReporter(Reporter):
 
     def epoch_end(self, row, improved):
         self.console.print(epoch_line(row, self.tasks, improved), soft_wrap=True, markup=False)
+
+    def warning(self, message):
+        print_warning(message)
 
     def train_end(self, summary):
         show_summary(self.console, summary, chart=True)
@@ -98,6 +102,9 @@ class QuietReporter(Reporter):
 
     def train_end(self, summary):
         show_summary(self.console, summary, chart=False)
+
+    def warning(self, message):
+        print_warning(message)
 
 
 def show_summary(console: Console, summary: dict[str, Any], chart: bool) -> None:

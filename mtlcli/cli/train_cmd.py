@@ -66,8 +66,9 @@ def train(
     precision: Annotated[Optional[str], Opt(help=f"auto, fp32, bf16 or fp16. (default: {D.precision})")] = None,
     out: Annotated[Optional[Path], Opt(help=f"Folder that holds runs. (default: {D.out})")] = None,
     name: Annotated[Optional[str], Opt(help="Run folder name. (default: a timestamp)")] = None,
+    track: Annotated[Optional[list[str]], Opt("--track", help="Also log the run to a tracker: tensorboard, mlflow or a plugin's (repeatable); see docs/tracking.md.", show_default=False)] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="Print only the final summary.")] = False,
-    resume: Annotated[Optional[Path], Opt("--resume", help="Continue this run folder where it stopped, with its own settings; only --epochs and --patience may be given (to raise them).", show_default=False)] = None,
+    resume: Annotated[Optional[Path], Opt("--resume", help="Continue this run folder where it stopped, with its own settings; only --epochs and --patience may be given (to raise them), and --track (to add a tracker).", show_default=False)] = None,
     nproc: Annotated[Optional[int], Opt("--nproc", help="Train with this many processes on this machine (DistributedDataParallel, one per GPU); see docs/scaling.md.", show_default=False)] = None,
 ) -> None:
     """Fine-tune a backbone with one head per task on DATA.csv and save the run."""
@@ -85,7 +86,7 @@ def train(
         "weight_decay": weight_decay, "max_grad_norm": max_grad_norm, "scheduler": scheduler,
         "warmup_ratio": warmup_ratio, "epochs": epochs, "batch_size": batch_size, "patience": patience,
         "min_delta": min_delta, "keep_all_best": keep_all_best, "seed": seed, "device": device,
-        "precision": precision, "out": str(out) if out else None, "name": name,
+        "precision": precision, "out": str(out) if out else None, "name": name, "track": track or None,
     }
     from mtlcli.training.distributed import is_main_process
     from mtlcli.training.interrupt import TrainingInterrupted
@@ -97,7 +98,9 @@ def train(
     if resume is not None:
         from mtlcli.training.resume import resume_settings
 
+        overrides.pop("track")  # tracking changes no number: a resumed run may add a tracker
         run_dir, cfg = resume_settings(resume, overrides, config)
+        cfg.track = list(dict.fromkeys(cfg.track + (track or [])))
     else:
         cfg = config_mod.resolve(config, overrides)
     if nproc is not None and nproc != 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 
@@ -19,6 +20,10 @@ class Reporter:
     def epoch_end(self, row: dict[str, Any], improved: bool) -> None: ...
 
     def train_end(self, summary: dict[str, Any]) -> None: ...
+
+    def warning(self, message: str) -> None:
+        """Something went wrong that does not stop training (a tracker failed)."""
+        warnings.warn(message, stacklevel=2)
 
     def close(self) -> None:
         """Called last, however the run ended (an error, a second Ctrl-C): release the display."""

@@ -27,6 +27,7 @@ from mtlcli.training.loop import Hooks, LoopParts, Position, fit
 from mtlcli.training.policies import BestCheckpoint, EarlyStopping
 from mtlcli.training.report import Reporter
 from mtlcli.training.resume import check_same_data, data_fingerprint, last_checkpoint, rng_state, set_rng_state
+from mtlcli.training.tracking import TrackingReporter, build_trackers
 
 
 def seed_everything(seed: int) -> None:
@@ -120,6 +121,7 @@ def preflight(cfg: TrainConfig, resume: Path | None, nproc: int) -> None:
         runs.check_run_target(cfg.out, cfg.name)
     _, _, label_sets = data_mod.load_train_val(cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed)
     check_components(cfg, list(label_sets))
+    build_trackers(cfg.track)  # a missing extra is one line here, not one per process
 
 
 def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: StopSignals) -> Path:
@@ -139,6 +141,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     train_table, val_table, label_sets = data_mod.load_train_val(
         cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed)
     components = check_components(cfg, list(label_sets))
+    trackers = build_trackers(cfg.track) if main else []  # one record of the run, from the main process
     cfg.data = str(Path(cfg.data).resolve())
     cfg.val = str(Path(cfg.val).resolve()) if cfg.val else None
     cfg.tasks = list(label_sets)
@@ -211,6 +214,8 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
             "train_rows": len(train_set), "val_rows": len(val_set), "tasks": label_sets, "epochs": cfg.epochs,
             "steps_per_epoch": steps_per_epoch, "components": components,
             "resumed_from": [start.epoch, start.step] if saved else None, "processes": dist.world_size}
+    if trackers:
+        reporter = TrackingReporter(reporter, trackers, cfg.to_dict(), resumed=resume is not None)
     reporter.train_start(info)
 
     def checkpoint_payload(epoch: int, row: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,73 @@
+"""Learning curves for the HTML report: matplotlib figures as SVG data URIs (text stays text, so a
+chart is a few tens of kB and sharp at any zoom; each is its own document, so ids never clash)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+from mtlcli.plots import best_epoch, tasks_of
+
+Rows = list[dict[str, Any]]
+STYLE = {
+    "svg.fonttype": "none", "svg.hashsalt": "mtl",  # text as text; the same input gives the same bytes
+    "font.family": "sans-serif", "font.sans-serif": ["Helvetica", "Arial", "DejaVu Sans", "Liberation Sans"],
+    "font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "axes.edgecolor": "#94a3b8",
+    "axes.titlesize": 10, "axes.titleweight": "bold", "axes.titlelocation": "left", "grid.color": "#e2e8f0",
+    "xtick.color": "#475569", "ytick.color": "#475569", "legend.frameon": False, "legend.fontsize": 8,
+}
+RUN_COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#4b5563"]
+
+
+def panels(rows: Rows) -> list[tuple[str, list[str]]]:
+    """(title, metric keys): the combined loss, then each task's loss, accuracy and macro-F1."""
+    out = [("combined loss", ["train_loss", "val_loss"])]
+    for t in tasks_of(rows):
+        out += [(f"{t}: loss", [f"train_{t}_loss", f"val_{t}_loss"]),
+                (f"{t}: accuracy", [f"train_{t}_acc", f"val_{t}_acc"]),
+                (f"{t}: macro-F1", [f"val_{t}_f1"])]
+    return out
+
+
+def curves_svg(series: dict[str, Rows], chart_panels: list[tuple[str, list[str]]], columns: int = 4) -> str:
+    """One figure, a panel per metric; several runs overlay (a colour per run, training dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    with plt.rc_context(STYLE):
+        cols = min(columns, len(chart_panels))
+        nrows = -(-len(chart_panels) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(3.3 * cols, 2.5 * nrows), squeeze=False)
+        for ax, (title, keys) in zip(axes.flat, chart_panels):
+            for i, (run, rows) in enumerate(series.items()):
+                color = RUN_COLORS[i % len(RUN_COLORS)]
+                for key in keys:
+                    points = [(r["epoch"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and r[key] == r[key]]
+                    if not points:
+                        continue
+                    train = key.startswith("train_")
+                    who = "train" if train else "val"
+                    label = who if len(series) == 1 else f"{run} {who}"
+                    ax.plot(*zip(*points), color="#94a3b8" if train and len(series) == 1 else color,
+                            linestyle="--" if train else "-", marker="s" if train else "o", markersize=3,
+                            linewidth=1.4, label=label)
+                best = best_epoch(rows)
+                if best is not None:
+                    ax.axvline(best, color=color, linestyle=":", linewidth=1)
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(True, linewidth=0.6)
+            if ax.lines:
+                ax.legend(loc="best")
+        for ax in list(axes.flat)[len(chart_panels):]:
+            ax.set_visible(False)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="svg", metadata={"Date": None})  # no date: the same run gives the same page
+        plt.close(fig)
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
