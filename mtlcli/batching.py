@@ -6,13 +6,14 @@ ids travel to a GPU once, not once per step.
 
 Training sorts by length inside large shuffled pools (little padding, a random order per epoch,
 reproducible per seed). Inference (validation, eval, predict) sorts all rows by length and gives a
-batch only rows of one padded width, so a text's result does not depend on which texts share its
-batch. Widths are rounded up to a multiple chosen per device, so a GPU sees a bounded set of
+batch only rows of one padded width, so a text's padding never depends on which texts share its
+batch (its scores still may, in the last bits of a matrix product's rounding). Widths are rounded up to a multiple chosen per device, so a GPU sees a bounded set of
 shapes: some attention kernels pay for every new shape.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -66,16 +67,17 @@ class Encoded:
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
     """Flat int32 token ids and the length of each row."""
-    ids, lengths = [], []
+    ids, lengths = [np.zeros(0, dtype=np.int32)], [np.zeros(0, dtype=np.int64)]
     for start in range(0, len(texts), TOKENIZE_CHUNK):
         chunk = list(texts[start : start + TOKENIZE_CHUNK])
-        enc = tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="np")
-        mask = enc["attention_mask"].astype(bool)
-        ids.append(enc["input_ids"][mask].astype(np.int32))  # row-major: each row's tokens in order
-        lengths.append(mask.sum(axis=1))
-    if not ids:
-        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
-    return np.concatenate(ids), np.concatenate(lengths).astype(np.int64)
+        # plain lists, not return_tensors: transformers pads and converts those in Python, which
+        # took longer than tokenizing (5.2 s against 2.9 s for 22,502 reviews on 2 cores)
+        rows = tokenizer(chunk, truncation=True, max_length=max_length, return_attention_mask=False,
+                         return_token_type_ids=False)["input_ids"]
+        n = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        ids.append(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(n.sum())))
+        lengths.append(n)
+    return np.concatenate(ids), np.concatenate(lengths)
 
 
 def encode(tokenizer, texts: Sequence[str], labels: dict[str, list[int]], max_length: int) -> Encoded:
@@ -157,7 +159,7 @@ def train_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
 
 def sorted_batches(lengths: np.ndarray, batch_size: int, multiple: int = 1, cap: int = 1 << 30) -> list[np.ndarray]:
     """Inference batches: rows sorted by length, each batch holding rows of one padded width only,
-    so a row's padding (and so its result) depends on its own length, never on its neighbours'.
+    so a row's padding depends on its own length, never on its neighbours'.
     Callers put results back by ``Batch.index``."""
     order = np.argsort(lengths, kind="stable")
     widths = np.minimum(-(-lengths[order] // multiple) * multiple, np.maximum(cap, lengths[order]))

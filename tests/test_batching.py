@@ -57,8 +57,10 @@ def test_inference_batches_hold_one_width_each_and_cover_every_row_once():
         assert len(widths) == 1 and len(rows) <= 3
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_a_texts_scores_do_not_depend_on_the_texts_beside_it(trained_run, precision):
+@pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-5), ("bf16", 2e-2)])
+def test_a_texts_scores_do_not_depend_on_the_texts_beside_it(trained_run, precision, tolerance):
+    """Padded to its own width, a text gets the same scores alone or among 200 others, up to the
+    rounding of matrix products whose row count differs; and the same label wherever it is not a near tie."""
     run, _ = trained_run
     loaded = load_run(run, device="cpu", precision=precision)
     texts = [r[0] for r in sample_rows(200)]
@@ -66,7 +68,11 @@ def test_a_texts_scores_do_not_depend_on_the_texts_beside_it(trained_run, precis
     for i in (0, 5, 77, 199):
         alone = predict_batches(loaded, [texts[i]], batch_size=64)
         for task in loaded.label_sets:
-            assert np.array_equal(alone[task][0], together[task][i]), (precision, i, task)
+            a, b = alone[task][0], together[task][i]
+            assert np.abs(a - b).max() <= tolerance, (precision, i, task, a, b)
+            top2 = np.sort(b)[-2:]
+            if top2[1] - top2[0] > 2 * tolerance:
+                assert a.argmax() == b.argmax()
 
 
 def _eval_labels(run, csv_path) -> dict[str, list[str]]:
