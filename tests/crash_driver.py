@@ -7,9 +7,12 @@ FAULT is one of
                             bytes are on disk in its temporary file, the rest never come
   kill-before-rename:NAME:N SIGKILL once the N-th NAME is complete in its temporary file, just
                             before the rename that would put it in place
+  clock:STAMP               the wall clock reads STAMP (YYYYmmdd-HHMMSS) for run-folder names, as
+                            for processes started in the same second
 
-Nothing in mtlcli is changed: the driver wraps the standard library's open() and os.replace() in
-this process only, and the process really dies (SIGKILL cannot be caught or cleaned up after).
+Nothing in mtlcli is changed: the driver wraps the standard library's open(), os.replace() and
+time.strftime() in this process only, and the process really dies (SIGKILL cannot be caught or
+cleaned up after).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import builtins
 import os
 import signal
 import sys
+import time
 
 
 def die() -> None:
@@ -46,6 +50,10 @@ class DiesMidWrite:
 
 
 def install(fault: str) -> None:
+    if fault.startswith("clock:"):
+        stamp, real_strftime = fault.split(":", 1)[1], time.strftime
+        time.strftime = lambda fmt, *t: stamp if fmt == "%Y%m%d-%H%M%S" and not t else real_strftime(fmt, *t)
+        return
     kind, name, n = fault.split(":")
     count = [0, int(n)]
 
