@@ -19,6 +19,7 @@ from mtlcli.model import (apply_freeze, build_model, default_model_path, load_pr
                           parameter_groups)
 from mtlcli.registry import heads, loss_combiners, poolers, schedulers
 from mtlcli.training import distributed
+from mtlcli.training.grad_scaling import grad_scaler
 from mtlcli.training.hardware import autocast, resolve_device, resolve_precision
 from mtlcli.training.interrupt import StopSignals, TrainingInterrupted
 from mtlcli.training.loop import Hooks, LoopParts, Position, fit
@@ -165,6 +166,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     total = steps_per_epoch * cfg.epochs
     warmup = int(saved["resume"]["schedule"]["warmup_steps"]) if saved else int(cfg.warmup_ratio * total)
     scheduler = schedulers.get(cfg.scheduler)(optimizer, total, warmup)
+    scaler = grad_scaler(device, precision)  # fp16: loss scaling, its state saved in last.pt
 
     # ---- policies, and where a resumed run goes on from
     stopper = EarlyStopping(cfg.patience, cfg.min_delta)
@@ -172,7 +174,8 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     log = runs.MetricsLog(run / "metrics.jsonl") if main else _MemoryLog(run / "metrics.jsonl")
     start, tally_state = Position(), None
     if saved:
-        start, tally_state = _restore(saved, run, model, combiner, optimizer, scheduler, stopper, saver, log, main)
+        start, tally_state = _restore(saved, run, model, combiner, optimizer, scheduler, stopper, saver, log, main,
+                                      scaler)
         if start.step == 0 and stopper.should_stop:
             raise UserError(f"{run}: the run stopped early after epoch {start.epoch - 1} (no improvement for "
                             f"{stopper.bad_epochs} epochs); to train on, raise --patience with --resume")
@@ -210,7 +213,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
         payload = checkpoint_payload(at.epoch - 1, log.rows[-1] if log.rows else {})  # epoch: the last complete one
         payload["resume"] = {
             "epoch": at.epoch, "step": at.step, "tally": tally,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "grad_scaler": scaler.state_dict(),
             "schedule": {"total_steps": total, "warmup_steps": warmup},
             "early_stopping": stopper.state_dict(), "best_checkpoint": saver.state_dict(), "rng": rng_state(),
             "metrics_rows": log.rows, "data_sha256": fingerprint, "batch_order": "train_batches(seed, epoch)",
@@ -225,7 +228,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     # DDP averages gradients over processes; checkpoints keep saving the unwrapped ``model``
     parts = LoopParts(distributed.wrap(model, dist, device), combiner, optimizer, scheduler, train_set, val_set,
                       label_sets, device, partial(autocast, device, precision), tokenizer.pad_token_id or 0,
-                      cfg.batch_size, cfg.max_grad_norm, cfg.seed, cfg.lr_backbone, cfg.lr_heads, dist)
+                      cfg.batch_size, cfg.max_grad_norm, cfg.seed, cfg.lr_backbone, cfg.lr_heads, dist, scaler)
     stop.armed = True  # from here a first Ctrl-C/SIGTERM means: finish the batch, save, stop
     result = fit(parts, cfg.epochs, stopper, hooks, start, tally_state)
 
@@ -274,7 +277,8 @@ def _read_last(run: Path, fingerprint: dict[str, str], tidy: bool = True) -> dic
 
 
 def _restore(saved: dict[str, Any], run: Path, model, combiner, optimizer, scheduler, stopper: EarlyStopping,
-             saver: BestCheckpoint, log: runs.MetricsLog, main: bool = True) -> tuple[Position, dict | None]:
+             saver: BestCheckpoint, log: runs.MetricsLog, main: bool = True,
+             scaler: torch.amp.GradScaler | None = None) -> tuple[Position, dict | None]:
     """Put every stateful part back as last.pt has it; the random number generators last."""
     state = saved["resume"]
     try:
@@ -282,6 +286,8 @@ def _restore(saved: dict[str, Any], run: Path, model, combiner, optimizer, sched
         combiner.load_state_dict(saved["combiner"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("grad_scaler"):  # empty when saved by a disabled (not fp16) scaler
+            scaler.load_state_dict(state["grad_scaler"])
         stopper.load_state_dict(state["early_stopping"])
         saver.load_state_dict(state["best_checkpoint"])
         start = Position(int(state["epoch"]), int(state["step"]))
