@@ -12,6 +12,15 @@ from mtlcli import plots
 from mtlcli.training.report import Reporter
 
 
+class _ShowsWarnings(Reporter):
+    """What every display below shares: a warning is one line on stderr."""
+
+    def warning(self, message: str) -> None:
+        from mtlcli.cli.common import print_warning
+
+        print_warning(message)
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -24,7 +33,7 @@ def epoch_line(row: dict[str, Any], tasks: list[str], improved: bool) -> str:
     return " | ".join(parts) + (" | new best, saved" if improved else "")
 
 
-class PlainReporter(Reporter):
+class PlainReporter(_ShowsWarnings):
     """One line per epoch: for pipes, CI logs and files."""
 
     def __init__(self, console: Console):
@@ -89,7 +98,7 @@ class LiveReporter(PlainReporter):
         self.progress.stop()  # idempotent; gives the terminal its cursor back after an error
 
 
-class QuietReporter(Reporter):
+class QuietReporter(_ShowsWarnings):
     def __init__(self, console: Console):
         self.console = console
 

@@ -20,5 +20,7 @@ class Reporter:
 
     def train_end(self, summary: dict[str, Any]) -> None: ...
 
+    def warning(self, message: str) -> None: ...
+
     def close(self) -> None:
         """Called last, however the run ended (an error, a second Ctrl-C): release the display."""

@@ -18,7 +18,7 @@ from mtlcli.errors import RunFailed, UserError
 from mtlcli.model import (apply_freeze, build_model, default_model_path, load_pretrained_backbone, load_tokenizer,
                           parameter_groups)
 from mtlcli.registry import heads, loss_combiners, poolers, schedulers
-from mtlcli.training import distributed
+from mtlcli.training import distributed, memory
 from mtlcli.training.grad_scaling import grad_scaler
 from mtlcli.training.hardware import autocast, resolve_device, resolve_precision
 from mtlcli.training.interrupt import StopSignals, TrainingInterrupted
@@ -82,7 +82,10 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, resume: Path | Non
     with StopSignals() as stop:  # until the loop runs, a signal ends the process at once: nothing to save yet
         try:
             return _train(cfg, reporter or Reporter(), resume, stop)
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, MemoryError) as exc:
+            if memory.is_out_of_memory(exc):  # what the estimate before training let through
+                raise memory.out_of_memory("training", cfg.batch_size, cfg.max_length,
+                                           "; the run folder keeps its last complete checkpoint") from None
             if not distributed.launched_by_torchrun() or not distributed.is_peer_failure(exc):
                 raise
             raise RunFailed(f"training stopped: another training process ended ({distributed.first_line(exc)}); "
@@ -131,11 +134,16 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     model_path = cfg.model or default_model_path()
     fingerprint = data_fingerprint(cfg)
 
-    # ---- the backbone, then the run folder: a model that does not load leaves no folder behind
+    # ---- the backbone and the tokenized data, then the run folder: a model that does not load, or a
+    # batch that cannot fit in memory, leaves no folder behind
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(model_path)
     backbone = load_pretrained_backbone(model_path)
     check_max_length(cfg.max_length, tokenizer, backbone, model_path)
+    train_set = encode(tokenizer, train_table.texts, data_mod.encode_labels(train_table, label_sets), cfg.max_length)
+    val_set = encode(tokenizer, val_table.texts, data_mod.encode_labels(val_table, label_sets), cfg.max_length)
+    memory.check_batch_fits(backbone, train_set.lengths, cfg.batch_size, cfg.max_length, precision, device,
+                            dist.world_size, memory.local_processes(), reporter.warning)
     if resume is None:
         run = Path(distributed.broadcast_object(str(runs.create_run(cfg.out, cfg.name)) if main else None, dist))
     else:
@@ -155,8 +163,6 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     model.to(device)
     combiner.to(device)
 
-    train_set = encode(tokenizer, train_table.texts, data_mod.encode_labels(train_table, label_sets), cfg.max_length)
-    val_set = encode(tokenizer, val_table.texts, data_mod.encode_labels(val_table, label_sets), cfg.max_length)
 
     # ---- optimisation; on resume, raising --epochs stretches the decay over the new total from
     # the step reached, while warmup keeps the length it started with
