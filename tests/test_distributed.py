@@ -19,7 +19,7 @@ import pytest
 
 from conftest import sample_rows, write_csv
 
-EPOCHS = 25  # of 120 rows: a few seconds, so a signal sent after epoch 1 lands mid-run
+EPOCHS = 6  # of 120 rows: a signal sent once epoch 1 is logged lands mid-run, with epochs to spare
 WAIT = 600  # seconds: generous for a loaded machine, and shorter than the 10-minute collective timeout
 COMPARED = ("train_loss", "val_loss", "val_class_label_loss", "val_class_label_acc", "val_class_label_f1",
             "val_sentiment_label_loss", "val_sentiment_label_acc", "val_sentiment_label_f1",
