@@ -163,7 +163,6 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     model.to(device)
     combiner.to(device)
 
-
     # ---- optimisation; on resume, raising --epochs stretches the decay over the new total from
     # the step reached, while warmup keeps the length it started with
     groups = parameter_groups(model, combiner, cfg.lr_backbone, cfg.lr_heads, cfg.weight_decay)
