@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
