@@ -7,9 +7,14 @@ FAULT is one of
                             bytes are on disk in its temporary file, the rest never come
   kill-before-rename:NAME:N SIGKILL once the N-th NAME is complete in its temporary file, just
                             before the rename that would put it in place
+  memory:MODULE.FUNC:MB     from the first call of FUNC on, the process may map only MB more memory
+                            (RLIMIT_AS): the allocations after it fail as on a machine that is full
+  clock:STAMP               the wall clock reads STAMP (YYYYmmdd-HHMMSS) for run-folder names, as
+                            for processes started in the same second
 
-Nothing in mtlcli is changed: the driver wraps the standard library's open() and os.replace() in
-this process only, and the process really dies (SIGKILL cannot be caught or cleaned up after).
+Nothing in mtlcli is changed: the driver wraps the standard library's open(), os.replace() and
+time.strftime() in this process only, and the process really dies (SIGKILL cannot be caught or
+cleaned up after).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import builtins
 import os
 import signal
 import sys
+import time
 
 
 def die() -> None:
@@ -45,7 +51,32 @@ class DiesMidWrite:
         return getattr(self.f, name)
 
 
+def limit_memory_from(target: str, mb: int) -> None:
+    import importlib
+    import resource
+
+    module_name, func_name = target.rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    real = getattr(module, func_name)
+
+    def limited(*args, **kwargs):
+        with open("/proc/self/status") as f:
+            mapped = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        resource.setrlimit(resource.RLIMIT_AS, (mapped + mb * 2**20, resource.RLIM_INFINITY))
+        return real(*args, **kwargs)
+
+    setattr(module, func_name, limited)
+
+
 def install(fault: str) -> None:
+    if fault.startswith("clock:"):
+        stamp, real_strftime = fault.split(":", 1)[1], time.strftime
+        time.strftime = lambda fmt, *t: stamp if fmt == "%Y%m%d-%H%M%S" and not t else real_strftime(fmt, *t)
+        return
+    if fault.startswith("memory:"):
+        _, target, mb = fault.split(":")
+        limit_memory_from(target, int(mb))
+        return
     kind, name, n = fault.split(":")
     count = [0, int(n)]
 

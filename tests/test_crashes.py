@@ -108,7 +108,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(cli, small_csv, train_
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "mtlcli", "train", "--resume", str(run), "--epochs", "2", "--quiet"],
-                          env=env, preexec_fn=small_disk, capture_output=True, text=True, timeout=300)
+                          env=env, preexec_fn=small_disk, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stderr
     assert f"{last}: cannot write the checkpoint (File too large); the previous one is kept" in done.stderr
     assert "Traceback" not in done.stderr

@@ -19,8 +19,8 @@ import pytest
 
 from conftest import sample_rows, write_csv
 
-EPOCHS = 25  # of 120 rows: a few seconds, so a signal sent after epoch 1 lands mid-run
-WAIT = 120  # seconds; a hang would otherwise wait for the 10-minute collective timeout
+EPOCHS = 6  # of 120 rows: a signal sent once epoch 1 is logged lands mid-run, with epochs to spare
+WAIT = 600  # seconds: generous for a loaded machine, and shorter than the 10-minute collective timeout
 COMPARED = ("train_loss", "val_loss", "val_class_label_loss", "val_class_label_acc", "val_class_label_f1",
             "val_sentiment_label_loss", "val_sentiment_label_acc", "val_sentiment_label_f1",
             "train_class_label_acc", "train_sentiment_label_acc")
@@ -85,24 +85,39 @@ def test_two_processes_match_one(finished):
     assert probs["class_label"].shape[0] == 2
 
 
-def test_ctrl_c_then_resume_logs_what_an_unstopped_run_logs(setup, finished):
-    folder, args = setup
-    out = folder / "stopped"
-    # a new session, as a terminal has: Ctrl-C reaches mtl and torchrun (which passes it on to the workers)
-    proc = subprocess.Popen([sys.executable, "-m", "mtlcli", "train", *map(str, args), "--nproc", "2", "--out", str(out)], env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+def start_training(args, out: Path, *extra: str) -> subprocess.Popen:
+    """`mtl train --nproc 2` in a new session, as a terminal starts it: Ctrl-C reaches its whole group."""
+    return subprocess.Popen([sys.executable, "-m", "mtlcli", "train", *map(str, args), "--nproc", "2", "--out", str(out),
+                             *extra], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_until(condition, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"gave up waiting (exit code {proc.returncode}): {proc.communicate()[1]}")
+        time.sleep(0.02)
+
+
+def finish(proc: subprocess.Popen) -> str:
     try:
-        deadline = time.monotonic() + WAIT
-        while not list(out.glob("*/metrics.jsonl")):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, stderr = proc.communicate(timeout=WAIT)
+        return proc.communicate(timeout=WAIT)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_ctrl_c_then_resume_logs_what_an_unstopped_run_logs(setup, finished, tmp_path):
+    folder, args = setup
+    out = tmp_path / "stopped"
+    proc = start_training(args, out)
+    wait_until(lambda: list(out.glob("*/metrics.jsonl")), proc)  # epoch 1 is done: training is under way
+    os.killpg(proc.pid, signal.SIGINT)
+    stderr = finish(proc)
     assert proc.returncode == 130, stderr
-    assert "mtl train --resume" in stderr
+    assert "mtl train --resume" in stderr and "Traceback" not in stderr and "error:" not in stderr, stderr
     (run,) = [p for p in out.iterdir() if not p.is_symlink()]
 
     again = mtl("train", "--resume", run, "--nproc", "2")
@@ -111,6 +126,23 @@ def test_ctrl_c_then_resume_logs_what_an_unstopped_run_logs(setup, finished):
     logs = [[{k: v for k, v in json.loads(line).items() if k not in timing} for line in path.read_text().splitlines()]
             for path in (finished[1] / "latest" / "metrics.jsonl", run / "metrics.jsonl")]
     assert len(logs[0]) == EPOCHS and logs[1] == logs[0]
+
+
+def test_sigterm_while_the_processes_start_is_a_clean_stop(setup, tmp_path):
+    """SIGTERM to `mtl train --nproc 2` alone (as a scheduler sends it) the moment torchrun starts:
+    the workers are not running yet, and still every process ends quietly with 143."""
+    folder, args = setup
+    out = tmp_path / "early"
+    proc = start_training(args, out)
+    from mtlcli.training.torchrun_child import children
+
+    wait_until(lambda: children(proc.pid), proc)  # the launcher (torchrun) has started
+    proc.send_signal(signal.SIGTERM)
+    stderr = finish(proc)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr and "error:" not in stderr, stderr
+    assert not list(out.glob("*/checkpoints/last.pt"))  # stopped before training: nothing to resume
+    assert not _workers(str(out))
 
 
 def _workers(marker: str) -> dict[int, int]:
@@ -136,10 +168,7 @@ def test_killed_worker_ends_the_run(setup):
                              "--patience", "500", "--out", str(out), "--nproc", "2"],
                             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + WAIT
-        while not list(out.glob("*/metrics.jsonl")):  # training is under way once epoch 1 is logged
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.2)
+        wait_until(lambda: list(out.glob("*/metrics.jsonl")), proc)  # training is under way once epoch 1 is logged
         workers = _workers(str(out))
         assert set(workers) == {0, 1}, workers
         os.kill(workers[1], signal.SIGKILL)

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mtlcli.cli.common import console, err_console, handles_errors
-from mtlcli.errors import UserError
+from mtlcli.errors import RunFailed, UserError
 
 Opt = typer.Option
 FORMATS = ("table", "csv", "jsonl")
@@ -63,6 +63,14 @@ def predict(
                 raise UserError(f"{source.name}: no texts to label")
         if npy:
             npy.finish()
+    except (RuntimeError, MemoryError) as exc:
+        from mtlcli.training.memory import is_out_of_memory
+
+        if not is_out_of_memory(exc):
+            raise
+        max_length = loaded.config.get("max_length", 128)
+        raise RunFailed(f"out of memory during prediction: lower --batch-size (now {batch_size}); texts are cut at "
+                        f"{max_length} tokens, the run's --max-length") from None
     finally:
         if npy:
             npy.discard()

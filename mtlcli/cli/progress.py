@@ -13,6 +13,13 @@ from mtlcli.cli.common import print_warning
 from mtlcli.training.report import Reporter
 
 
+class _ShowsWarnings(Reporter):
+    """What every display below shares: a warning is one line on stderr."""
+
+    def warning(self, message: str) -> None:
+        print_warning(message)
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -25,7 +32,7 @@ def epoch_line(row: dict[str, Any], tasks: list[str], improved: bool) -> str:
     return " | ".join(parts) + (" | new best, saved" if improved else "")
 
 
-class PlainReporter(Reporter):
+class PlainReporter(_ShowsWarnings):
     """One line per epoch: for pipes, CI logs and files."""
 
     def __init__(self, console: Console):
@@ -48,9 +55,6 @@ class PlainReporter(Reporter):
 
     def epoch_end(self, row, improved):
         self.console.print(epoch_line(row, self.tasks, improved), soft_wrap=True, markup=False)
-
-    def warning(self, message):
-        print_warning(message)
 
     def train_end(self, summary):
         show_summary(self.console, summary, chart=True)
@@ -96,15 +100,12 @@ class LiveReporter(PlainReporter):
         self.progress.stop()  # idempotent; gives the terminal its cursor back after an error
 
 
-class QuietReporter(Reporter):
+class QuietReporter(_ShowsWarnings):
     def __init__(self, console: Console):
         self.console = console
 
     def train_end(self, summary):
         show_summary(self.console, summary, chart=False)
-
-    def warning(self, message):
-        print_warning(message)
 
 
 def show_summary(console: Console, summary: dict[str, Any], chart: bool) -> None:

@@ -158,6 +158,7 @@ def _global_batch(batch_size: int | None, per_process: int, nproc: int | None) -
 def _launch(nproc: int, cfg, run_dir: Path | None, ctx: typer.Context) -> None:
     """--nproc N: check the inputs once here, then start N processes through torch.distributed.run."""
     from mtlcli.training.distributed import launched_by_torchrun
+    from mtlcli.training.interrupt import StopSignals
     from mtlcli.training.launch import argv_of, launch
     from mtlcli.training.run import preflight
 
@@ -165,7 +166,8 @@ def _launch(nproc: int, cfg, run_dir: Path | None, ctx: typer.Context) -> None:
         raise UserError(f"--nproc {nproc}: must be at least 1")
     if launched_by_torchrun():
         raise UserError("--nproc starts its own processes: leave it out when launching with torchrun")
-    preflight(cfg, run_dir, nproc)
+    with StopSignals():  # Ctrl-C before the processes start: exit at once, there is nothing to save
+        preflight(cfg, run_dir, nproc)
     code = launch(nproc, argv_of(ctx))
     if code > 128:  # Ctrl-C or SIGTERM: the main process has said how to resume
         raise typer.Exit(code)

@@ -28,6 +28,9 @@ class StopSignals:
         if threading.current_thread() is threading.main_thread():  # Python only allows it there
             for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+            # `mtl train --nproc` starts its workers with these signals blocked, so that one sent
+            # while a worker is still starting waits for this handler; it runs now if one came
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -20,6 +20,7 @@ from mtlcli.losses import Objective, task_losses
 from mtlcli.training.distributed import (Dist, all_gather_object, all_reduce_max, average_grads, shard, sum_in_place,
                                         usable_batches)
 from mtlcli.training.evaluate import evaluate
+from mtlcli.training.grad_scaling import clip_and_step
 from mtlcli.training.policies import EarlyStopping
 from mtlcli.training.report import Reporter
 
@@ -46,6 +47,7 @@ class LoopParts:
     max_length: int
     objective: Objective = Objective()
     dist: Dist = Dist()  # under torchrun: this process's rank; ``model`` is then DDP-wrapped
+    scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler(enabled=False))  # fp16 only
 
 
 @dataclass(frozen=True)
@@ -173,12 +175,9 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
             loss = p.combiner({t: summed[t][0] * d.world_size / counts[t] for t in tasks if counts[t]})
 
             p.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            p.scaler.scale(loss).backward()  # fp16: scaled up so small gradients do not underflow
             average_grads(p.combiner.parameters(), d)
-            if p.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(p.model.parameters(), p.max_grad_norm)
-            p.optimizer.step()
-            p.scheduler.step()
+            clip_and_step(p.scaler, p.optimizer, p.scheduler, p.model.parameters(), p.max_grad_norm)
             tally.add(step, loss, summed, logits, batch.labels, counts, len(rows), d.world_size)
 
             # ---- read-outs (host syncs) only every few batches: display, NaN check, stop request;

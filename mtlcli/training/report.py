@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 
@@ -22,8 +21,8 @@ class Reporter:
     def train_end(self, summary: dict[str, Any]) -> None: ...
 
     def warning(self, message: str) -> None:
-        """Something went wrong that does not stop training (a tracker failed)."""
-        warnings.warn(message, stacklevel=2)
+        """Something that does not stop training (a tracker failed, a batch larger than the data);
+        the CLI's displays print it, the processes other than the main one stay quiet."""
 
     def close(self) -> None:
         """Called last, however the run ended (an error, a second Ctrl-C): release the display."""

@@ -20,7 +20,8 @@ from mtlcli.model import (apply_freeze, build_model, default_model_path, load_pr
                           parameter_groups)
 from mtlcli.quality import task_checks
 from mtlcli.registry import heads, loss_combiners, poolers, schedulers
-from mtlcli.training import distributed
+from mtlcli.training import distributed, memory
+from mtlcli.training.grad_scaling import grad_scaler
 from mtlcli.training.hardware import autocast, configure_device, resolve_device, resolve_precision
 from mtlcli.training.interrupt import StopSignals, TrainingInterrupted
 from mtlcli.training.loop import Hooks, LoopParts, Position, fit
@@ -96,7 +97,10 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, resume: Path | Non
     with StopSignals() as stop:  # until the loop runs, a signal ends the process at once: nothing to save yet
         try:
             return _train(cfg, reporter or Reporter(), resume, stop)
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, MemoryError) as exc:
+            if memory.is_out_of_memory(exc):  # what the estimate before training let through
+                raise memory.out_of_memory("training", cfg.batch_size, cfg.max_length,
+                                           "; the run folder keeps its last complete checkpoint") from None
             if not distributed.launched_by_torchrun() or not distributed.is_peer_failure(exc):
                 raise
             raise RunFailed(f"training stopped: another training process ended ({distributed.first_line(exc)}); "
@@ -148,11 +152,18 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     model_path = cfg.model or default_model_path()
     fingerprint = data_fingerprint(cfg)
 
-    # ---- the backbone, then the run folder: a model that does not load leaves no folder behind
+    # ---- the backbone and the tokenized data, then the run folder: a model that does not load, or a
+    # batch that cannot fit in memory, leaves no folder behind
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(model_path)
     backbone = load_pretrained_backbone(model_path)
     max_length = resolve_max_length(cfg, tokenizer, backbone, model_path, train_table.texts)
+    train_ids = data_mod.encode_labels(train_table, label_sets)
+    train_set = encode(tokenizer, train_table.texts, train_ids, max_length)
+    val_set = encode(tokenizer, val_table.texts, data_mod.encode_labels(val_table, label_sets), max_length)
+    objective = Objective(class_weights(cfg, train_ids, label_sets), cfg.label_smoothing)
+    memory.check_batch_fits(backbone, train_set.lengths, cfg.batch_size, max_length, precision, device,
+                            dist.world_size, memory.local_processes(), reporter.warning)
     if resume is None:
         run = Path(distributed.broadcast_object(str(runs.create_run(cfg.out, cfg.name)) if main else None, dist))
     else:
@@ -172,11 +183,6 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     model.to(device)
     combiner.to(device)
 
-    train_ids = data_mod.encode_labels(train_table, label_sets)
-    train_set = encode(tokenizer, train_table.texts, train_ids, max_length)
-    val_set = encode(tokenizer, val_table.texts, data_mod.encode_labels(val_table, label_sets), max_length)
-    objective = Objective(class_weights(cfg, train_ids, label_sets), cfg.label_smoothing)
-
     # ---- optimisation; on resume, raising --epochs stretches the decay over the new total from
     # the step reached, while warmup keeps the length it started with
     groups = parameter_groups(model, combiner, cfg.lr_backbone, cfg.lr_heads, cfg.weight_decay)
@@ -185,6 +191,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     total = steps_per_epoch * cfg.epochs
     warmup = int(saved["resume"]["schedule"]["warmup_steps"]) if saved else int(cfg.warmup_ratio * total)
     scheduler = schedulers.get(cfg.scheduler)(optimizer, total, warmup)
+    scaler = grad_scaler(device, precision)  # fp16: loss scaling, its state saved in last.pt
 
     # ---- policies, and where a resumed run goes on from
     stopper = EarlyStopping(cfg.patience, cfg.min_delta)
@@ -192,7 +199,8 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     log = runs.MetricsLog(run / "metrics.jsonl") if main else _MemoryLog(run / "metrics.jsonl")
     start, tally_state = Position(), None
     if saved:
-        start, tally_state = _restore(saved, run, model, combiner, optimizer, scheduler, stopper, saver, log, main)
+        start, tally_state = _restore(saved, run, model, combiner, optimizer, scheduler, stopper, saver, log, main,
+                                      scaler)
         if start.step == 0 and stopper.should_stop:
             raise UserError(f"{run}: the run stopped early after epoch {start.epoch - 1} (no improvement for "
                             f"{stopper.bad_epochs} epochs); to train on, raise --patience with --resume")
@@ -236,7 +244,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
         payload = checkpoint_payload(at.epoch - 1, log.rows[-1] if log.rows else {})  # epoch: the last complete one
         payload["resume"] = {
             "epoch": at.epoch, "step": at.step, "tally": tally,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "grad_scaler": scaler.state_dict(),
             "schedule": {"total_steps": total, "warmup_steps": warmup},
             "early_stopping": stopper.state_dict(), "best_checkpoint": saver.state_dict(), "rng": rng_state(),
             "metrics_rows": log.rows, "data_sha256": fingerprint, "batch_order": "train_batches(seed, epoch)",
@@ -252,7 +260,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     parts = LoopParts(distributed.wrap(model, dist, device), combiner, optimizer, scheduler, train_set, val_set,
                       label_sets, device, partial(autocast, device, precision), tokenizer.pad_token_id or 0,
                       cfg.batch_size, cfg.max_grad_norm, cfg.seed, cfg.lr_backbone, cfg.lr_heads, max_length, objective,
-                      dist)
+                      dist, scaler)
     stop.armed = True  # from here a first Ctrl-C/SIGTERM means: finish the batch, save, stop
     result = fit(parts, cfg.epochs, stopper, hooks, start, tally_state)
 
@@ -305,7 +313,8 @@ def _read_last(run: Path, fingerprint: dict[str, str], tidy: bool = True) -> dic
 
 
 def _restore(saved: dict[str, Any], run: Path, model, combiner, optimizer, scheduler, stopper: EarlyStopping,
-             saver: BestCheckpoint, log: runs.MetricsLog, main: bool = True) -> tuple[Position, dict | None]:
+             saver: BestCheckpoint, log: runs.MetricsLog, main: bool = True,
+             scaler: torch.amp.GradScaler | None = None) -> tuple[Position, dict | None]:
     """Put every stateful part back as last.pt has it; the random number generators last."""
     state = saved["resume"]
     try:
@@ -313,6 +322,8 @@ def _restore(saved: dict[str, Any], run: Path, model, combiner, optimizer, sched
         combiner.load_state_dict(saved["combiner"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("grad_scaler"):  # empty when saved by a disabled (not fp16) scaler
+            scaler.load_state_dict(state["grad_scaler"])
         stopper.load_state_dict(state["early_stopping"])
         saver.load_state_dict(state["best_checkpoint"])
         start = Position(int(state["epoch"]), int(state["step"]))

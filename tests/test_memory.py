@@ -1,0 +1,102 @@
+"""Memory: the estimate before training, and a real failed allocation during training and predict.
+
+The failures are real: tests/crash_driver.py lowers the process's address-space limit (RLIMIT_AS)
+when training (or prediction) starts, so the first large batch cannot be allocated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from conftest import sample_rows, write_csv
+from mtlcli.training.memory import activation_bytes
+
+DRIVER = Path(__file__).with_name("crash_driver.py")
+LONG = 256  # tokens: the tiny model's longest
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+            "MALLOC_ARENA_MAX": "1"}
+
+
+def long_rows(n: int) -> list[list[str]]:
+    """n sample rows whose texts run past 256 tokens: every batch is as long as --max-length."""
+    rows = sample_rows()
+    return [[" ".join([rows[i % len(rows)][0]] * 40), *rows[i % len(rows)][1:]] for i in range(n)]
+
+
+def error_lines(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_the_estimate_of_minilm_matches_the_issue_report():
+    # all-MiniLM-L6-v2 (6 layers, 384 wide, 12 heads), 2,399 texts of 128 tokens in one fp32 batch:
+    # far beyond the 24 GB that such a run filled before it was killed
+    from transformers import BertConfig
+
+    config = BertConfig(hidden_size=384, num_attention_heads=12, num_hidden_layers=6)
+    need = activation_bytes(config, 2399, 128, "fp32")
+    assert 60e9 < need < 90e9
+    assert activation_bytes(config, 2399, 128, "bf16") == need // 2
+    assert activation_bytes(config, 32, 128, "fp32") < 2e9  # the default batch is modest
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_a_run_folder_exists(cli, tiny_model, tmp_path):
+    # the tiny model with 32 attention heads: the s^2 attention term makes a batch of 1,500 texts of
+    # 256 tokens need ~60 GB
+    wide = tmp_path / "wide"
+    shutil.copytree(tiny_model, wide)
+    config = json.loads((wide / "config.json").read_text())
+    config["num_attention_heads"] = 32
+    (wide / "config.json").write_text(json.dumps(config))
+    data = write_csv(tmp_path / "long.csv", long_rows(1500))
+    result = cli("train", data, "--model", wide, "--batch-size", "100000", "--max-length", str(LONG),
+                 "--precision", "fp32", "--name", "big", "--quiet")
+    assert result.exit_code == 2, result.output
+    (line,) = error_lines(result.output)
+    assert "a training batch needs about" in line and "1200 texts of up to 256 tokens" in line
+    assert "lower --batch-size (now 100000) or --max-length (now 256)" in line
+    assert "warning: --batch-size 100000 is larger than the training set (1200 rows)" in result.output
+    assert not (tmp_path / "runs" / "big").exists()
+
+
+def test_running_out_of_memory_in_training_and_predict_is_one_line(tiny_model, tmp_path):
+    data = write_csv(tmp_path / "long.csv", long_rows(300))
+    common = ["--model", tiny_model, "--batch-size", "240", "--max-length", str(LONG), "--precision", "fp32",
+              "--out", str(tmp_path / "runs"), "--name", "r", "--quiet"]
+    first = subprocess.run([sys.executable, "-m", "mtlcli", "train", str(data), *common, "--epochs", "1"],
+                           env=env(), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "runs" / "r"
+    last = run / "checkpoints" / "last.pt"
+    saved = last.read_bytes()
+
+    # epoch 2, resumed with 32 MB left to map: the first batch of 240 x 256 tokens does not fit
+    more = subprocess.run([sys.executable, str(DRIVER), "memory:mtlcli.training.run.fit:32", "--", "train", "--resume",
+                           str(run), "--epochs", "2", "--quiet"], env=env(), capture_output=True, text=True, timeout=600)
+    assert more.returncode == 1, more.stderr
+    (line,) = error_lines(more.stderr)
+    assert line == ("error: out of memory during training: lower --batch-size (now 240) or --max-length (now 256); "
+                    "the run folder keeps its last complete checkpoint")
+    assert last.read_bytes() == saved  # last.pt of epoch 1, untouched
+    assert torch.load(last, weights_only=True)["resume"]["epoch"] == 2
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(row[0] for row in long_rows(240)) + "\n")
+    predicted = subprocess.run([sys.executable, str(DRIVER), "memory:mtlcli.predict_io.predict_chunks:32", "--",
+                                "predict", str(run), "--input", str(texts), "--batch-size", "240",
+                                "--precision", "fp32", "--output", str(tmp_path / "out.csv")],
+                               env=env(), capture_output=True, text=True, timeout=600)
+    assert predicted.returncode == 1, predicted.stderr
+    (line,) = error_lines(predicted.stderr)
+    assert line == ("error: out of memory during prediction: lower --batch-size (now 240); texts are cut at 256 "
+                    "tokens, the run's --max-length")
