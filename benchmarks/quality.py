@@ -8,7 +8,9 @@ then per task a TF-IDF (word 1-2 grams, sublinear tf) + logistic regression base
 chosen by 3-fold cross-validation on the training rows, and `mtl train DATA` with default settings
 (plus --flags). Accuracy and macro-F1 on the same validation rows, and wall times. --mtl FILE takes
 the mtl figures from a sweep.py results file (setting --setting) instead of training here.
-Needs scikit-learn (`pip install -e ".[bench]"`).
+--peer SEED_LOOP.py also times the plain loop (`../shared/bench/seed_loop.py`) for --peer-epochs
+epochs on the same data (its first two label columns, renamed to the names it reads), whole
+process, beside `mtl train`'s whole process. Needs scikit-learn (`pip install -e ".[bench]"`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,12 +54,33 @@ def baseline(data: Path) -> dict:
             "val_rows": len(val_t)}
 
 
+def time_peer(script: Path, data: Path, epochs: int, work: Path) -> dict:
+    """The plain loop's whole-process wall time on ``data``, for --peer-epochs epochs."""
+    import csv
+
+    from mtlcli.model import default_model_path
+
+    with open(data, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    renamed = work / f"{data.stem}-peer.csv"
+    with open(renamed, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["sentence", "class_label", "sentiment_label"], *(r[:3] for r in rows[1:])])
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, str(script), str(renamed), default_model_path(), str(epochs)],
+                          capture_output=True, text=True)
+    return {"wall_s": round(time.perf_counter() - t0, 1), "epochs": epochs, "returncode": done.returncode,
+            "line": (done.stdout.strip().splitlines() or [""])[-1]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", type=Path, required=True)
     parser.add_argument("--flags", default="", help="extra flags for mtl train")
     parser.add_argument("--mtl", type=Path, help="a sweep.py results file to take the mtl figures from")
     parser.add_argument("--setting", default="default", help="the setting of --mtl that is the default")
+    parser.add_argument("--peer", type=Path, help="seed_loop.py, to time beside mtl train")
+    parser.add_argument("--peer-epochs", type=int, default=3)
+    parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("quality.json"))
     args = parser.parse_args()
     swept = {}
@@ -68,9 +92,11 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for data in args.data:
-            base = baseline(data)
+            base = {"tasks": {}} if args.skip_baseline else baseline(data)
             mtl = swept.get(data.name) or train(data, shlex.split(args.flags), Path(tmp), data.stem)
             results[data.name] = {"baseline": base, "mtl": mtl}
+            if args.peer:
+                results[data.name]["peer"] = time_peer(args.peer, data, args.peer_epochs, Path(tmp))
             print(json.dumps({data.name: results[data.name]}), file=sys.stderr, flush=True)
     args.out.write_text(json.dumps(results, indent=2))
     lines = ["| data set | task | TF-IDF + LR acc / macro-F1 | mtl default acc / macro-F1 | macro-F1 gain |",
@@ -81,6 +107,10 @@ def main() -> None:
             mine = f"{m['acc']:.3f} / {m['f1']:.3f}" if m else "error"
             gain = f"{m['f1'] - b['f1']:+.3f}" if m else ""
             lines.append(f"| {name} | {task} | {b['acc']:.3f} / {b['f1']:.3f} | {mine} | {gain} |")
+    for name, r in results.items():
+        if "peer" in r:
+            lines.append(f"\n{name}: mtl train (defaults) {r['mtl'].get('wall_s')} s whole process; the plain loop, "
+                         f"{r['peer']['epochs']} epochs: {r['peer']['wall_s']} s")
     print("\n".join(lines))
 
 

@@ -68,9 +68,9 @@ def predict(
 
         if not is_out_of_memory(exc):
             raise
-        max_length = loaded.config.get("max_length", 128)
-        raise RunFailed(f"out of memory during prediction: lower --batch-size (now {batch_size}); texts are cut at "
-                        f"{max_length} tokens, the run's --max-length") from None
+        max_length = model.config.get("max_length", 128)
+        raise RunFailed(f"out of memory during prediction: lower --batch-size (now {batch_size or model.batch_size}); "
+                        f"texts are cut at {max_length} tokens, the run's --max-length") from None
     finally:
         if npy:
             npy.discard()

@@ -1,0 +1,91 @@
+"""Memory and time of `mtl train`'s data stage on large generated inputs.
+
+    python benchmarks/memory_benchmark.py --rows 100000 1000000
+
+For each size: a CSV of that many short generated sentences with two label columns, then, in a
+fresh child process, exactly what `mtl train` does before its first step with the data: read and
+check the CSV, split it, choose --max-length auto, tokenize both parts. The child reports its
+resident memory (VmRSS) after imports (the baseline), after reading and splitting, and after
+tokenizing, its peak (VmHWM), and the seconds each stage took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = ("battery screen soup waiter hotel flight price delivery service quality room staff food phone "
+         "laptop beach city train late early broken great terrible fine cold warm slow fast cheap").split()
+
+
+def write_csv(path: Path, rows: int) -> None:
+    rng = random.Random(0)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sentence", "class_label", "sentiment_label"])
+        for _ in range(rows):
+            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 25))).capitalize() + "."
+            writer.writerow([text, rng.choice(("a", "b", "c")), rng.choice(("neg", "neu", "pos"))])
+
+
+def child(path: str) -> None:
+    def rss() -> dict[str, float]:
+        found = {}
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    found[line[:5]] = int(line.split()[1]) / 1024
+        return found
+
+    from mtlcli import data as data_mod
+    from mtlcli.batching import choose_max_length, encode
+    from mtlcli.model import default_model_path, load_tokenizer
+
+    tokenizer = load_tokenizer(default_model_path())
+    out = {"baseline_mb": rss()["VmRSS"]}
+    t0 = time.perf_counter()
+    train, val, label_sets = data_mod.load_train_val(path, None, "sentence", [], 0.2, 42)
+    out["read_split_s"], out["after_read_mb"] = time.perf_counter() - t0, rss()["VmRSS"]
+    t1 = time.perf_counter()
+    max_length = choose_max_length(tokenizer, train.texts, 512, 42)
+    train_set = encode(tokenizer, train.texts, data_mod.encode_labels(train, label_sets), max_length)
+    val_set = encode(tokenizer, val.texts, data_mod.encode_labels(val, label_sets), max_length)
+    out["tokenize_s"], out["after_tokenize_mb"] = time.perf_counter() - t1, rss()["VmRSS"]
+    out.update(peak_mb=rss()["VmHWM"], rows=len(train) + len(val), tokens=int(train_set.lengths.sum() + val_set.lengths.sum()),
+               token_bytes=int(train_set.ids.nbytes + val_set.ids.nbytes), max_length=max_length)
+    print(json.dumps(out))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", type=int, default=[100_000, 1_000_000])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    print("| rows | tokens | baseline MB | after read + split | after tokenizing | peak MB | peak - baseline | token ids MB | read s | tokenize s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in args.rows:
+            path = Path(tmp) / f"{rows}.csv"
+            write_csv(path, rows)
+            done = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True, text=True)
+            if done.returncode:
+                print(done.stderr[-2000:], file=sys.stderr)
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"| {rows:,} | {r['tokens']:,} | {r['baseline_mb']:.0f} | {r['after_read_mb']:.0f} | "
+                  f"{r['after_tokenize_mb']:.0f} | {r['peak_mb']:.0f} | {r['peak_mb'] - r['baseline_mb']:.0f} | "
+                  f"{r['token_bytes'] / 2**20:.0f} | {r['read_split_s']:.1f} | {r['tokenize_s']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
