@@ -118,7 +118,10 @@ def test_reading_is_lazy_so_memory_stays_bounded(trained_run):
     chunks = predict_io.predict_chunks(loaded, source, chunk_size=5)
     first, second = next(chunks), next(chunks)
     assert first.texts[0] == "text number 0" and second.texts[0] == "text number 5"
-    assert len(pulled) == 10  # nothing read beyond the chunks asked for
+    # the chunks asked for, and at most one more: the next chunk is read ahead while this one runs
+    assert 10 <= len(pulled) <= 15
+    assert next(chunks).texts[0] == "text number 10" and len(pulled) <= 20
+    chunks.close()
 
 
 def test_table_format_and_top_k(cli, trained_run):
