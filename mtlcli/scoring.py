@@ -75,7 +75,8 @@ def score(loaded, path: str | Path, text_column: str | None = None, ignore_unkno
                                    encoded.labels[task], loaded.label_sets[task])
         if check:
             report["tasks"][task]["baseline"] = {k: check[k] for k in ("majority_label", "majority_accuracy",
-                                                                       "majority_macro_f1", "learned")}
+                                                                       "majority_macro_f1", "chance_macro_f1",
+                                                                       "learned")}
             if "warning" in check:
                 report["tasks"][task]["warning"] = check["warning"]
     if ignored:
