@@ -64,7 +64,6 @@ class LoadedRun:
         return predict_batches(self, texts, batch_size, with_embeddings, on_batch)
 
 
-
 def check_components_installed(ckpt: dict[str, Any], path: Path) -> None:
     """Stop with a one-line error naming the package when a component the model needs is not installed."""
     kinds = {"pooler": "poolers", "head": "heads", "loss_combiner": "loss_combiners", "scheduler": "schedulers"}

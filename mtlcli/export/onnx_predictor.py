@@ -46,10 +46,14 @@ class OnnxPredictor:
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id or 0
 
+    @property
+    def max_length(self) -> int:
+        return int(self.config.get("max_length", 128))
+
     def encode(self, texts: Sequence[str]):
         from mtlcli.batching import encode
 
-        return encode(self.tokenizer, texts, {}, int(self.config.get("max_length", 128)))
+        return encode(self.tokenizer, texts, {}, self.max_length)
 
     def probs(self, texts: Sequence[str], batch_size: int | None = None, with_embeddings: bool = False,
               on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
@@ -62,7 +66,7 @@ class OnnxPredictor:
 
         from mtlcli.batching import iterate, sorted_batches
 
-        n, cpu, max_length = len(data), torch.device("cpu"), int(self.config.get("max_length", 128))
+        n, cpu, max_length = len(data), torch.device("cpu"), self.max_length
         out: dict[str, Any] = {t: np.zeros((n, len(v)), dtype=np.float32) for t, v in self.label_sets.items()}
         wanted = self.outputs if with_embeddings else self.outputs[1:]
         done = 0
