@@ -1,5 +1,10 @@
 """The training configuration: one typed dataclass, read from YAML and merged with CLI flags.
 
+Each field carries its own option schema (``setting(...)``): the flag, the help, how the flag's
+text is read, the allowed choices and the range check. The `train` flags, the YAML keys, the help
+text, the value errors, resume's rules and the argv of ``--nproc`` children all come from it, so
+a new key is one field here.
+
 Precedence: the defaults below < a ``--config`` YAML file < flags given on the command line.
 The resolved config is written to the run folder as ``config.yaml`` and into every checkpoint.
 """
@@ -7,68 +12,279 @@ The resolved config is written to the run folder as ``config.yaml`` and into eve
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import math
 import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from mtlcli.errors import UserError, shown
 
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+# ---- how a flag's text becomes a value, and back ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How a flag's text is read (``read``, one flag at a time) and written back (``write``).
+
+    A repeatable kind reads each flag's text with ``read`` and joins the results with ``join``.
+    """
+
+    metavar: str
+    read: Callable[[str], Any]
+    write: Callable[[Any], list[str]] = lambda value: [str(value)]
+    join: Callable[[list[Any]], Any] | None = None  # set: the flag is repeatable
+
+    @property
+    def repeatable(self) -> bool:
+        return self.join is not None
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+def _auto_or_whole_number(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("expected auto or a number of tokens") from None
+
+
+def _task_and_weight(text: str) -> tuple[str, float]:
+    task, sep, weight = text.rpartition("=")
+    try:
+        if not sep or not task:
+            raise ValueError
+        return task, float(weight)
+    except ValueError:
+        raise ValueError("expected TASK=WEIGHT, for example class_label=2.0") from None
+
+
+def _class_weight_item(text: str) -> tuple[str | None, str]:
+    task, sep, how = text.rpartition("=")
+    if sep and not task:
+        raise ValueError("expected balanced (every task) or TASK=balanced")
+    return (task, how) if sep else (None, text)
+
+
+def _class_weights(items: list[tuple[str | None, str]]) -> str | dict[str, str]:
+    """``--class-weight balanced`` is for every task; ``--class-weight TASK=balanced`` for one."""
+    if len(items) == 1 and items[0][0] is None:
+        return items[0][1]
+    if any(task is None for task, _ in items):
+        raise ValueError("expected balanced (every task) or TASK=balanced")
+    return dict(items)
+
+
+def _yaml_mapping(text: str) -> dict[str, Any]:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping such as '{hidden_size: 256, dropout: 0.1}'")
+    return value
+
+
+def _pairs_written(value: dict[str, Any]) -> list[str]:
+    return [f"{k}={v}" for k, v in value.items()]
+
+
+TEXT = Kind("TEXT", str)
+WHOLE = Kind("N", _whole_number)
+NUMBER = Kind("X", _number)
+SWITCH = Kind("", bool)  # --key/--no-key: the command line gives the value itself
+AUTO_OR_WHOLE = Kind("auto|N", _auto_or_whole_number)
+TEXTS = Kind("TEXT", str, write=list, join=list)
+WEIGHTS = Kind("TASK=W", _task_and_weight, write=_pairs_written, join=dict)
+CLASS_WEIGHT = Kind("[TASK=]HOW", _class_weight_item,
+                    write=lambda v: [v] if isinstance(v, str) else _pairs_written(v), join=_class_weights)
+MAPPING = Kind("YAML", _yaml_mapping, write=lambda v: [json.dumps(v)])
+
+
+# ---- range checks: each returns what is wrong, or None ----------------------------------------
+
+
+def at_least(low: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= low else f"must be at least {low}"
+
+
+def not_negative(v: float) -> str | None:
+    return None if v >= 0 else "must not be negative"
+
+
+def positive(v: float) -> str | None:
+    return None if v > 0 else "must be positive"
+
+
+def share_below_one(v: float) -> str | None:
+    return None if 0.0 <= v < 1.0 else "must be in [0, 1)"
+
+
+def strictly_between_0_and_1(v: float) -> str | None:
+    return None if 0.0 < v < 1.0 else "must be between 0 and 1"
+
+
+def seed_range(v: int) -> str | None:
+    return None if 0 <= v < 2**32 else "must be from 0 to 2**32 - 1"
+
+
+def token_count(v: int | str) -> str | None:
+    return None if v == "auto" or (isinstance(v, int) and v >= 2) else "must be auto or a number of tokens of at least 2"
+
+
+def class_weight_names(v: str | dict[str, str]) -> str | None:
+    chosen = v.values() if isinstance(v, dict) else [v]
+    ok = all(w in CLASS_WEIGHTS for w in chosen)
+    return None if ok else f"must be {' or '.join(CLASS_WEIGHTS)} (for every task or per task)"
+
+
+def weights_not_negative(v: dict[str, float]) -> str | None:
+    negative = [task for task, w in v.items() if w < 0]
+    return f"weight of task '{negative[0]}' must not be negative" if negative else None
+
+
+def is_choice(value: str, choices: tuple[str, ...]) -> bool:
+    """``value`` is one of ``choices``; a choice ``name:N`` stands for name:0, name:1, ..."""
+    return value in choices or any(c.endswith(":N") and value.startswith(c[:-1]) and value[len(c) - 1:].isdigit()
+                                   for c in choices)
+
+
+# ---- the schema -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    help: str
+    kind: Kind = TEXT
+    flag: str | None = None  # default: --key with '-' for '_'; "DATA": a positional argument
+    choices: tuple[str, ...] = ()
+    check: Callable[[Any], str | None] | None = None
+    default_text: str | None = None  # what help shows as the default, where the value alone says little
+    on_resume: str | None = None  # "raise": --resume may raise it; "add": --resume may add to it
+
+
+def setting(default: Any, help: str, **schema: Any) -> Any:
+    """A config field with its option schema (see Setting)."""
+    meta = {"setting": Setting(help, **schema)}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
 
 @dataclass
 class TrainConfig:
     # data
-    data: str | None = None  # the training CSV
-    val: str | None = None  # a validation CSV; when unset, --val-split of the data is held out
-    text_column: str = "sentence"
-    tasks: list[str] = field(default_factory=list)  # empty: every column but the text column
-    val_split: float = 0.2  # share of rows held out, stratified on the first task
+    data: str | None = setting(None, "Training CSV: a text column and one column per task.", flag="DATA")
+    val: str | None = setting(None, "Validation CSV.", default_text="hold out --val-split of DATA")
+    text_column: str = setting("sentence", "Column with the text.")
+    tasks: list[str] = setting([], "A task column to train (repeatable).", kind=TEXTS, flag="--task",
+                               default_text="every other column")
+    val_split: float = setting(0.2, "Share of DATA held out for validation, stratified on the first task.", kind=NUMBER,
+                               check=strictly_between_0_and_1)
     # model
-    model: str | None = None  # a local folder or a Hugging Face id; unset: the bundled all-MiniLM-L6-v2
-    max_length: int | str = "auto"  # tokens, longer texts are truncated; auto: 95% of the training texts fit
-    pooling: str = "mean"  # registry kind "poolers"
-    normalize: bool = False  # L2-normalise the pooled vector before the heads
-    head: str = "linear"  # registry kind "heads"; one head per task
-    pooler_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments for the pooler
-    head_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments for each head
-    freeze: list[str] = field(default_factory=list)  # backbone | embeddings | bottom:N | a task's head
+    model: str | None = setting(None, "Backbone: a local folder or a Hugging Face id.",
+                                default_text="bundled all-MiniLM-L6-v2")
+    max_length: int | str = setting("auto", "Truncate texts to this many tokens; auto: the length 95% of the training "
+                                    "texts fit in.", kind=AUTO_OR_WHOLE, check=token_count)
+    pooling: str = setting("mean", "Pooler: cls, mean, max or a plugin's (mtl plugins lists them).")
+    normalize: bool = setting(False, "L2-normalize the pooled vector before the heads.", kind=SWITCH)
+    head: str = setting("linear", "Head per task: linear, mlp or a plugin's.")
+    pooler_options: dict[str, Any] = setting({}, "Keyword arguments for the pooler.", kind=MAPPING)
+    head_options: dict[str, Any] = setting({}, "Keyword arguments for each head, e.g. '{hidden_size: 256}'.",
+                                           kind=MAPPING)
+    freeze: list[str] = setting([], "none, backbone, embeddings, bottom:N (embeddings and the lowest N layers), or a "
+                                "task's head (repeatable).", kind=TEXTS, default_text="none")
     # loss and optimisation
-    loss_combiner: str = "weighted"  # registry kind "loss_combiners"
-    task_weights: dict[str, float] = field(default_factory=dict)  # TASK -> weight, 1.0 when absent
-    class_weight: str | dict[str, str] = "none"  # none | balanced, for every task or as TASK -> none | balanced
-    label_smoothing: float = 0.0  # share of each target spread evenly over all labels
-    lr_backbone: float = 5e-5
-    lr_heads: float = 1e-3  # also the loss combiner's parameters
-    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
-    max_grad_norm: float = 1.0  # 0 turns clipping off
-    scheduler: str = "linear"  # registry kind "schedulers"
-    warmup_ratio: float = 0.1  # share of all steps spent warming up
+    loss_combiner: str = setting("weighted", "How task losses combine: weighted, uncertainty, dwa or a plugin's.")
+    task_weights: dict[str, float] = setting({}, "Weight of a task's loss for the weighted combiner (repeatable).",
+                                             kind=WEIGHTS, flag="--task-weight", check=weights_not_negative,
+                                             default_text="1.0 each")
+    class_weight: str | dict[str, str] = setting("none", "balanced: weigh each label by how rare it is in the "
+                                                 "training rows; for every task, or TASK=balanced (repeatable).",
+                                                 kind=CLASS_WEIGHT, check=class_weight_names)
+    label_smoothing: float = setting(0.0, "Spread this share of each target over all labels.", kind=NUMBER,
+                                     check=share_below_one)
+    lr_backbone: float = setting(5e-5, "Learning rate of the backbone.", kind=NUMBER, check=not_negative)
+    lr_heads: float = setting(1e-3, "Learning rate of the heads and the loss combiner.", kind=NUMBER, check=positive)
+    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms).", kind=NUMBER,
+                                  check=not_negative)
+    max_grad_norm: float = setting(1.0, "Clip gradients to this norm; 0 turns clipping off.", kind=NUMBER,
+                                   check=not_negative)
+    scheduler: str = setting("linear", "LR schedule: linear, cosine, constant or a plugin's.")
+    warmup_ratio: float = setting(0.1, "Share of all steps spent warming up.", kind=NUMBER, check=share_below_one)
     # the loop
-    epochs: int = 3
-    batch_size: int = 32
-    patience: int = 2  # epochs without improvement before stopping
-    min_delta: float = 0.0  # how much validation loss must fall to count as an improvement
-    keep_all_best: bool = False  # keep every best_epoch_N.pt, not only the newest
-    seed: int = 42
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    track: list[str] = field(default_factory=list)  # registry kind "trackers": tensorboard, mlflow or a plugin's
+    epochs: int = setting(3, "Most epochs to train.", kind=WHOLE, check=at_least(1), on_resume="raise")
+    batch_size: int = setting(32, "Sentences per optimizer step, over all processes.", kind=WHOLE, check=at_least(1))
+    patience: int = setting(2, "Stop after this many epochs without improvement.", kind=WHOLE, check=at_least(1),
+                            on_resume="raise")
+    min_delta: float = setting(0.0, "Fall in validation loss that counts as an improvement.", kind=NUMBER,
+                               check=not_negative)
+    keep_all_best: bool = setting(False, "Keep every best checkpoint, not only the newest.", kind=SWITCH)
+    seed: int = setting(42, "Seed for Python, NumPy and torch.", kind=WHOLE, check=seed_range)
+    device: str = setting("auto", "Where to train; auto: CUDA when present.", choices=DEVICES)
+    precision: str = setting("auto", "auto: bf16 where the hardware runs it natively, else fp32; fp16 is CUDA only.",
+                             choices=PRECISIONS)
+    track: list[str] = setting([], "Also log the run to a tracker: tensorboard, mlflow or a plugin's (repeatable).",
+                               kind=TEXTS, default_text="none", on_resume="add")
     # where the run goes
-    out: str = "runs"
-    name: str | None = None  # default: a timestamp
+    out: str = setting("runs", "Folder that holds the runs.")
+    name: str | None = setting(None, "Run folder name; an existing folder is never reused.", default_text="a timestamp")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-CLASS_WEIGHTS = ("none", "balanced")
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+SETTINGS: dict[str, Setting] = {name: f.metadata["setting"] for name, f in FIELDS.items()}
+DEFAULTS = TrainConfig()
 _HINTS = typing.get_type_hints(TrainConfig)
+
+
+def flag_of(key: str) -> str:
+    return SETTINGS[key].flag or "--" + key.replace("_", "-")
+
+
+def is_argument(key: str) -> bool:
+    return not flag_of(key).startswith("-")
+
+
+def default_shown(key: str) -> str:
+    """The default as help and docs show it."""
+    s = SETTINGS[key]
+    if s.default_text is not None:
+        return s.default_text
+    value = getattr(DEFAULTS, key)
+    if s.kind is SWITCH:
+        return "on" if value else "off"
+    return str(value)
 
 
 def _type_name(tp: Any) -> str:
@@ -171,14 +387,81 @@ def _describe(tp: Any) -> str:
     )
 
 
+Blame = Callable[[str, Any, str], str]  # (key, value, what is wrong) -> the message, naming where the value came from
+
+
+def blame_in_file(where: str) -> Blame:
+    return lambda key, value, problem: f"{where}: key '{shown(key)}' {problem}, got {shown(reprlib.repr(value), 80)}"
+
+
+def blame_on_command_line(texts: dict[str, str]) -> Blame:
+    """Name the flag and the text the user typed."""
+    def blame(key: str, value: Any, problem: str) -> str:
+        typed = texts.get(key, str(value))
+        return f"{flag_of(key)} {shown(typed)}: {problem}" if typed else f"{flag_of(key)}: {problem}"
+
+    return blame
+
+
+blame_in_code = blame_in_file("config")  # values given in Python (the defaults, an API call)
+
+
+def unknown_key(key: str, where: str) -> UserError:
+    close = difflib.get_close_matches(key, FIELDS, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(FIELDS)}"
+    return UserError(f"{where}: unknown key '{shown(key)}' ({hint})")
+
+
 def check_values(values: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate a mapping of config keys: unknown keys and wrong types name the key."""
     checked = {}
     for key, value in values.items():
         if key not in FIELDS:
-            raise UserError(f"{where}: unknown key '{shown(key)}' (known keys: {', '.join(FIELDS)})")
+            raise unknown_key(key, where)
         checked[key] = _coerce(key, value, _HINTS[key], where)
     return checked
+
+
+def read_flags(given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The flags the user gave (their text, keyed by config key) as config values, and the text of each."""
+    values, texts = {}, {}
+    for key, raw in given.items():
+        if raw is None or raw == []:
+            continue
+        kind, flag = SETTINGS[key].kind, flag_of(key)
+        if kind is SWITCH:
+            values[key], texts[key] = raw, ""
+            continue
+        items = raw if kind.repeatable else [raw]
+        texts[key] = " ".join(items)
+        read = []
+        for text in items:
+            try:
+                read.append(kind.read(text))
+            except ValueError as exc:
+                raise UserError(f"{flag} {shown(text)}: {exc}") from None
+        try:
+            values[key] = kind.join(read) if kind.repeatable else read[0]
+        except ValueError as exc:
+            raise UserError(f"{flag} {shown(texts[key])}: {exc}") from None
+    return values, texts
+
+
+def to_argv(cfg: TrainConfig, keys: list[str] | None = None) -> list[str]:
+    """Flags that give ``cfg`` back when read by `mtl train` (values equal to the defaults left out)."""
+    argv: list[str] = []
+    for key in keys or SETTINGS:
+        value, kind, flag = getattr(cfg, key), SETTINGS[key].kind, flag_of(key)
+        if value == getattr(DEFAULTS, key):
+            continue
+        if is_argument(key):
+            argv[:0] = [str(value)]
+        elif kind is SWITCH:
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            for text in kind.write(value):
+                argv += [flag, text]
+    return argv
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -203,46 +486,35 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return check_values({str(k): v for k, v in values.items()}, str(path))
 
 
-def resolve(config_file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
-    """Defaults < config file < the flags the user gave (``None`` means not given)."""
+def resolve(config_file: str | Path | None, overrides: dict[str, Any], typed: dict[str, str] | None = None) -> TrainConfig:
+    """Defaults < config file < the flags the user gave (``None`` means not given).
+
+    ``typed``: the text of each flag as the user typed it, so that a value error names the flag.
+    """
     values: dict[str, Any] = {}
+    blames: dict[str, Blame] = {}
     if config_file is not None:
-        values.update(read_config_file(config_file))
-    values.update(check_values({k: v for k, v in overrides.items() if v is not None}, "command line"))
+        from_file = read_config_file(config_file)
+        values.update(from_file)
+        blames.update(dict.fromkeys(from_file, blame_in_file(str(config_file))))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(check_values(given, "command line"))
+    on_command_line = blame_on_command_line(typed) if typed is not None else blame_in_code
+    blames.update(dict.fromkeys(given, on_command_line))
     cfg = TrainConfig(**values)
-    validate(cfg)
+    validate(cfg, lambda key, value, problem: blames.get(key, blame_in_code)(key, value, problem))
     return cfg
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Range checks that do not need the data or the model."""
-
-    def need(ok: bool, key: str, what: str) -> None:
-        if not ok:
-            raise UserError(f"config key '{key}' {what}, got {getattr(cfg, key)!r}")
-
-    need(0.0 < cfg.val_split < 1.0, "val_split", "must be between 0 and 1")
-    need(cfg.max_length == "auto" or (isinstance(cfg.max_length, int) and cfg.max_length >= 2), "max_length",
-         "must be auto or a number of tokens of at least 2")
-    weights = cfg.class_weight.values() if isinstance(cfg.class_weight, dict) else [cfg.class_weight]
-    need(all(w in CLASS_WEIGHTS for w in weights), "class_weight", f"must be {' or '.join(CLASS_WEIGHTS)} (for every task "
-         "or per task)")
-    need(0.0 <= cfg.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
-    need(cfg.epochs >= 1, "epochs", "must be at least 1")
-    need(cfg.batch_size >= 1, "batch_size", "must be at least 1")
-    need(cfg.patience >= 1, "patience", "must be at least 1")
-    need(0 <= cfg.seed < 2**32, "seed", "must be from 0 to 2**32 - 1")
-    need(cfg.min_delta >= 0, "min_delta", "must not be negative")
-    need(cfg.lr_backbone >= 0, "lr_backbone", "must not be negative")
-    need(cfg.lr_heads > 0, "lr_heads", "must be positive")
-    need(cfg.weight_decay >= 0, "weight_decay", "must not be negative")
-    need(cfg.max_grad_norm >= 0, "max_grad_norm", "must not be negative")
-    need(0.0 <= cfg.warmup_ratio < 1.0, "warmup_ratio", "must be in [0, 1)")
-    need(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), "device", "must be auto, cpu or cuda")
-    need(cfg.precision in ("auto", "fp32", "bf16", "fp16"), "precision", "must be auto, fp32, bf16 or fp16")
-    for task, w in cfg.task_weights.items():
-        if w < 0:
-            raise UserError(f"config key 'task_weights': weight of task '{task}' must not be negative, got {w}")
+def validate(cfg: TrainConfig, blame: Blame = blame_in_code) -> None:
+    """The choices and range checks of the schema; they do not need the data or the model."""
+    for key, s in SETTINGS.items():
+        value = getattr(cfg, key)
+        problem = s.check(value) if s.check else None
+        if s.choices and not is_choice(value, s.choices):
+            problem = f"must be one of {', '.join(s.choices)}"
+        if problem:
+            raise UserError(blame(key, value, problem))
 
 
 def dump(cfg: TrainConfig) -> str:

@@ -101,7 +101,9 @@ def test_validation_label_unseen_in_training(cli, tmp_path, small_csv):
     ("--scheduler", "wavy", "unknown scheduler 'wavy' (available: constant, cosine, linear"),
     ("--freeze", "feet", "--freeze feet: not one of"),
     ("--task-weight", "nope=2", "no task 'nope'"),
-    ("--val-split", "1.5", "'val_split' must be between 0 and 1"),
+    ("--val-split", "1.5", "--val-split 1.5: must be between 0 and 1"),
+    ("--epochs", "0", "--epochs 0: must be at least 1"),
+    ("--device", "gpu", "--device gpu: must be one of auto, cpu, cuda"),
 ])
 def test_bad_settings_name_the_setting(cli, small_csv, flag, value, needle):
     assert needle in _train(cli, small_csv, flag, value)
@@ -111,6 +113,12 @@ def test_config_file_unknown_key_and_wrong_type(cli, small_csv, tmp_path):
     bad_key = tmp_path / "a.yaml"
     bad_key.write_text("epochs: 2\nlearning_rate: 0.1\n")
     assert "a.yaml: unknown key 'learning_rate'" in _train(cli, small_csv, "--config", bad_key)
+    misspelled = tmp_path / "m.yaml"
+    misspelled.write_text("epoch: 2\n")
+    assert "m.yaml: unknown key 'epoch' (did you mean 'epochs'?)" in _train(cli, small_csv, "--config", misspelled)
+    out_of_range = tmp_path / "r.yaml"
+    out_of_range.write_text("val_split: 1.5\n")
+    assert "r.yaml: key 'val_split' must be between 0 and 1, got 1.5" in _train(cli, small_csv, "--config", out_of_range)
     bad_type = tmp_path / "b.yaml"
     bad_type.write_text("epochs: two\n")
     assert "b.yaml: key 'epochs' must be an integer, got 'two'" in _train(cli, small_csv, "--config", bad_type)

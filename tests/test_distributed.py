@@ -191,14 +191,27 @@ def test_launch_options_are_checked_before_any_process_starts(cli, small_csv, ti
     assert "missing.csv" in bad_data.output
 
 
-def test_launch_passes_the_options_through(tiny_model):
+def test_launch_passes_the_resolved_options_through(tiny_model, tmp_path):
+    """The processes of --nproc get argv built from the resolved settings; read again, it gives them back."""
     import typer
 
     from mtlcli.cli.app import app
-    from mtlcli.training.launch import argv_of
+    from mtlcli.cli.train_cmd import child_argv, settings
+    from mtlcli.config import SETTINGS
 
     command = typer.main.get_command(app).commands["train"]
-    args = ["data.csv", "--model", tiny_model, "--no-normalize", "--freeze", "embeddings", "--freeze", "bottom:1",
-            "--batch-size-per-process", "4", "--quiet", "--nproc", "2"]
-    ctx = command.make_context("train", list(args))
-    assert argv_of(ctx) == [a for a in args if a not in ("--nproc", "2")]
+
+    def resolved(argv):
+        p = command.make_context("train", list(argv)).params
+        return settings(p["config"], p["batch_size_per_process"], p["nproc"], p["resume"], {k: p[k] for k in SETTINGS})[1]
+
+    config = tmp_path / "c.yaml"
+    config.write_text("pooling: cls\nhead_options: {hidden_size: 8}\nepochs: 5\n")
+    cfg = resolved(["data.csv", "--config", config, "--model", tiny_model, "--normalize", "--freeze", "embeddings",
+                    "--freeze", "bottom:1", "--batch-size-per-process", "4", "--task-weight", "a=b=2",
+                    "--class-weight", "a=balanced", "--max-length", "64", "--lr-heads", "3e-3", "--device", "cpu",
+                    "--epochs", "4", "--quiet", "--nproc", "2"])
+    argv = child_argv(cfg, None, quiet=True)
+    assert resolved(argv) == cfg
+    assert argv[0] == "data.csv" and "--nproc" not in argv and "--config" not in argv and argv[-1] == "--quiet"
+    assert cfg.batch_size == 8 and cfg.pooling == "cls" and cfg.epochs == 4 and cfg.task_weights == {"a=b": 2.0}

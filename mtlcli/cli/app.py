@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
+from typer.core import TyperGroup
 
 from mtlcli import __version__
 from mtlcli.cli import eval_cmd, export_cmd, plot_cmd, plugins_cmd, predict_cmd, report_cmd, serve_cmd, train_cmd
 
+
+class OneLineErrors(TyperGroup):
+    """Usage errors in any command are one line on stderr, 'error: ...', exit code 2, like every other error."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+        from mtlcli.cli.common import print_error, usage_line
+
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as exc:  # plain `mtl`: the help is what was asked for
+            typer.echo(exc.ctx.get_help())
+            code = 0
+        except ClickException as exc:
+            print_error(_escape(usage_line(exc)))
+            code = 2
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
 app = typer.Typer(
     name="mtl",
+    cls=OneLineErrors,
     help="Multi-task fine-tuning of sentence transformers: train, evaluate, predict, plot, report, export and serve.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 

@@ -1,4 +1,9 @@
-"""What every command shares: consoles, and turning a UserError into one line and exit code 2."""
+"""What every command shares: consoles, option help, and turning any error into one line and exit code 2.
+
+Results (what a command is for: eval's scores, predict's records, plot's charts, plugins' list,
+train's final summary, help) go to standard output; progress, warnings, errors and notes about
+files written go to standard error, so a pipe carries only the result.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,11 @@ def print_warning(message: str) -> None:
     err_console.print(f"[bold yellow]warning:[/] {_escape(message)}", soft_wrap=True, markup=True)
 
 
+def print_note(message: str) -> None:
+    """Progress and notes (a file written, a name chosen): standard error, plain text."""
+    err_console.print(message, soft_wrap=True, markup=False, highlight=False)
+
+
 def handles_errors(command: Callable) -> Callable:
     """Run a command; a UserError becomes 'error: ...' on stderr and exit code 2, never a traceback."""
 
@@ -39,6 +49,54 @@ def handles_errors(command: Callable) -> Callable:
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
+
+
+def option_help(text: str, default: str | None = None) -> str:
+    """Help with its default, written the same way in every command."""
+    return f"{text} (default: {default})" if default is not None else text
+
+
+class BadValue(typer.BadParameter):
+    """A value a parser below refused; the usage line shows it after the flag."""
+
+    def __init__(self, value: str, problem: str):
+        super().__init__(problem)
+        self.value = value
+
+
+def choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A parser that takes one of ``choices`` (``name:N`` stands for name:0, name:1, ...)."""
+    from mtlcli.config import is_choice
+
+    def parse(value: str) -> str:
+        if not is_choice(value, choices):
+            raise BadValue(value, f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def choices_metavar(choices: tuple[str, ...]) -> str:
+    return "[" + "|".join(choices) + "]"
+
+
+def usage_line(exc) -> str:
+    """A Click usage error (bad value, unknown option, missing argument) as one line naming the flag."""
+    from typer._click.exceptions import BadParameter, MissingParameter  # typer raises its own copy of Click's
+
+    if isinstance(exc, BadParameter) and not isinstance(exc, MissingParameter) and exc.param is not None:
+        value = f" {exc.value}" if isinstance(exc, BadValue) else ""
+        message = f"{_name_of(exc.param)}{value}: {exc.message}"
+    else:
+        message = exc.format_message()
+    message = " ".join(message.split()).rstrip(".")
+    command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "mtl"
+    return f"{message[:1].lower()}{message[1:]} (see {command} -h)"
+
+
+def _name_of(param) -> str:
+    """--flag for an option (its first name), NAME for an argument."""
+    return param.opts[0] if param.param_type_name == "option" else param.human_readable_name
 
 
 def _escape(text: str) -> str:

@@ -1,4 +1,8 @@
-"""What `mtl train` shows: a live Rich display on a terminal, plain lines elsewhere, or only the end."""
+"""What `mtl train` shows: a live Rich display on a terminal, plain lines elsewhere, or only the end.
+
+Progress (the start, each epoch, the live bar) goes to standard error; the final summary is the
+command's result and goes to standard output.
+"""
 
 from __future__ import annotations
 
@@ -35,8 +39,9 @@ def epoch_line(row: dict[str, Any], tasks: list[str], improved: bool) -> str:
 class PlainReporter(_ShowsWarnings):
     """One line per epoch: for pipes, CI logs and files."""
 
-    def __init__(self, console: Console):
-        self.console = console
+    def __init__(self, out: Console, console: Console):
+        self.out = out  # the final summary
+        self.console = console  # progress
         self.tasks: list[str] = []
 
     def train_start(self, info):
@@ -57,14 +62,14 @@ class PlainReporter(_ShowsWarnings):
         self.console.print(epoch_line(row, self.tasks, improved), soft_wrap=True, markup=False)
 
     def train_end(self, summary):
-        show_summary(self.console, summary, chart=True)
+        show_summary(self.out, summary, chart=True)
 
 
 class LiveReporter(PlainReporter):
     """A Rich progress bar per epoch with loss, sentences/s and ETA."""
 
-    def __init__(self, console: Console):
-        super().__init__(console)
+    def __init__(self, out: Console, console: Console):
+        super().__init__(out, console)
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} sent/s"),
@@ -127,11 +132,11 @@ def show_summary(console: Console, summary: dict[str, Any], chart: bool) -> None
         table.add_row(t, _fmt(best.get(f"val_{t}_loss")), _fmt(best.get(f"val_{t}_acc")), _fmt(best.get(f"val_{t}_f1")))
     console.print(table)
     for warning in summary.get("warnings") or []:
-        console.print(f"warning: {warning}", soft_wrap=True, markup=False, highlight=False, style="yellow")
+        print_warning(warning)
     console.print(f"Run saved in {summary['run']} (best checkpoint {summary['best_checkpoint']})", soft_wrap=True, markup=False)
 
 
-def make_reporter(console: Console, quiet: bool) -> Reporter:
+def make_reporter(out: Console, err: Console, quiet: bool) -> Reporter:
     if quiet:
-        return QuietReporter(console)
-    return LiveReporter(console) if console.is_terminal else PlainReporter(console)
+        return QuietReporter(out)
+    return LiveReporter(out, err) if err.is_terminal else PlainReporter(out, err)

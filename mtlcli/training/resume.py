@@ -20,34 +20,39 @@ from mtlcli.config import TrainConfig
 from mtlcli.errors import UserError
 
 LAST = "last.pt"
-RAISABLE = ("epochs", "patience")  # the only settings a resumed run may change, and only upwards
-_FLAG_OF = {"data": "DATA", "tasks": "--task", "task_weights": "--task-weight"}
+RESUMABLE = [key for key, s in config_mod.SETTINGS.items() if s.on_resume]  # all else stays as the run started
 
 
-def flag(key: str) -> str:
-    return _FLAG_OF.get(key, "--" + key.replace("_", "-"))
+def resume_rule() -> str:
+    """What may be given beside --resume, as the schema says."""
+    raisable = [config_mod.flag_of(k) for k in RESUMABLE if config_mod.SETTINGS[k].on_resume == "raise"]
+    addable = [config_mod.flag_of(k) for k in RESUMABLE if config_mod.SETTINGS[k].on_resume == "add"]
+    return f"only {' and '.join(raisable)} may be given, to raise them" + (
+        f", and {' and '.join(addable)}, to add to the run's" if addable else "")
 
 
 def resume_settings(run_dir: str | Path, overrides: dict[str, Any], config_file: str | Path | None) -> tuple[Path, TrainConfig]:
-    """The run folder and its saved config, with --epochs/--patience raised where given.
+    """The run folder and its saved config, with --epochs/--patience raised and trackers added where given.
 
     Anything else given beside --resume is refused: a run continues with the settings it started with.
     """
     run = runs.resolve_run(run_dir)
-    given = sorted(flag(k) for k, v in overrides.items() if v is not None and k not in RAISABLE)
+    given = sorted(config_mod.flag_of(k) for k, v in overrides.items() if v is not None and k not in RESUMABLE)
     if config_file is not None:
         given.insert(0, "--config")
     if given:
         raise UserError(f"--resume continues {run} with its own settings ({run / 'config.yaml'}); "
-                        f"drop {', '.join(given)} (only --epochs and --patience may be given, to raise them)")
+                        f"drop {', '.join(given)} ({resume_rule()})")
     cfg = config_mod.resolve(run / "config.yaml", {})
-    for key in RAISABLE:
-        value = overrides.get(key)
+    for key in RESUMABLE:
+        value, saved = overrides.get(key), getattr(cfg, key)
         if value is None:
             continue
-        if value < getattr(cfg, key):
-            raise UserError(f"{flag(key)} {value}: lower than the run's {getattr(cfg, key)}; "
-                            "on resume --epochs and --patience can only be raised")
+        if config_mod.SETTINGS[key].on_resume == "add":
+            value = list(dict.fromkeys(saved + value))
+        elif value < saved:
+            raise UserError(f"{config_mod.flag_of(key)} {value}: lower than the run's {saved}; "
+                            f"on resume {resume_rule()}")
         setattr(cfg, key, value)
     return run, cfg
 
