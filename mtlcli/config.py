@@ -51,14 +51,14 @@ class Kind:
         return self.join is not None
 
 
-def _whole_number(text: str) -> int:
+def read_whole_number(text: str) -> int:
     try:
         return int(text)
     except ValueError:
         raise ValueError("expected a whole number") from None
 
 
-def _number(text: str) -> float:
+def read_number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -118,8 +118,8 @@ def _pairs_written(value: dict[str, Any]) -> list[str]:
 
 
 TEXT = Kind("TEXT", str)
-WHOLE = Kind("N", _whole_number)
-NUMBER = Kind("X", _number)
+WHOLE = Kind("N", read_whole_number)
+NUMBER = Kind("X", read_number)
 SWITCH = Kind("", bool)  # --key/--no-key: the command line gives the value itself
 AUTO_OR_WHOLE = Kind("auto|N", _auto_or_whole_number)
 TEXTS = Kind("TEXT", str, write=list, join=list)

@@ -223,7 +223,8 @@ def write_jsonl(out: IO[str], chunk: Chunk, label_sets: dict[str, list[str]], to
 
 
 class CsvWriter:
-    """The input's columns (or ``text``), then ``T`` and ``T_score`` per task (``T_top`` with top-k > 1).
+    """The input's columns (or ``text``), then ``T`` and ``T_score`` per task (``T_top`` with top-k > 1: a JSON
+    array of [label, score] pairs).
 
     When the input already has a column ``T`` (labelled data), the prediction goes in
     ``T_predicted`` so both can be compared.
@@ -249,8 +250,8 @@ class CsvWriter:
             for t in self.label_sets:
                 top = tops[t][i]
                 cells += [top[0][0], f"{top[0][1]:.4f}"]
-                if self.top_k > 1:
-                    cells.append(" ".join(f"{label}:{p:.4f}" for label, p in top))
+                if self.top_k > 1:  # JSON: a label may hold spaces, colons or commas
+                    cells.append(json.dumps([[label, round(float(p), 4)] for label, p in top], ensure_ascii=False))
             self.writer.writerow(cells)
 
 

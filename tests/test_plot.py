@@ -78,7 +78,7 @@ def test_png_is_a_real_image_with_a_panel_per_metric(cli, trained_run, tmp_path,
     result = cli("plot", trained_run[0], *args, "--png", tmp_path / "curves.png")
     assert result.exit_code == 0, result.output
     assert png_size(tmp_path / "curves.png") == panels_size(panels)
-    assert f"{panels} panels" in result.stdout
+    assert f"{panels} panels" in result.stderr and not result.stdout  # a note about a file written, not a result
 
 
 def test_a_run_without_epochs_or_a_missing_run_is_one_line(cli, trained_run, tmp_path):

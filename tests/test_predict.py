@@ -140,15 +140,24 @@ def test_csv_output_from_arguments_and_top_column(cli, trained_run):
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["text"] for r in rows] == TEXTS[:2]
     for r in rows:
-        first = r["class_label_top"].split()[0]
-        assert first.split(":")[0] == r["class_label"] and len(r["class_label_top"].split()) == 2
+        top = json.loads(r["class_label_top"])
+        assert top[0][0] == r["class_label"] and len(top) == 2 and top[0][1] >= top[1][1]
+
+
+def test_csv_top_k_cells_keep_labels_with_spaces_and_colons_apart():
+    labels = {"reason": ["Can't Tell", "late: 2h", "other label"]}
+    chunk = predict_io.Chunk(texts=["a"], rows=None, probs={"reason": np.array([[0.2, 0.5, 0.3]])}, embeddings=None)
+    out = io.StringIO()
+    predict_io.CsvWriter(out, None, labels, 3).write(chunk)
+    row = next(csv.DictReader(io.StringIO(out.getvalue())))
+    assert json.loads(row["reason_top"]) == [["late: 2h", 0.5], ["other label", 0.3], ["Can't Tell", 0.2]]
 
 
 @pytest.mark.parametrize("args, message", [
     (["Some text.", "--input", "x.txt"], "not both"),
     ([], "no texts"),
     (["--input", "missing.txt"], "missing.txt: file not found"),
-    (["Some text.", "--format", "xml"], "--format xml"),
+    (["Some text.", "--format", "xml"], "--format xml: must be one of table, csv, jsonl"),
     (["Some text.", "--embeddings", "vectors.txt"], "must end in .npy"),
 ])
 def test_bad_arguments_are_one_line(cli, trained_run, args, message):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 import typer
 from rich.console import Console
@@ -56,6 +56,45 @@ def option_help(text: str, default: str | None = None) -> str:
     return f"{text} (default: {default})" if default is not None else text
 
 
+def option(*names: str, help: str, default: str | None = None, **settings: Any) -> Any:
+    """A command's option; ``default`` is how help shows the default (Typer's own display is off)."""
+    return typer.Option(*names, help=option_help(help, default), show_default=False, **settings)
+
+
+def argument(metavar: str, help: str) -> Any:
+    return typer.Argument(metavar=metavar, help=help, show_default=False)
+
+
+def choice_option(*names: str, choices: tuple[str, ...], help: str, default: str | None = None) -> Any:
+    """An option that takes one of ``choices``, listed in help."""
+    return option(*names, help=help, default=default, parser=choice(choices), metavar=choices_metavar(choices))
+
+
+def device_option(help: str = "Where to run: auto (CUDA when present), cpu or cuda.") -> Any:
+    from mtlcli.config import DEVICES
+
+    return choice_option("--device", choices=DEVICES, help=help, default="auto")
+
+
+def precision_option(help: str) -> Any:
+    from mtlcli.config import PRECISIONS
+
+    return choice_option("--precision", choices=("run", *PRECISIONS), help=help, default="run")
+
+
+def whole_number_option(*names: str, help: str, default: str | None = None, low: int | None = None,
+                        high: int | None = None) -> Any:
+    from mtlcli.config import read_whole_number
+
+    return option(*names, help=help, default=default, parser=in_range(read_whole_number, low, high), metavar="N")
+
+
+def number_option(*names: str, help: str, default: str | None = None, low: float | None = None) -> Any:
+    from mtlcli.config import read_number
+
+    return option(*names, help=help, default=default, parser=in_range(read_number, low), metavar="X")
+
+
 class BadValue(typer.BadParameter):
     """A value a parser below refused; the usage line shows it after the flag."""
 
@@ -71,6 +110,25 @@ def choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if not is_choice(value, choices):
             raise BadValue(value, f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def in_range(read: Callable[[str], Any], low: float | None = None, high: float | None = None) -> Callable[[str], Any]:
+    """A parser: ``read`` the text (config.read_whole_number, config.read_number), then check the range."""
+
+    def parse(text: Any) -> Any:
+        if not isinstance(text, str):  # a default, already a value
+            return text
+        try:
+            value = read(text)
+        except ValueError as exc:
+            raise BadValue(text, str(exc)) from None
+        if low is not None and value < low:
+            raise BadValue(text, f"must be at least {low}")
+        if high is not None and value > high:
+            raise BadValue(text, f"must be at most {high}")
         return value
 
     return parse

@@ -6,25 +6,26 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
-from mtlcli.cli.common import console, err_console, handles_errors
-
-Opt = typer.Option
+from mtlcli.cli.common import (argument, console, device_option, handles_errors, option, precision_option, print_note,
+                               print_warning, whole_number_option)
 
 
 @handles_errors
 def eval_(
-    run: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/latest.", show_default=False)],
-    data: Annotated[Path, typer.Argument(help="Labelled CSV: the run's text column and any of its task columns.", show_default=False)],
-    as_json: Annotated[bool, Opt("--json", help="Print one JSON object instead of tables.")] = False,
-    out: Annotated[Optional[Path], Opt(help="Also write eval.json and confusion_<task>.png here.")] = None,
-    ignore_unknown: Annotated[bool, Opt("--ignore-unknown", help="Leave out rows whose label the run never saw, instead of stopping.")] = False,
-    text_column: Annotated[Optional[str], Opt(help="Column with the text. (default: the run's)")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="Sentences per batch. (default: 64 on a CPU, 256 on a GPU, as predict and validation)")] = None,
-    device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[str, Opt(help="run (as the run trained, so scores match its validation), auto, fp32, bf16 or fp16.")] = "run",
+    run: Annotated[Path, argument("RUN", "Run folder, e.g. runs/latest.")],
+    data: Annotated[Path, argument("DATA", "Labelled CSV: the run's text column and any of its task columns.")],
+    as_json: Annotated[bool, option("--json", help="Print one JSON object instead of tables.")] = False,
+    out: Annotated[Optional[Path], option("--out", metavar="DIR", help="Also write eval.json and confusion_<task>.png here.")] = None,
+    ignore_unknown: Annotated[bool, option("--ignore-unknown", help="Leave out rows whose label the run never saw, instead of stopping.")] = False,
+    text_column: Annotated[Optional[str], option("--text-column", metavar="TEXT", help="Column with the text.", default="the run's")] = None,
+    batch_size: Annotated[Optional[int], whole_number_option("--batch-size", help="Sentences per batch, as predict and validation.", default="64 on a CPU, 256 on a GPU", low=1)] = None,
+    device: Annotated[str, device_option()] = "auto",
+    precision: Annotated[str, precision_option("run: as the run trained, so scores match its validation.")] = "run",
 ) -> None:
     """Score RUN's best checkpoint on DATA.csv: loss, accuracy, macro-F1, per-class scores, confusion matrix."""
     from mtlcli import scoring
@@ -35,11 +36,10 @@ def eval_(
     for task, labels in report.get("ignored", {}).items():
         rows = sum(labels.values())
         listed = ", ".join(f"'{label}' ({n})" for label, n in labels.items())
-        err_console.print(f"ignored {rows} row(s) of task '{task}' with labels the run never saw: {listed}",
-                          soft_wrap=True, markup=False)
+        print_note(f"ignored {rows} row(s) of task '{task}' with labels the run never saw: {listed}")
     if out:
         written = scoring.write_report(report, out)
-        err_console.print(f"wrote {', '.join(str(p) for p in written)}", soft_wrap=True, markup=False)
+        print_note(f"wrote {', '.join(str(p) for p in written)}")
     if as_json:
         typer.echo(scoring.dumps(report))
         return
@@ -49,9 +49,9 @@ def eval_(
         console.print(f"\n[bold]{escape(task)}[/]: accuracy {_fmt(r['accuracy'])}, macro-F1 {_fmt(r['macro_f1'])}, "
                       f"loss {_fmt(r['loss'])} (n={r['n']})", soft_wrap=True, highlight=False)
         if r.get("warning"):
-            err_console.print(f"warning: {r['warning']}", soft_wrap=True, markup=False, highlight=False, style="yellow")
+            print_warning(r["warning"])
         console.print(scores_table(r))
-        console.print(confusion_table(r))
+        console.print(confusion_table(r, console))
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -68,11 +68,21 @@ def scores_table(r: dict[str, Any]) -> Table:
     return table
 
 
-def confusion_table(r: dict[str, Any]) -> Table:
+def confusion_table(r: dict[str, Any], console: Console) -> Table:
+    """Columns headed by the full labels where they fit the terminal; otherwise by number, with each row's
+    label in full after its number: cut labels would turn "Can't Tell" and "Cancelled Flight" both into "Can…"."""
+    full = _confusion(r, [escape(label) for label in r["labels"]], [escape(label) for label in r["labels"]])
+    if Measurement.get(console, console.options.update_width(10_000), full).maximum <= console.width:
+        return full
+    numbers = [str(n) for n in range(1, len(r["labels"]) + 1)]
+    return _confusion(r, numbers, [f"{n} {escape(label)}" for n, label in zip(numbers, r["labels"])])
+
+
+def _confusion(r: dict[str, Any], heads: list[str], rows: list[str]) -> Table:
     table = Table(title="confusion matrix", title_justify="left")
-    table.add_column("true \\ predicted")
-    for label in r["labels"]:
-        table.add_column(escape(label), justify="right")
-    for i, (label, counts) in enumerate(zip(r["labels"], r["confusion_matrix"])):
-        table.add_row(escape(label), *(f"[bold]{n}[/]" if i == j else str(n) for j, n in enumerate(counts)))
+    table.add_column("true \\ predicted", overflow="fold")
+    for head in heads:
+        table.add_column(head, justify="right", no_wrap=True)
+    for i, (label, counts) in enumerate(zip(rows, r["confusion_matrix"])):
+        table.add_row(label, *(f"[bold]{n}[/]" if i == j else str(n) for j, n in enumerate(counts)))
     return table

@@ -5,22 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-import typer
 from rich.text import Text
 
-from mtlcli.cli.common import console, handles_errors
+from mtlcli.cli.common import argument, console, handles_errors, option, print_note, whole_number_option
 from mtlcli.errors import UserError
 
-Opt = typer.Option
 
 
 @handles_errors
 def plot(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders (runs/latest works); several overlay in each chart.", show_default=False)],
-    metric: Annotated[Optional[list[str]], Opt("--metric", "-m", help="A metric to chart (repeatable): loss, TASK_acc, TASK_f1, TASK_loss, or a key of metrics.jsonl such as val_loss. (default: loss and each task's accuracy)")] = None,
-    png: Annotated[Optional[Path], Opt(help="Write the charts to this PNG (one panel per metric) instead of drawing them.")] = None,
-    width: Annotated[Optional[int], Opt(help="Chart width in characters. (default: the terminal's, at most 100)", min=20)] = None,
-    height: Annotated[int, Opt(help="Chart height in lines.", min=5)] = 15,
+    runs: Annotated[list[Path], argument("RUN...", "Run folders (runs/latest works); several overlay in each chart.")],
+    metric: Annotated[Optional[list[str]], option("--metric", "-m", metavar="METRIC", help="A metric to chart (repeatable): loss, TASK_acc, TASK_f1, TASK_loss, or a key of metrics.jsonl such as val_loss.", default="loss and each task's accuracy")] = None,
+    png: Annotated[Optional[Path], option("--png", metavar="FILE", help="Write the charts to this PNG (one panel per metric) instead of drawing them.")] = None,
+    width: Annotated[Optional[int], whole_number_option("--width", help="Chart width in characters.", default="the terminal's, at most 100", low=20)] = None,
+    height: Annotated[int, whole_number_option("--height", help="Chart height in lines.", default="15", low=5)] = 15,
 ) -> None:
     """Chart loss and accuracy per epoch from each run's metrics.jsonl, marking the best epoch."""
     from mtlcli import plots
@@ -33,8 +31,7 @@ def plot(
             path = plots.write_png(series, panels, png)
         except OSError as exc:
             raise UserError(f"{png}: cannot write the PNG ({exc.strerror or exc})") from None
-        console.print(f"wrote {path} ({len(panels)} panels: {', '.join(t for t, _ in panels)})",
-                      soft_wrap=True, markup=False, highlight=False)
+        print_note(f"wrote {path} ({len(panels)} panels: {', '.join(t for t, _ in panels)})")
         return
     color = console.is_terminal and console.color_system is not None  # plain text for pipes and NO_COLOR
     for title, keys in panels:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mtlcli.cli.common import console, handles_errors
+from mtlcli.cli.common import console, handles_errors, option
 from mtlcli.errors import UserError
 
 
@@ -39,8 +39,8 @@ def component_rows(kinds: list[str]) -> list[dict[str, Any]]:
 
 @handles_errors
 def plugins(
-    kind: Annotated[Optional[str], typer.Option("--kind", help="Only this kind: poolers, heads, loss_combiners, schedulers or trackers.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+    kind: Annotated[Optional[str], option("--kind", metavar="[poolers|heads|loss_combiners|schedulers|trackers]", help="Only this kind (head, loss-combiner and the like work too).", default="every kind")] = None,
+    as_json: Annotated[bool, option("--json", help="Print a JSON list instead of a table.")] = False,
 ) -> None:
     """List the components (built-in and from installed plugins) and whether each loads.
 

@@ -7,31 +7,30 @@ import sys
 from pathlib import Path
 from typing import Annotated, Callable, Iterator, Optional
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mtlcli.cli.common import console, err_console, handles_errors
+from mtlcli.cli.common import (argument, choice_option, console, device_option, err_console, handles_errors, option,
+                               precision_option, print_note, whole_number_option)
 from mtlcli.errors import RunFailed, UserError
 
-Opt = typer.Option
 FORMATS = ("table", "csv", "jsonl")
 
 
 @handles_errors
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/latest, or a folder written by mtl export.", show_default=False)],
-    texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to label (or use --input).", show_default=False)] = None,
-    input_: Annotated[Optional[str], Opt("--input", "-i", help="CSV with the run's text column, or one text per line; - for standard input.")] = None,
-    fmt: Annotated[Optional[str], Opt("--format", "-f", help="table, csv or jsonl. (default: table on a terminal; csv for --output *.csv; else jsonl)")] = None,
-    output: Annotated[Optional[Path], Opt("--output", "-o", help="Write here instead of standard output.")] = None,
-    top_k: Annotated[int, Opt(help="Show the K most likely labels per task.", min=1)] = 1,
-    embeddings: Annotated[Optional[Path], Opt(help="Also write the pooled sentence vectors to this .npy file, one row per text.")] = None,
-    text_column: Annotated[Optional[str], Opt(help="Column with the text in a CSV input. (default: the run's)")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="Sentences per forward pass. (default: 64 on a CPU, 256 on a GPU, as eval and validation)", min=1)] = None,
-    device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[str, Opt(help="run (as the run trained, as mtl eval does), auto, fp32, bf16 or fp16 (an ONNX export runs in fp32).")] = "run",
+    run: Annotated[Path, argument("RUN", "Run folder, e.g. runs/latest, or a folder written by mtl export.")],
+    texts: Annotated[Optional[list[str]], argument("TEXT...", "Texts to label (or use --input).")] = None,
+    input_: Annotated[Optional[str], option("--input", "-i", metavar="FILE", help="CSV with the run's text column, or one text per line; - for standard input.")] = None,
+    fmt: Annotated[Optional[str], choice_option("--format", "-f", choices=FORMATS, help="How to write the predictions.", default="table on a terminal; csv for --output *.csv; else jsonl")] = None,
+    output: Annotated[Optional[Path], option("--output", "-o", metavar="FILE", help="Write here instead of standard output.")] = None,
+    top_k: Annotated[int, whole_number_option("--top-k", help="Show the K most likely labels per task.", default="1", low=1)] = 1,
+    embeddings: Annotated[Optional[Path], option("--embeddings", metavar="FILE.npy", help="Also write the pooled sentence vectors to this .npy file, one row per text.")] = None,
+    text_column: Annotated[Optional[str], option("--text-column", metavar="TEXT", help="Column with the text in a CSV input.", default="the run's")] = None,
+    batch_size: Annotated[Optional[int], whole_number_option("--batch-size", help="Sentences per forward pass, as eval and validation.", default="64 on a CPU, 256 on a GPU", low=1)] = None,
+    device: Annotated[str, device_option()] = "auto",
+    precision: Annotated[str, precision_option("run: as the run trained, as mtl eval does; an ONNX export runs in fp32.")] = "run",
 ) -> None:
     """Predict each task's label and probability for TEXT arguments or every line of --input."""
     from mtlcli import predict_io
@@ -76,13 +75,11 @@ def predict(
             npy.discard()
     if output or embeddings:
         wrote = [str(p) for p in (output, embeddings) if p]
-        err_console.print(f"{total} texts labelled; wrote {', '.join(wrote)}", soft_wrap=True, markup=False)
+        print_note(f"{total} texts labelled; wrote {', '.join(wrote)}")
 
 
 def _pick_format(fmt: str | None, output: Path | None) -> str:
     if fmt is not None:
-        if fmt not in FORMATS:
-            raise UserError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
         return fmt
     if output is not None:
         return "csv" if output.suffix.lower() == ".csv" else "jsonl"

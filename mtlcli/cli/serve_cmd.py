@@ -5,24 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
 
-from mtlcli.cli.common import err_console, handles_errors
+from mtlcli.cli.common import (argument, device_option, handles_errors, option, precision_option, print_note,
+                               number_option, whole_number_option)
 
-Opt = typer.Option
 
 
 @handles_errors
 def serve(
-    run: Annotated[Path, typer.Argument(help="Run folder (e.g. runs/latest) or a folder written by mtl export.", show_default=False)],
-    host: Annotated[str, Opt(help="Address to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
-    port: Annotated[int, Opt(help="Port to listen on; 0 picks a free one.", min=0, max=65535)] = 8000,
-    batch_size: Annotated[int, Opt(help="Texts per forward pass; concurrent requests fill a batch together.", min=1)] = 64,
-    max_wait_ms: Annotated[float, Opt(help="How long a request waits for others to batch with.", min=0)] = 5.0,
-    max_texts: Annotated[int, Opt(help="Most texts in one request (more: 413).", min=1)] = 256,
-    max_body_bytes: Annotated[int, Opt(help="Largest request body in bytes (more: 413).", min=1)] = 1_048_576,
-    device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[str, Opt(help="run (as the run trained, as mtl predict and mtl eval), auto, fp32, bf16 or fp16 (an ONNX export runs in fp32).")] = "run",
+    run: Annotated[Path, argument("RUN", "Run folder (e.g. runs/latest) or a folder written by mtl export.")],
+    host: Annotated[str, option("--host", metavar="ADDRESS", help="Address to listen on; 0.0.0.0 for every interface.", default="127.0.0.1")] = "127.0.0.1",
+    port: Annotated[int, whole_number_option("--port", help="Port to listen on; 0 picks a free one.", default="8000", low=0, high=65535)] = 8000,
+    batch_size: Annotated[int, whole_number_option("--batch-size", help="Texts per forward pass; concurrent requests fill a batch together.", default="64", low=1)] = 64,
+    max_wait_ms: Annotated[float, number_option("--max-wait-ms", help="How long a request waits for others to batch with.", default="5.0", low=0)] = 5.0,
+    max_texts: Annotated[int, whole_number_option("--max-texts", help="Most texts in one request (more: 413).", default="256", low=1)] = 256,
+    max_body_bytes: Annotated[int, whole_number_option("--max-body-bytes", help="Largest request body in bytes (more: 413).", default="1048576", low=1)] = 1_048_576,
+    device: Annotated[str, device_option()] = "auto",
+    precision: Annotated[str, precision_option("run: as the run trained, as mtl predict and mtl eval; an ONNX export runs in fp32.")] = "run",
 ) -> None:
     """Serve RUN over HTTP: POST /predict {"texts": [...]}, GET /health, GET /info. SIGTERM drains, then exits 0."""
     from mtlcli.extras import require
@@ -38,7 +37,6 @@ def serve(
     limits = serve_app.Limits(batch_size, max_wait_ms, max_texts, max_body_bytes)
     app = serve_app.create_app(model, limits)
     bound_host, bound_port = sock.getsockname()[:2]
-    err_console.print(f"serving {model.path} ({model.kind}, {model.device}, {model.precision}) on "
-                      f"http://{bound_host}:{bound_port}: POST /predict, GET /health, GET /info",
-                      soft_wrap=True, markup=False, highlight=False)
+    print_note(f"serving {model.path} ({model.kind}, {model.device}, {model.precision}) on "
+               f"http://{bound_host}:{bound_port}: POST /predict, GET /health, GET /info")
     server.run(app, sock)

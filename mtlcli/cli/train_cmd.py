@@ -9,18 +9,18 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mtlcli import config as config_mod
-from mtlcli.cli.common import console, err_console, handles_errors, option_help
+from mtlcli.cli.common import (argument, choices_metavar, console, err_console, handles_errors, option, print_note,
+                               whole_number_option)
 from mtlcli.errors import RunFailed, UserError
 
-Opt = typer.Option
 
 
 def train(
-    config: Annotated[Optional[Path], Opt("--config", metavar="FILE", help="YAML file with any of these options (keys with _ for -); flags given here win.")] = None,
-    batch_size_per_process: Annotated[Optional[int], Opt(metavar="N", help="Sentences per process and step instead of --batch-size: the batch is this times the number of processes.")] = None,
-    quiet: Annotated[bool, Opt("--quiet", "-q", help="Print only the final summary.")] = False,
-    resume: Annotated[Optional[Path], Opt("--resume", metavar="RUN", help="Continue this run folder where it stopped, with its own settings; only --epochs and --patience may be given (to raise them), and --track (to add a tracker).")] = None,
-    nproc: Annotated[Optional[int], Opt("--nproc", metavar="N", help="Train with this many processes on this machine (DistributedDataParallel, one per GPU); see docs/scaling.md.")] = None,
+    config: Annotated[Optional[Path], option("--config", metavar="FILE", help="YAML file with any of these options (keys with _ for -); flags given here win.")] = None,
+    batch_size_per_process: Annotated[Optional[int], whole_number_option("--batch-size-per-process", help="Sentences per process and step instead of --batch-size: the batch is this times the number of processes.", low=1)] = None,
+    quiet: Annotated[bool, option("--quiet", "-q", help="Print only the final summary.")] = False,
+    resume: Annotated[Optional[Path], option("--resume", metavar="RUN", help="Continue this run folder where it stopped, with its own settings; only --epochs and --patience may be given (to raise them), and --track (to add a tracker).")] = None,
+    nproc: Annotated[Optional[int], whole_number_option("--nproc", help="Train with this many processes on this machine (DistributedDataParallel, one per GPU); see docs/scaling.md.", low=1)] = None,
     **given: Any,
 ) -> None:
     """Fine-tune a backbone with one head per task on DATA.csv and save the run."""
@@ -73,8 +73,8 @@ def _free_name_from_file(cfg, config_file: Path) -> None:
         return
     free = runs.free_name(Path(cfg.out), cfg.name)
     if free != cfg.name:
-        err_console.print(f"run name '{cfg.name}' from {config_file} is taken in {cfg.out}; this run is '{free}' "
-                          "(--name picks another)", soft_wrap=True, markup=False, highlight=False)
+        print_note(f"run name '{cfg.name}' from {config_file} is taken in {cfg.out}; this run is '{free}' "
+                   "(--name picks another)")
         cfg.name = free
 
 
@@ -82,16 +82,15 @@ def _schema_option(key: str) -> inspect.Parameter:
     """The option (or argument) of one config key, as the schema declares it."""
     s = config_mod.SETTINGS[key]
     flag = config_mod.flag_of(key)
-    help_text = option_help(s.help, config_mod.default_shown(key))
-    metavar = "[" + "|".join(s.choices) + "]" if s.choices else s.kind.metavar
+    default = config_mod.default_shown(key)
+    metavar = choices_metavar(s.choices) if s.choices else s.kind.metavar
     if config_mod.is_argument(key):
-        kind, info = Optional[str], typer.Argument(metavar=flag, help=s.help, show_default=False)
+        kind, info = Optional[str], argument(flag, s.help)
     elif s.kind is config_mod.SWITCH:
-        kind, info = Optional[bool], Opt(f"{flag}/--no-{flag[2:]}", help=help_text, show_default=False)
-    elif s.kind.repeatable:
-        kind, info = Optional[list[str]], Opt(flag, metavar=metavar, help=help_text, show_default=False)
+        kind, info = Optional[bool], option(f"{flag}/--no-{flag[2:]}", help=s.help, default=default)
     else:
-        kind, info = Optional[str], Opt(flag, metavar=metavar, help=help_text, show_default=False)
+        kind = Optional[list[str]] if s.kind.repeatable else Optional[str]
+        info = option(flag, metavar=metavar, help=s.help, default=default)
     return inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind, info])
 
 

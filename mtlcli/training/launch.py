@@ -11,30 +11,6 @@ SHUTDOWN_TIMEOUT_S = 120
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-def argv_of(ctx) -> list[str]:
-    """The train command's options and DATA as given (defaults left out), minus --nproc."""
-    out: list[str] = []
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name)
-        if param.name == "nproc" or value is None or value == [] or (value is False and not param.secondary_opts):
-            continue
-        if param.param_type_name == "argument":
-            out.append(str(value))
-            continue
-        flag = param.opts[0]
-        if getattr(param, "is_flag", False):
-            if value is True:
-                out.append(flag)
-            elif param.secondary_opts:
-                out.append(param.secondary_opts[0])
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                out += [flag, str(item)]
-        else:
-            out += [flag, str(value)]
-    return out
-
-
 def launch(nproc: int, train_argv: list[str]) -> int:
     """Run torch.distributed.run (--standalone, N processes, `-m mtlcli train ...`) through
     `mtlcli.training.torchrun_child`; returns its exit code, 128 + the signal when Ctrl-C or
