@@ -158,7 +158,9 @@ def _open(path: Path, device: str, precision: str) -> tuple[Any, Path, str]:
     from mtlcli.export import folder
 
     if not path.exists():
-        raise UserError(f"{path}: no such run folder or export")
+        from mtlcli.runs import runs_beside
+
+        raise UserError(f"{path}: no such run folder or export{runs_beside(path)}")
     if path.is_dir() and (path / "config.yaml").is_file():
         from mtlcli.inference import load_run
 

@@ -74,7 +74,7 @@ def check_run_target(out: str | Path, name: str | None) -> Path:
             raise NotADirectoryError(20, f"{probe} is a file, not a folder")
         with tempfile.TemporaryFile(dir=probe):  # really write: os.access says yes to root on a read-only disk
             pass
-        taken = name is not None and ((out / name).exists() or (out / name).is_symlink())
+        taken = name is not None and _taken(out / name)
     except (OSError, ValueError) as exc:
         raise UserError(f"{out}: cannot write the run folder here ({getattr(exc, 'strerror', None) or exc})") from None
     if taken:
@@ -172,10 +172,38 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 # ---- finding a run's files --------------------------------------------------------------------
 
 
+def _taken(path: Path) -> bool:
+    return path.exists() or path.is_symlink()  # a dangling link still holds the name
+
+
+def free_name(out: Path, name: str) -> str:
+    """``name``, or the first of NAME-2, NAME-3, ... that nothing in ``out`` has."""
+    n = 1
+    while _taken(out / (candidate := name if n == 1 else f"{name}-{n}")):
+        n += 1
+    return candidate
+
+
+def runs_beside(path: Path) -> str:
+    """The run folders next to a path that does not exist, closest name first: what the user may have meant."""
+    import difflib
+
+    try:
+        names = sorted(p.name for p in path.parent.iterdir() if (p / "config.yaml").is_file())
+    except OSError:
+        return ""
+    if not names:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.5)
+    listed = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+    guess = f"; did you mean {path.parent / close[0]}?" if close else ""
+    return f"{guess} (runs in {path.parent}: {listed})"
+
+
 def resolve_run(path: str | Path) -> Path:
     run = Path(path)
     if not run.exists():
-        raise UserError(f"{path}: no such run folder")
+        raise UserError(f"{path}: no such run folder{runs_beside(run)}")
     if not run.is_dir() or not (run / "config.yaml").is_file():
         raise UserError(f"{path}: not an mtl run folder (no config.yaml)")
     return run.resolve()

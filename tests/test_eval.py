@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_csv
+from conftest import sample_rows, write_csv
 from mtlcli.checkpoint import save_checkpoint
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -183,3 +183,34 @@ def test_confusion_png_names_cannot_leave_the_out_folder(tmp_path):
     written = write_report(report, tmp_path / "out")
     assert all(p.parent == tmp_path / "out" for p in written)
     assert [p.name for p in (tmp_path / "out").glob("confusion_*.png")] == ["confusion__.._escape.png"]
+
+
+def test_a_misspelled_run_folder_names_the_closest_run(cli, trained_run):
+    runs = trained_run[0].parent
+    for command in (["eval", runs / "tinny", trained_run[1]], ["predict", runs / "tinny", "Some text."]):
+        line = one_error_line(cli(*command))
+        assert f"{runs / 'tinny'}: no such run folder" in line
+        assert f"; did you mean {runs / 'tiny'}? (runs in {runs}: latest, tiny)" in line
+
+
+REASONS = ["Can't Tell", "Cancelled Flight", "Customer Service Issue", "Late Flight", "Lost Luggage",
+           "Flight Booking Problems"]
+
+
+def test_confusion_matrix_at_80_columns_keeps_similar_labels_apart(cli, tiny_model, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from mtlcli.cli import eval_cmd
+
+    rows = [[row[0], REASONS[i % len(REASONS)]] for i, row in enumerate(sample_rows(120))]
+    data = write_csv(tmp_path / "reasons.csv", rows, header=["sentence", "reason"])
+    trained = cli("train", data, "--model", tiny_model, "--epochs", "1", "--batch-size", "16", "--precision", "fp32",
+                  "--quiet", "--name", "reasons")
+    assert trained.exit_code == 0, trained.output
+    monkeypatch.setattr(eval_cmd, "console", Console(width=80))
+    result = cli("eval", tmp_path / "runs" / "reasons", data)
+    assert result.exit_code == 0, result.output
+    matrix = result.stdout[result.stdout.index("confusion matrix"):]
+    assert "…" not in matrix and max(len(line) for line in matrix.splitlines()) <= 80
+    for n, label in enumerate(sorted(REASONS), 1):  # columns by number, each row's label in full after it
+        assert f"{n} {label}" in matrix

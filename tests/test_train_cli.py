@@ -101,3 +101,14 @@ def test_partial_labels_train_and_are_left_out_of_metrics(cli, tmp_path, train_a
         acc = sum(int(a == b) for a, b in pairs) / len(pairs)
         assert metrics[f"val_{task}_acc"] == pytest.approx(acc, abs=1e-9)
     assert sum(1 for r in rows[120:] if r[2]) < len(rows[120:])  # the case really had gaps
+
+
+def test_a_taken_name_from_a_config_file_gets_the_next_free_one(cli, small_csv, train_args, tmp_path):
+    assert cli("train", small_csv, *train_args, "--name", "base", "--epochs", "1").exit_code == 0
+    saved = tmp_path / "runs" / "base" / "config.yaml"
+    again = cli("train", "--config", saved, "--quiet")
+    assert again.exit_code == 0, again.output
+    assert "run name 'base'" in again.stderr and "this run is 'base-2'" in again.stderr
+    assert yaml.safe_load((tmp_path / "runs" / "base-2" / "config.yaml").read_text())["name"] == "base-2"
+    typed = cli("train", "--config", saved, "--name", "base", "--quiet")  # typed on the command line: the user's choice
+    assert typed.exit_code == 2 and "exists already" in typed.output

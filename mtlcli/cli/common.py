@@ -139,15 +139,14 @@ def choices_metavar(choices: tuple[str, ...]) -> str:
 
 
 def usage_line(exc) -> str:
-    """A Click usage error (bad value, unknown option, missing argument) as one line naming the flag."""
+    """A Click usage error as one line: a bad value names the flag and the value, as the value errors of
+    the commands do; an unknown option, command or missing argument points at the command's help."""
     from typer._click.exceptions import BadParameter, MissingParameter  # typer raises its own copy of Click's
 
     if isinstance(exc, BadParameter) and not isinstance(exc, MissingParameter) and exc.param is not None:
         value = f" {exc.value}" if isinstance(exc, BadValue) else ""
-        message = f"{_name_of(exc.param)}{value}: {exc.message}"
-    else:
-        message = exc.format_message()
-    message = " ".join(message.split()).rstrip(".")
+        return " ".join(f"{_name_of(exc.param)}{value}: {exc.message}".split()).rstrip(".")
+    message = " ".join(exc.format_message().split()).rstrip(".")
     command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "mtl"
     return f"{message[:1].lower()}{message[1:]} (see {command} -h)"
 
