@@ -74,7 +74,7 @@ def _auto_or_whole_number(text: str) -> int | str:
     try:
         return int(text)
     except ValueError:
-        raise ValueError("expected auto or a number of tokens") from None
+        raise ValueError("expected a number of tokens or auto") from None
 
 
 def _task_and_weight(text: str) -> tuple[str, float]:
@@ -266,6 +266,17 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 SETTINGS: dict[str, Setting] = {name: f.metadata["setting"] for name, f in FIELDS.items()}
 DEFAULTS = TrainConfig()
 _HINTS = typing.get_type_hints(TrainConfig)
+
+
+RESUMABLE = [key for key, s in SETTINGS.items() if s.on_resume]  # all else stays as the run started
+
+
+def resume_rule() -> str:
+    """What may be given beside --resume, as the schema says."""
+    raisable = [flag_of(k) for k in RESUMABLE if SETTINGS[k].on_resume == "raise"]
+    addable = [flag_of(k) for k in RESUMABLE if SETTINGS[k].on_resume == "add"]
+    return f"only {' and '.join(raisable)} may be given, to raise them" + (
+        f"; {' and '.join(addable)} adds to the run's" if addable else "")
 
 
 def flag_of(key: str) -> str:

@@ -19,7 +19,7 @@ def train(
     config: Annotated[Optional[Path], option("--config", metavar="FILE", help="YAML file with any of these options (keys with _ for -); flags given here win.")] = None,
     batch_size_per_process: Annotated[Optional[int], whole_number_option("--batch-size-per-process", help="Sentences per process and step instead of --batch-size: the batch is this times the number of processes.", low=1)] = None,
     quiet: Annotated[bool, option("--quiet", "-q", help="Print only the final summary.")] = False,
-    resume: Annotated[Optional[Path], option("--resume", metavar="RUN", help="Continue this run folder where it stopped, with its own settings; only --epochs and --patience may be given (to raise them), and --track (to add a tracker).")] = None,
+    resume: Annotated[Optional[Path], option("--resume", metavar="RUN", help=f"Continue this run folder where it stopped, with its own settings: {config_mod.resume_rule()}.")] = None,
     nproc: Annotated[Optional[int], whole_number_option("--nproc", help="Train with this many processes on this machine (DistributedDataParallel, one per GPU); see docs/scaling.md.", low=1)] = None,
     **given: Any,
 ) -> None:
@@ -122,10 +122,8 @@ def _global_batch(batch_size: int | None, per_process: int, nproc: int | None) -
 
 def child_argv(cfg, run_dir: Path | None, quiet: bool) -> list[str]:
     """What each of the --nproc processes is given: the resolved settings, not the flags as typed."""
-    from mtlcli.training.resume import RESUMABLE
-
     if run_dir is not None:  # the child reads the run's own settings again; only what may change goes along
-        argv = ["--resume", str(run_dir), *config_mod.to_argv(cfg, RESUMABLE)]
+        argv = ["--resume", str(run_dir), *config_mod.to_argv(cfg, config_mod.RESUMABLE)]
     else:
         argv = config_mod.to_argv(cfg)
     return argv + (["--quiet"] if quiet else [])

@@ -20,15 +20,6 @@ from mtlcli.config import TrainConfig
 from mtlcli.errors import UserError
 
 LAST = "last.pt"
-RESUMABLE = [key for key, s in config_mod.SETTINGS.items() if s.on_resume]  # all else stays as the run started
-
-
-def resume_rule() -> str:
-    """What may be given beside --resume, as the schema says."""
-    raisable = [config_mod.flag_of(k) for k in RESUMABLE if config_mod.SETTINGS[k].on_resume == "raise"]
-    addable = [config_mod.flag_of(k) for k in RESUMABLE if config_mod.SETTINGS[k].on_resume == "add"]
-    return f"only {' and '.join(raisable)} may be given, to raise them" + (
-        f", and {' and '.join(addable)}, to add to the run's" if addable else "")
 
 
 def resume_settings(run_dir: str | Path, overrides: dict[str, Any], config_file: str | Path | None) -> tuple[Path, TrainConfig]:
@@ -37,14 +28,14 @@ def resume_settings(run_dir: str | Path, overrides: dict[str, Any], config_file:
     Anything else given beside --resume is refused: a run continues with the settings it started with.
     """
     run = runs.resolve_run(run_dir)
-    given = sorted(config_mod.flag_of(k) for k, v in overrides.items() if v is not None and k not in RESUMABLE)
+    given = sorted(config_mod.flag_of(k) for k, v in overrides.items() if v is not None and k not in config_mod.RESUMABLE)
     if config_file is not None:
         given.insert(0, "--config")
     if given:
         raise UserError(f"--resume continues {run} with its own settings ({run / 'config.yaml'}); "
-                        f"drop {', '.join(given)} ({resume_rule()})")
+                        f"drop {', '.join(given)} ({config_mod.resume_rule()})")
     cfg = config_mod.resolve(run / "config.yaml", {})
-    for key in RESUMABLE:
+    for key in config_mod.RESUMABLE:
         value, saved = overrides.get(key), getattr(cfg, key)
         if value is None:
             continue
@@ -52,7 +43,7 @@ def resume_settings(run_dir: str | Path, overrides: dict[str, Any], config_file:
             value = list(dict.fromkeys(saved + value))
         elif value < saved:
             raise UserError(f"{config_mod.flag_of(key)} {value}: lower than the run's {saved}; "
-                            f"on resume {resume_rule()}")
+                            f"on resume {config_mod.resume_rule()}")
         setattr(cfg, key, value)
     return run, cfg
 
