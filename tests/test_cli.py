@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,12 @@ def test_results_on_stdout_notes_on_stderr(trained_run, tmp_path):
     assert scored.stdout.startswith("{") and scored.stderr.startswith("wrote ")
     drawn = mtl("plot", run, "--png", tmp_path / "curves.png")
     assert drawn.returncode == 0 and drawn.stdout == "" and drawn.stderr.startswith("wrote ")
+
+
+def test_every_config_key_is_in_the_docs_with_its_flag():
+    from mtlcli.config import SETTINGS, flag_of
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "train.md").read_text(encoding="utf-8")
+    for key in SETTINGS:
+        assert f"| `{key}`" in text or f", `{key}`" in text, key
+        assert f"`{flag_of(key)}" in text, key

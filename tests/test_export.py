@@ -163,7 +163,7 @@ def test_export_errors_are_one_line(cli, trained_run, st_export, onnx_export, tm
     result = cli("export", trained_run[0], "--format", "sentence-transformers", "--out", st_export)
     assert result.exit_code == 2 and "exists and is not an empty folder" in result.output
     result = cli("export", trained_run[0], "--format", "tflite", "--out", tmp_path / "x")
-    assert result.exit_code == 2 and "--format tflite: use one of sentence-transformers, onnx" in result.output
+    assert result.exit_code == 2 and "--format tflite: must be one of sentence-transformers, onnx" in result.output
     result = cli("export", tmp_path / "nope", "--format", "onnx", "--out", tmp_path / "y")
     assert result.exit_code == 2 and "no such run folder" in result.output
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the extra were not installed

@@ -14,7 +14,6 @@ from mtlcli.cli.common import (argument, choices_metavar, console, err_console, 
 from mtlcli.errors import RunFailed, UserError
 
 
-
 def train(
     config: Annotated[Optional[Path], option("--config", metavar="FILE", help="YAML file with any of these options (keys with _ for -); flags given here win.")] = None,
     batch_size_per_process: Annotated[Optional[int], whole_number_option("--batch-size-per-process", help="Sentences per process and step instead of --batch-size: the batch is this times the number of processes.", low=1)] = None,
@@ -114,8 +113,6 @@ def _global_batch(batch_size: int | None, per_process: int, nproc: int | None) -
 
     if batch_size is not None:
         raise UserError("give --batch-size (the whole batch) or --batch-size-per-process, not both")
-    if per_process < 1:
-        raise UserError(f"--batch-size-per-process {per_process}: must be at least 1")
     world = nproc if nproc is not None else int(os.environ.get("WORLD_SIZE", "1"))
     return per_process * max(world, 1)
 
@@ -136,8 +133,6 @@ def _launch(nproc: int, cfg, run_dir: Path | None, quiet: bool) -> None:
     from mtlcli.training.launch import launch
     from mtlcli.training.run import preflight
 
-    if nproc < 1:
-        raise UserError(f"--nproc {nproc}: must be at least 1")
     if launched_by_torchrun():
         raise UserError("--nproc starts its own processes: leave it out when launching with torchrun")
     with StopSignals():  # Ctrl-C before the processes start: exit at once, there is nothing to save
