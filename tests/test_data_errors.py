@@ -109,22 +109,17 @@ def test_bad_settings_name_the_setting(cli, small_csv, flag, value, needle):
     assert needle in _train(cli, small_csv, flag, value)
 
 
-def test_config_file_unknown_key_and_wrong_type(cli, small_csv, tmp_path):
-    bad_key = tmp_path / "a.yaml"
-    bad_key.write_text("epochs: 2\nlearning_rate: 0.1\n")
-    assert "a.yaml: unknown key 'learning_rate'" in _train(cli, small_csv, "--config", bad_key)
-    misspelled = tmp_path / "m.yaml"
-    misspelled.write_text("epoch: 2\n")
-    assert "m.yaml: unknown key 'epoch' (did you mean 'epochs'?)" in _train(cli, small_csv, "--config", misspelled)
-    out_of_range = tmp_path / "r.yaml"
-    out_of_range.write_text("val_split: 1.5\n")
-    assert "r.yaml: key 'val_split' must be between 0 and 1, got 1.5" in _train(cli, small_csv, "--config", out_of_range)
-    bad_type = tmp_path / "b.yaml"
-    bad_type.write_text("epochs: two\n")
-    assert "b.yaml: key 'epochs' must be an integer, got 'two'" in _train(cli, small_csv, "--config", bad_type)
-    not_mapping = tmp_path / "c.yaml"
-    not_mapping.write_text("- epochs\n- 2\n")
-    assert "c.yaml: a config file must be a mapping" in _train(cli, small_csv, "--config", not_mapping)
+@pytest.mark.parametrize("text, needle", [
+    ("epochs: 2\nlearning_rate: 0.1\n", "bad.yaml: unknown key 'learning_rate'"),
+    ("epoch: 2\n", "bad.yaml: unknown key 'epoch' (did you mean 'epochs'?)"),
+    ("val_split: 1.5\n", "bad.yaml: key 'val_split' must be between 0 and 1, got 1.5"),
+    ("epochs: two\n", "bad.yaml: key 'epochs' must be an integer, got 'two'"),
+    ("- epochs\n- 2\n", "bad.yaml: a config file must be a mapping"),
+])
+def test_config_file_errors_name_the_file_and_key(cli, small_csv, tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert needle in _train(cli, small_csv, "--config", path)
 
 
 def test_freezing_everything_is_refused(cli, small_csv, tiny_model):
