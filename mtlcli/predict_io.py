@@ -10,16 +10,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import sys
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
+from mtlcli.atomic import replacing, temporary_name
 from mtlcli.errors import UserError
 
 CHUNK = 4096  # texts read, predicted and written at a time
@@ -199,23 +199,16 @@ def records(chunk: Chunk, label_sets: dict[str, list[str]], top_k: int) -> Itera
 
 @contextmanager
 def open_output(path: str | None) -> Iterator[IO[str]]:
-    """Standard output, or a file written to a temporary name and renamed once complete."""
+    """Standard output, or a file that appears under its name only once complete."""
     if path is None or path == "-":
         yield sys.stdout
         return
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        f = open(tmp, "w", encoding="utf-8", newline="")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    try:
-        with f:
-            yield f
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with ExitStack() as stack:
+        try:
+            f = stack.enter_context(replacing(path, "w", durable=False))
+        except OSError as exc:
+            raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        yield f
 
 
 def write_jsonl(out: IO[str], chunk: Chunk, label_sets: dict[str, list[str]], top_k: int) -> None:
@@ -261,7 +254,7 @@ class NpyWriter:
         self.path = Path(path)
         if self.path.suffix != ".npy":
             raise UserError(f"--embeddings {path}: the file name must end in .npy")
-        self.rows_file = self.path.with_name(f".{self.path.name}.rows.tmp-{os.getpid()}")
+        self.rows_file = temporary_name(self.path.with_name(self.path.name + ".rows"))
         try:
             self.rows = open(self.rows_file, "wb")
         except OSError as exc:
@@ -277,17 +270,13 @@ class NpyWriter:
 
     def finish(self) -> None:
         self.rows.close()
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         try:
-            with open(tmp, "wb") as f, open(self.rows_file, "rb") as rows:
+            with replacing(self.path, durable=False) as f, open(self.rows_file, "rb") as rows:
                 header = {"descr": "<f4", "fortran_order": False, "shape": (self.n, self.dim or 0)}
                 np.lib.format.write_array_header_1_0(f, header)
                 shutil.copyfileobj(rows, f, 1 << 20)
-            os.replace(tmp, self.path)
         finally:
             self.discard()
-            if tmp.exists():
-                tmp.unlink()
 
     def discard(self) -> None:
         self.rows.close()

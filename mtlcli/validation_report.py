@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mtlcli import config as config_mod, data as data_mod, metrics, runs, scoring
+from mtlcli import atomic, config as config_mod, data as data_mod, metrics, runs, scoring
 from mtlcli.errors import RunFailed, UserError
 
 CACHE = "validation.json"
@@ -48,7 +48,7 @@ def validation_report(run: Path, device: str = "auto", batch_size: int | None = 
         return cached, True
     result = compute(run, device, batch_size)
     try:
-        runs.write_atomic(run / CACHE, scoring.dumps(result) + "\n")
+        atomic.write_atomic(run / CACHE, scoring.dumps(result) + "\n")
     except RunFailed:
         pass  # a read-only run folder: the report is still made, it is only recomputed next time
     return result, False

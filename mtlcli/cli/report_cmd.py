@@ -20,8 +20,7 @@ def report(
     device: Annotated[str, Opt(help="auto, cpu or cuda: where the validation set is scored when a run has no validation.json yet.")] = "auto",
 ) -> None:
     """Write one HTML page (no network needed) with each run's settings, data, curves and validation analysis."""
-    from mtlcli import report as report_mod
-    from mtlcli import runs as runs_mod
+    from mtlcli import atomic, report as report_mod
 
     def progress(message: str) -> None:
         err_console.print(message, soft_wrap=True, markup=False, highlight=False)
@@ -30,7 +29,7 @@ def report(
     html = report_mod.render(views)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        runs_mod.write_atomic(output, html)
+        atomic.write_atomic(output, html)
     except OSError as exc:
         raise UserError(f"--output {output}: cannot write there ({exc.strerror or exc})") from None
     size = len(html.encode("utf-8"))
