@@ -64,7 +64,7 @@ def predict(
         if npy:
             npy.finish()
     except (RuntimeError, MemoryError) as exc:
-        from mtlcli.training.memory import is_out_of_memory
+        from mtlcli.hardware import is_out_of_memory
 
         if not is_out_of_memory(exc):
             raise

@@ -11,17 +11,17 @@ import random
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from mtlcli import __version__, atomic, builder, config as config_mod, data as data_mod, plots, runs
-from mtlcli.batching import choose_max_length, encode, model_length_limit
+from mtlcli.batching import Encoded, choose_max_length, encode, model_length_limit
 from mtlcli.checkpoint import Checkpoint
 from mtlcli.config import TrainConfig
 from mtlcli.errors import RunFailed, UserError
-from mtlcli.hardware import autocast, configure_device, resolve_device, resolve_precision
+from mtlcli.hardware import autocast, configure_device, is_out_of_memory, resolve_device, resolve_precision
 from mtlcli.losses import Objective, balanced_weights
 from mtlcli.model import apply_freeze, check_freeze, default_model_path, load_pretrained_backbone, load_tokenizer, parameter_groups
 from mtlcli.quality import task_checks
@@ -55,7 +55,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, resume: Path | Non
             result = fit(session.parts, cfg.epochs, session.stopper, session.hooks, session.start, session.tally)
             return finish(session, result, stop)
         except (RuntimeError, OSError, MemoryError) as exc:
-            if memory.is_out_of_memory(exc):  # what the estimate before training let through
+            if is_out_of_memory(exc):  # what the estimate before training let through
                 raise memory.out_of_memory("training", cfg.batch_size, cfg.max_length,
                                            "; the run folder keeps its last complete checkpoint") from None
             if not distributed.launched_by_torchrun() or not distributed.is_peer_failure(exc):
@@ -175,36 +175,28 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     cfg.data = str(Path(cfg.data).resolve())
     cfg.val = str(Path(cfg.val).resolve()) if cfg.val else None
     cfg.tasks = list(label_sets)
-    model_path = cfg.model or default_model_path()
     fingerprint = data_fingerprint(cfg)
 
     # ---- the backbone and the tokenized data, then the run folder: a model that does not load, or a
     # batch that cannot fit in memory, leaves no folder behind
-    seed_everything(cfg.seed)
-    tokenizer = load_tokenizer(model_path)
-    backbone = load_pretrained_backbone(model_path)
-    max_length = resolve_max_length(cfg, tokenizer, backbone, model_path, inputs.train.texts)
-    train_ids = data_mod.encode_labels(inputs.train, label_sets)
-    train_set = encode(tokenizer, inputs.train.texts, train_ids, max_length)
-    val_set = encode(tokenizer, inputs.val.texts, data_mod.encode_labels(inputs.val, label_sets), max_length)
-    objective = Objective(class_weights(cfg, train_ids, label_sets), cfg.label_smoothing)
-    memory.check_batch_fits(backbone, train_set.lengths, cfg.batch_size, max_length, precision, device,
+    data = tokenize_inputs(cfg, inputs)
+    memory.check_batch_fits(data.backbone, data.train.lengths, cfg.batch_size, data.max_length, precision, device,
                             dist.world_size, memory.local_processes(), reporter.warning)
     run = resume or Path(distributed.broadcast_object(str(runs.create_run(cfg.out, cfg.name)) if main else None, dist))
     if main:
         runs.remove_leftovers(run)  # temporary files of a process killed while writing
     saved = TrainingState.read(run, fingerprint) if resume else None
     if main:
-        _write_run_files(run, cfg, label_sets, tokenizer, backbone)
+        _write_run_files(run, cfg, label_sets, data.tokenizer, data.backbone)
 
     # ---- model and optimisation
-    model, combiner = builder.build(backbone, label_sets, cfg.to_dict())
+    model, combiner = builder.build(data.backbone, label_sets, cfg.to_dict())
     apply_freeze(model, cfg.freeze)
     model.to(device)
     combiner.to(device)
     groups = parameter_groups(model, combiner, cfg.lr_backbone, cfg.lr_heads, cfg.weight_decay)
     optimizer = torch.optim.AdamW(groups, fused=device.type in ("cpu", "cuda") or None)  # one kernel for all parameters
-    steps_per_epoch = -(-len(train_set) // cfg.batch_size)
+    steps_per_epoch = -(-len(data.train) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = TrainingState.warmup(saved, cfg.warmup_ratio, total)
     scheduler = schedulers.get(cfg.scheduler)(optimizer, total, warmup)
@@ -215,19 +207,15 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     saver = BestCheckpoint(run / "checkpoints", cfg.keep_all_best, save=lambda path, ckpt: ckpt.save(path))
     log = runs.MetricsLog(run / "metrics.jsonl") if main else _MemoryLog(run / "metrics.jsonl")
     state = TrainingState(run, optimizer, scheduler, scaler, stopper, saver, log, total, warmup, fingerprint)
-    start, tally = _go_on_from(saved, state, model, combiner, cfg) if saved else (Position(), None)
+    start, tally = _go_on_from(saved, state, model, combiner, cfg, resume is not None, main)
     if main:
-        if resume is not None and not saved:  # killed before its first checkpoint: the run starts over in place
-            log.restore([])
-            (run / "summary.json").unlink(missing_ok=True)
-        saver.tidy(start.epoch)
         best_size, last_size = checkpoint_bytes(model)
         runs.require_free_space(run, best_size + 2 * last_size + (0 if saved else best_size),
                                 "the checkpoints of this model (a best one and last.pt, each written beside the old)")
 
-    info = {"run": str(run), "device": str(device), "precision": precision, "model": model_path,
-            "max_length": max_length, "max_length_auto": cfg.max_length == "auto",
-            "train_rows": len(train_set), "val_rows": len(val_set), "tasks": label_sets, "epochs": cfg.epochs,
+    info = {"run": str(run), "device": str(device), "precision": precision, "model": data.model_path,
+            "max_length": data.max_length, "max_length_auto": cfg.max_length == "auto",
+            "train_rows": len(data.train), "val_rows": len(data.val), "tasks": label_sets, "epochs": cfg.epochs,
             "steps_per_epoch": steps_per_epoch, "components": inputs.components,
             "resumed_from": [start.epoch, start.step] if saved else None, "processes": dist.world_size}
     if trackers:
@@ -236,33 +224,45 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
 
     def checkpoint(epoch: int, row: dict[str, Any]) -> Checkpoint:
         # the config as trained: --max-length auto resolved, so eval and predict cut texts alike
-        return Checkpoint({**cfg.to_dict(), "max_length": max_length}, label_sets, model.state_dict(),
-                          combiner.state_dict(), epoch, row, objective.to_dict(), inputs.components, precision,
+        return Checkpoint({**cfg.to_dict(), "max_length": data.max_length}, label_sets, model.state_dict(),
+                          combiner.state_dict(), epoch, row, data.objective.to_dict(), inputs.components, precision,
                           __version__)
 
-    best_row = next((dict(r) for r in log.rows if r.get("epoch") == stopper.best_epoch), {})
-
-    def on_best(epoch: int, row: dict[str, Any]) -> None:
-        if main:
-            saver(epoch, checkpoint(epoch, row))
-        best_row.clear()
-        best_row.update(row)
-
-    def save_state(at: Position, tally: dict | None) -> None:
-        """checkpoints/last.pt: the weights where training stands, and all it takes to go on from there."""
-        if main:
-            last = checkpoint(at.epoch - 1, log.rows[-1] if log.rows else {})  # epoch: the last complete one
-            last.resume = state.payload(at, tally)
-            last.save(last_checkpoint(run))
-            saver.prune()  # only now that last.pt names the new best can the old one go
-
-    hooks = Hooks(on_best, log.append, save_state, lambda: stop.requested, reporter)
+    writer = CheckpointWriter(checkpoint, state, main)
+    hooks = Hooks(writer.on_best, log.append, writer.save_state, lambda: stop.requested, reporter)
     # DDP averages gradients over processes; checkpoints keep saving the unwrapped ``model``
-    parts = LoopParts(distributed.wrap(model, dist, device), combiner, optimizer, scheduler, train_set, val_set,
-                      label_sets, device, partial(autocast, device, precision), tokenizer.pad_token_id or 0,
-                      cfg.batch_size, cfg.max_grad_norm, cfg.seed, cfg.lr_backbone, cfg.lr_heads, max_length, objective,
-                      dist, scaler)
-    return Session(cfg, run, main, parts, stopper, saver, log, hooks, start, tally, info, best_row)
+    parts = LoopParts(distributed.wrap(model, dist, device), combiner, optimizer, scheduler, data.train, data.val,
+                      label_sets, device, partial(autocast, device, precision), data.tokenizer.pad_token_id or 0,
+                      cfg.batch_size, cfg.max_grad_norm, cfg.seed, cfg.lr_backbone, cfg.lr_heads, data.max_length,
+                      data.objective, dist, scaler)
+    return Session(cfg, run, main, parts, stopper, saver, log, hooks, start, tally, info, writer.best_row)
+
+
+@dataclass
+class Tokenized:
+    """The pretrained backbone and the data as the model reads it."""
+
+    model_path: str
+    tokenizer: Any
+    backbone: torch.nn.Module
+    max_length: int
+    train: Encoded
+    val: Encoded
+    objective: Objective  # its class weights come from the training rows' labels
+
+
+def tokenize_inputs(cfg: TrainConfig, inputs: Inputs) -> Tokenized:
+    model_path = cfg.model or default_model_path()
+    seed_everything(cfg.seed)
+    tokenizer = load_tokenizer(model_path)
+    backbone = load_pretrained_backbone(model_path)
+    max_length = resolve_max_length(cfg, tokenizer, backbone, model_path, inputs.train.texts)
+    train_ids = data_mod.encode_labels(inputs.train, inputs.label_sets)
+    val_ids = data_mod.encode_labels(inputs.val, inputs.label_sets)
+    return Tokenized(model_path, tokenizer, backbone, max_length,
+                     encode(tokenizer, inputs.train.texts, train_ids, max_length),
+                     encode(tokenizer, inputs.val.texts, val_ids, max_length),
+                     Objective(class_weights(cfg, train_ids, inputs.label_sets), cfg.label_smoothing))
 
 
 def _write_run_files(run: Path, cfg: TrainConfig, label_sets: dict[str, list[str]], tokenizer, backbone) -> None:
@@ -274,17 +274,47 @@ def _write_run_files(run: Path, cfg: TrainConfig, label_sets: dict[str, list[str
         runs.save_backbone_files(run, tokenizer, backbone)
 
 
-def _go_on_from(saved: Checkpoint, state: TrainingState, model, combiner, cfg: TrainConfig) -> tuple[Position, dict | None]:
-    """Where a resumed run goes on from; a run with nothing left to do is told how to continue."""
-    start, tally = state.restore(saved, model, combiner)
+def _go_on_from(saved: Checkpoint | None, state: TrainingState, model, combiner, cfg: TrainConfig, resumed: bool,
+                main: bool) -> tuple[Position, dict | None]:
+    """Where the run starts: afresh, or where last.pt says; a run with nothing left to do is told how to go on."""
+    start, tally = state.restore(saved, model, combiner) if saved else (Position(), None)
     stopper = state.stopper
-    if start.step == 0 and stopper.should_stop:
+    if saved and start.step == 0 and stopper.should_stop:
         raise UserError(f"{state.run}: the run stopped early after epoch {start.epoch - 1} (no improvement for "
                         f"{stopper.bad_epochs} epochs); to train on, raise --patience with --resume")
     if start.epoch > cfg.epochs:
         raise UserError(f"{state.run}: the run has finished (epoch {cfg.epochs} of {cfg.epochs}); "
                         "to train on, raise --epochs with --resume")
+    if main:
+        if resumed and not saved:  # killed before its first checkpoint: the run starts over in place
+            state.log.restore([])
+            (state.run / "summary.json").unlink(missing_ok=True)
+        state.saver.tidy(start.epoch)  # bests of epochs that will run again
     return start, tally
+
+
+class CheckpointWriter:
+    """The loop's checkpoint hooks: a best checkpoint on each improvement, last.pt after every epoch
+    and on a stop. Only the main process writes; every process keeps the best epoch's metrics."""
+
+    def __init__(self, checkpoint: Callable[[int, dict], Checkpoint], state: TrainingState, main: bool):
+        self.checkpoint, self.state, self.main = checkpoint, state, main
+        self.best_row = next((dict(r) for r in state.log.rows if r.get("epoch") == state.stopper.best_epoch), {})
+
+    def on_best(self, epoch: int, row: dict[str, Any]) -> None:
+        if self.main:
+            self.state.saver(epoch, self.checkpoint(epoch, row))
+        self.best_row.clear()
+        self.best_row.update(row)
+
+    def save_state(self, at: Position, tally: dict | None) -> None:
+        """checkpoints/last.pt: the weights where training stands, and all it takes to go on from there."""
+        if self.main:
+            rows = self.state.log.rows
+            last = self.checkpoint(at.epoch - 1, rows[-1] if rows else {})  # epoch: the last complete one
+            last.resume = self.state.payload(at, tally)
+            last.save(last_checkpoint(self.state.run))
+            self.state.saver.prune()  # only now that last.pt names the new best can the old one go
 
 
 def finish(session: Session, result: dict[str, Any], stop: StopSignals) -> Path:
