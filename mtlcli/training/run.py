@@ -123,7 +123,8 @@ def preflight(cfg: TrainConfig, resume: Path | None, nproc: int) -> None:
                         "process takes one; use at most that many (or --device cpu)")
     if resume is None:
         runs.check_run_target(cfg.out, cfg.name)
-    _, _, label_sets = data_mod.load_train_val(cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed)
+    _, _, label_sets = data_mod.load_train_val(cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed,
+                                               cfg.delimiter)
     check_components(cfg, list(label_sets))
     build_trackers(cfg.track)  # a missing extra is one line here, not one per process
 
@@ -143,7 +144,7 @@ def _train(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
 
     # ---- data first: bad input is reported before the model loads
     train_table, val_table, label_sets = data_mod.load_train_val(
-        cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed)
+        cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed, cfg.delimiter)
     components = check_components(cfg, list(label_sets))
     trackers = build_trackers(cfg.track) if main else []  # one record of the run, from the main process
     cfg.data = str(Path(cfg.data).resolve())
