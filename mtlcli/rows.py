@@ -352,11 +352,10 @@ def _json_kind(value: Any) -> str:
 
 def parquet_rows(name: str, text_column: str | None) -> Rows:
     """A Parquet file's rows, read a record batch at a time (pyarrow, imported only here)."""
-    try:
-        import pyarrow
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise UserError(f"{name}: reading Parquet needs pyarrow: pip install 'mtlcli[parquet]'") from None
+    from mtlcli.extras import require
+
+    pq = require("pyarrow.parquet", "parquet", f"{name}: reading Parquet")
+    import pyarrow
     try:
         file = pq.ParquetFile(name)
     except (pyarrow.ArrowException, OSError) as exc:
