@@ -81,7 +81,7 @@ class Lines:
             raw = getattr(sys.stdin, "buffer", None)
             self.name, self.size, self._raw = "<stdin>", None, None
             stream = _decoded(raw) if raw is not None else sys.stdin
-            self._close = stream.detach if raw is not None else (lambda: None)
+            self._release = stream.detach if raw is not None else (lambda: None)
         else:
             file = check_file(path)
             self.name, self.size = str(path), file.stat().st_size
@@ -90,8 +90,8 @@ class Lines:
             except OSError as exc:
                 raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
             stream = _decoded(self._raw)
-            self._close = stream.close
-        self.number = 0
+            self._release = stream.close
+        self.number, self._released = 0, False
         self._lines = self._checked(stream)
 
     def __iter__(self) -> Iterator[str]:
@@ -108,6 +108,12 @@ class Lines:
 
     def close(self) -> None:
         self._lines.close()
+        self._release_once()  # a generator that never started skips its ``finally``
+
+    def _release_once(self) -> None:
+        if not self._released:
+            self._released = True
+            self._release()
 
     def _checked(self, stream: io.TextIOBase) -> Iterator[str]:
         try:
@@ -120,7 +126,7 @@ class Lines:
                     raise UserError(f"{self.name}:{self.number}: not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8")
                 yield line
         finally:
-            self._close()
+            self._release_once()
 
 
 def _decoded(raw: io.BufferedIOBase) -> io.TextIOWrapper:
@@ -149,6 +155,7 @@ class Rows:
     numbered: str = "line"  # what the numbers count: "line", or "row" (Parquet)
     size: int | None = None  # bytes, when known, for a progress bar
     position: Callable[[], int] = lambda: 0  # bytes read so far
+    close_file: Callable[[], None] = lambda: None
 
     def where(self, number: int) -> str:
         return location(self.name, number, self.numbered)
@@ -157,7 +164,9 @@ class Rows:
         return self.records
 
     def close(self) -> None:
-        self.records.close()  # a generator: runs its ``finally``, so the file is closed
+        # closing a generator that never started skips its ``finally``: close the file as well
+        self.records.close()
+        self.close_file()
 
 
 def open_rows(path: str | Path, text_column: str | None, delimiter: str | None = None) -> Rows:
@@ -240,7 +249,7 @@ def delimited_rows(lines: Lines, text_column: str | None, delimiter: str | None 
         lines.close()
         raise
     records = _delimited_records(reader, lines, len(header), text_at, text_column, kind)
-    return Rows(lines.name, header, where_header, text_at, records, "line", lines.size, lines.position)
+    return Rows(lines.name, header, where_header, text_at, records, "line", lines.size, lines.position, lines.close)
 
 
 def _header_row(reader, name: str, kind: str) -> tuple[list[str], int]:
@@ -290,7 +299,7 @@ def json_rows(name: str, text_column: str | None) -> Rows:
     text_at = check_header(columns, text_column, name)
     lines = Lines(name)
     records = _json_records(lines, columns, text_at, text_column)
-    return Rows(name, columns, name, text_at, records, "line", lines.size, lines.position)
+    return Rows(name, columns, name, text_at, records, "line", lines.size, lines.position, lines.close)
 
 
 def _json_objects(lines: Lines) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -381,4 +390,4 @@ def parquet_rows(name: str, text_column: str | None) -> Rows:
         finally:
             file.close()
 
-    return Rows(name, header, name, text_at, records(), "row", size, lambda: size * done[0] // total)
+    return Rows(name, header, name, text_at, records(), "row", size, lambda: size * done[0] // total, file.close)
