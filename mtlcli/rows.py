@@ -27,7 +27,6 @@ DELIMITED = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 SNIFFED = ("\t", ",", ";", "|")  # on a tie, the earlier wins
 JSON_LINES = (".jsonl", ".ndjson")
 PARQUET = ".parquet"
-TABLES = (*DELIMITED, *JSON_LINES, PARQUET)  # extensions that always hold a table
 SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods")
 PARQUET_BATCH = 8192  # rows converted to Python at a time
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -286,7 +287,7 @@ def test_without_pyarrow_a_parquet_file_says_what_to_install(tmp_path):
     program = ("import sys; sys.modules['pyarrow'] = None; from mtlcli.cli.app import main; "
                f"sys.argv = ['mtl', 'train', {str(path)!r}, '--model', '/nonexistent/model', '--quiet']; main()")
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=tmp_path,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2, done.stderr
     assert "data.parquet: reading Parquet needs the Python package 'pyarrow'" in done.stderr
     assert "pip install \"mtlcli[parquet]\"" in done.stderr and "Traceback" not in done.stderr
