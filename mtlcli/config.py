@@ -28,6 +28,7 @@ class TrainConfig:
     text_column: str = "sentence"
     tasks: list[str] = field(default_factory=list)  # empty: every column but the text column
     val_split: float = 0.2  # share of rows held out, stratified on the first task
+    delimiter: str | None = None  # of delimited text (data and val); unset: by extension, else sniffed
     # model
     model: str | None = None  # a local folder or a Hugging Face id; unset: the bundled all-MiniLM-L6-v2
     max_length: int | str = "auto"  # tokens, longer texts are truncated; auto: 95% of the training texts fit

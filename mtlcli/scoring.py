@@ -30,7 +30,7 @@ def unknown_labels(table: data_mod.Table, label_sets: dict[str, list[str]]) -> d
 
 
 def score(loaded, path: str | Path, text_column: str | None = None, ignore_unknown: bool = False,
-          batch_size: int | None = None) -> dict[str, Any]:
+          batch_size: int | None = None, delimiter: str | None = None) -> dict[str, Any]:
     """Loss, accuracy, macro-F1, per-class P/R/F1/support and the confusion matrix per task.
 
     Every task of the run that has a column in the CSV is scored; a row with an empty cell is left
@@ -42,14 +42,15 @@ def score(loaded, path: str | Path, text_column: str | None = None, ignore_unkno
 
     text_column = text_column or loaded.config.get("text_column", "sentence")
     tasks = list(loaded.label_sets)
-    header = data_mod.read_header(path)
+    header = data_mod.read_header(path, delimiter)
     present = [t for t in tasks if t in header]
     if not present:
         raise UserError(f"{path}:1: no column for any task of the run (tasks: {', '.join(tasks)}; "
                         f"columns: {', '.join(header)})")
-    table = data_mod.read_table(path, text_column, present)
+    table = data_mod.read_table(path, text_column, present, delimiter)
     ignored = unknown_labels(table, loaded.label_sets) if ignore_unknown else {}
-    label_ids = data_mod.encode_labels(table, loaded.label_sets, ignore_unknown=ignore_unknown)
+    label_ids = data_mod.encode_labels(table, loaded.label_sets, ignore_unknown=ignore_unknown,
+                                       unknown_hint="; --ignore-unknown leaves such rows out of that task")
     encoded = encode(loaded.tokenizer, table.texts, label_ids, loaded.max_length)
     result = evaluate(loaded.model, loaded.combiner, encoded, loaded.label_sets, loaded.device, loaded.amp,
                       loaded.pad_id, loaded.max_length, loaded.objective, batch_size=batch_size)

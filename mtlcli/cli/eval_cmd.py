@@ -22,6 +22,7 @@ def eval_(
     out: Annotated[Optional[Path], Opt(help="Also write eval.json and confusion_<task>.png here.")] = None,
     ignore_unknown: Annotated[bool, Opt("--ignore-unknown", help="Leave out rows whose label the run never saw, instead of stopping.")] = False,
     text_column: Annotated[Optional[str], Opt(help="Column with the text. (default: the run's)")] = None,
+    delimiter: Annotated[Optional[str], Opt(help="Field delimiter of delimited text, one character (tab: \\t or tab). (default: by extension; else sniffed)")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Sentences per batch. (default: 64 on a CPU, 256 on a GPU, as predict and validation)")] = None,
     device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, Opt(help="run (as the run trained, so scores match its validation), auto, fp32, bf16 or fp16.")] = "run",
@@ -31,7 +32,7 @@ def eval_(
     from mtlcli.inference import load_run
 
     loaded = load_run(run, device, precision)
-    report = scoring.score(loaded, data, text_column, ignore_unknown, batch_size)
+    report = scoring.score(loaded, data, text_column, ignore_unknown, batch_size, delimiter)
     for task, labels in report.get("ignored", {}).items():
         rows = sum(labels.values())
         listed = ", ".join(f"'{label}' ({n})" for label, n in labels.items())

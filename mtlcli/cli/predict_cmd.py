@@ -23,12 +23,13 @@ FORMATS = ("table", "csv", "jsonl")
 def predict(
     run: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/latest, or a folder written by mtl export.", show_default=False)],
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to label (or use --input).", show_default=False)] = None,
-    input_: Annotated[Optional[str], Opt("--input", "-i", help="CSV with the run's text column, or one text per line; - for standard input.")] = None,
+    input_: Annotated[Optional[str], Opt("--input", "-i", help="A table with the run's text column (.csv, .tsv, .jsonl, .parquet, ...), or one text per line; - for standard input.")] = None,
     fmt: Annotated[Optional[str], Opt("--format", "-f", help="table, csv or jsonl. (default: table on a terminal; csv for --output *.csv; else jsonl)")] = None,
     output: Annotated[Optional[Path], Opt("--output", "-o", help="Write here instead of standard output.")] = None,
     top_k: Annotated[int, Opt(help="Show the K most likely labels per task.", min=1)] = 1,
     embeddings: Annotated[Optional[Path], Opt(help="Also write the pooled sentence vectors to this .npy file, one row per text.")] = None,
-    text_column: Annotated[Optional[str], Opt(help="Column with the text in a CSV input. (default: the run's)")] = None,
+    text_column: Annotated[Optional[str], Opt(help="Column with the text in a table input. (default: the run's)")] = None,
+    delimiter: Annotated[Optional[str], Opt(help="Field delimiter of delimited text, one character (tab: \\t or tab); makes a .txt or standard input a table. (default: by extension; else sniffed)")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Sentences per forward pass. (default: 64 on a CPU, 256 on a GPU, as eval and validation)", min=1)] = None,
     device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, Opt(help="run (as the run trained, as mtl eval does), auto, fp32, bf16 or fp16 (an ONNX export runs in fp32).")] = "run",
@@ -44,7 +45,9 @@ def predict(
         raise UserError("no texts: give TEXT arguments, or --input FILE (- for standard input)")
     model = Model.load(run, device, precision)
     column = text_column or model.config.get("text_column", "sentence")
-    source = predict_io.open_input(input_, column) if input_ else predict_io.from_texts(list(texts))
+    source = predict_io.open_input(input_, column, delimiter) if input_ else predict_io.from_texts(list(texts))
+    if source.warning:
+        err_console.print(f"warning: {source.warning}", soft_wrap=True, markup=False, highlight=False, style="yellow")
     label_sets = model.labels
     k = min(top_k, max(len(v) for v in label_sets.values()))
 

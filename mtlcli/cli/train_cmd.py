@@ -39,6 +39,7 @@ def train(
     text_column: Annotated[Optional[str], Opt(help=f"Column with the text. (default: {D.text_column})")] = None,
     task: Annotated[Optional[list[str]], Opt("--task", help="A task column to train (repeatable). (default: every other column)")] = None,
     val_split: Annotated[Optional[float], Opt(help=f"Share of DATA held out for validation, stratified on the first task. (default: {D.val_split})")] = None,
+    delimiter: Annotated[Optional[str], Opt(help="Field delimiter of delimited text, one character (tab: \\t or tab). (default: by extension: .csv comma, .tsv tab; else sniffed)")] = None,
     model: Annotated[Optional[str], Opt(help="Backbone: a local folder or a Hugging Face id. (default: bundled all-MiniLM-L6-v2)")] = None,
     max_length: Annotated[Optional[str], Opt(help=f"Truncate texts to this many tokens; auto: the length 95% of the training texts fit in. (default: {D.max_length})")] = None,
     pooling: Annotated[Optional[str], Opt(help=f"Pooler: cls, mean, max or a plugin's. (default: {D.pooling})")] = None,
@@ -78,7 +79,7 @@ def train(
 
     overrides = {
         "data": str(data) if data else None, "val": str(val) if val else None, "text_column": text_column,
-        "tasks": task or None, "val_split": val_split, "model": model, "max_length": _max_length(max_length),
+        "tasks": task or None, "val_split": val_split, "delimiter": delimiter, "model": model, "max_length": _max_length(max_length),
         "pooling": pooling,
         "normalize": normalize, "head": head, "freeze": freeze or None, "loss_combiner": loss_combiner,
         "task_weights": _pairs(task_weight, "--task-weight"), "class_weight": _class_weight(class_weight),

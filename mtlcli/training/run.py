@@ -96,7 +96,7 @@ def check_inputs(cfg: TrainConfig, resume: Path | None, nproc: int = 1, new_fold
     if resume is None and new_folder:
         runs.check_run_target(cfg.out, cfg.name)
     train_table, val_table, label_sets = data_mod.load_train_val(
-        cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed)
+        cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed, cfg.delimiter)
     components = builder.look_up_components(cfg.to_dict())
     check_task_settings(cfg, list(label_sets))
     return Inputs(train_table, val_table, label_sets, components, device, precision)
