@@ -20,13 +20,14 @@ def measure(compiled: bool, data, label_sets, args) -> dict:
 
     from mtlcli.batching import collate, train_batches
     from mtlcli.losses import task_losses
-    from mtlcli.model import build_model, default_model_path, load_pretrained_backbone
-    from mtlcli.training.hardware import autocast, resolve_device, resolve_precision
+    from mtlcli.builder import build
+    from mtlcli.hardware import autocast, resolve_device, resolve_precision
+    from mtlcli.model import default_model_path, load_pretrained_backbone
 
     torch.manual_seed(0)
     device = resolve_device("cpu")
     precision = resolve_precision(args.precision, device)
-    model = build_model(load_pretrained_backbone(default_model_path()), label_sets, "mean", "linear", False)
+    model, _ = build(load_pretrained_backbone(default_model_path()), label_sets, {"pooling": "mean", "head": "linear"})
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     step_model = torch.compile(model, dynamic=True) if compiled else model
     batches = train_batches(data.lengths, 32, 0, 1)

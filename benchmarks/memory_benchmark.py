@@ -6,7 +6,8 @@ For each size: a CSV of that many short generated sentences with two label colum
 fresh child process, exactly what `mtl train` does before its first step with the data: read and
 check the CSV, split it, choose --max-length auto, tokenize both parts. The child reports its
 resident memory (VmRSS) after imports (the baseline), after reading and splitting, and after
-tokenizing, its peak (VmHWM), and the seconds each stage took.
+tokenizing, its peak (VmHWM) at the end of the data stage (read + split) and at the end, and the
+seconds each stage took. ``--skip-tokenize`` measures the data stage alone.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def write_csv(path: Path, rows: int) -> None:
             writer.writerow([text, rng.choice(("a", "b", "c")), rng.choice(("neg", "neu", "pos"))])
 
 
-def child(path: str) -> None:
+def child(path: str, tokenize: bool) -> None:
     def rss() -> dict[str, float]:
         found = {}
         with open("/proc/self/status", encoding="ascii") as f:
@@ -52,13 +53,18 @@ def child(path: str) -> None:
     out = {"baseline_mb": rss()["VmRSS"]}
     t0 = time.perf_counter()
     train, val, label_sets = data_mod.load_train_val(path, None, "sentence", [], 0.2, 42)
-    out["read_split_s"], out["after_read_mb"] = time.perf_counter() - t0, rss()["VmRSS"]
+    after_read = rss()
+    out.update(read_split_s=time.perf_counter() - t0, after_read_mb=after_read["VmRSS"], read_peak_mb=after_read["VmHWM"],
+               rows=len(train) + len(val))
+    if not tokenize:
+        print(json.dumps(out))
+        return
     t1 = time.perf_counter()
     max_length = choose_max_length(tokenizer, train.texts, 512, 42)
     train_set = encode(tokenizer, train.texts, data_mod.encode_labels(train, label_sets), max_length)
     val_set = encode(tokenizer, val.texts, data_mod.encode_labels(val, label_sets), max_length)
     out["tokenize_s"], out["after_tokenize_mb"] = time.perf_counter() - t1, rss()["VmRSS"]
-    out.update(peak_mb=rss()["VmHWM"], rows=len(train) + len(val), tokens=int(train_set.lengths.sum() + val_set.lengths.sum()),
+    out.update(peak_mb=rss()["VmHWM"], tokens=int(train_set.lengths.sum() + val_set.lengths.sum()),
                token_bytes=int(train_set.ids.nbytes + val_set.ids.nbytes), max_length=max_length)
     print(json.dumps(out))
 
@@ -66,23 +72,31 @@ def child(path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", type=int, default=[100_000, 1_000_000])
+    parser.add_argument("--skip-tokenize", action="store_true", help="measure reading and splitting only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, not args.skip_tokenize)
         return
-    print("| rows | tokens | baseline MB | after read + split | after tokenizing | peak MB | peak - baseline | token ids MB | read s | tokenize s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| rows | tokens | baseline MB | after read + split | data-stage peak - baseline | after tokenizing | peak MB | "
+          "peak - baseline | token ids MB | read s | tokenize s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for rows in args.rows:
             path = Path(tmp) / f"{rows}.csv"
             write_csv(path, rows)
-            done = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True, text=True)
+            command = [sys.executable, __file__, "--child", str(path)] + (["--skip-tokenize"] if args.skip_tokenize else [])
+            done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 print(done.stderr[-2000:], file=sys.stderr)
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"| {rows:,} | {r['tokens']:,} | {r['baseline_mb']:.0f} | {r['after_read_mb']:.0f} | "
+            data_peak = r["read_peak_mb"] - r["baseline_mb"]
+            if args.skip_tokenize:
+                print(f"| {rows:,} | - | {r['baseline_mb']:.0f} | {r['after_read_mb']:.0f} | {data_peak:.0f} | - | "
+                      f"{r['read_peak_mb']:.0f} | - | - | {r['read_split_s']:.1f} | - |", flush=True)
+                continue
+            print(f"| {rows:,} | {r['tokens']:,} | {r['baseline_mb']:.0f} | {r['after_read_mb']:.0f} | {data_peak:.0f} | "
                   f"{r['after_tokenize_mb']:.0f} | {r['peak_mb']:.0f} | {r['peak_mb'] - r['baseline_mb']:.0f} | "
                   f"{r['token_bytes'] / 2**20:.0f} | {r['read_split_s']:.1f} | {r['tokenize_s']:.1f} |", flush=True)
 

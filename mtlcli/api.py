@@ -77,8 +77,8 @@ class Model:
             validation, epoch = meta.get("validation") or {}, meta.get("epoch")
         else:
             ckpt = self._predictor.ckpt
-            validation = {k: v for k, v in (ckpt.get("metrics") or {}).items() if k.startswith("val_")}
-            epoch = ckpt.get("epoch")
+            validation = {k: v for k, v in ckpt.metrics.items() if k.startswith("val_")}
+            epoch = ckpt.epoch
         return {"path": str(self.path), "kind": self.kind, "tasks": self.labels,
                 "model": self.config.get("model") or "all-MiniLM-L6-v2 (bundled)",
                 "text_column": self.config.get("text_column", "sentence"),
@@ -130,7 +130,7 @@ class Model:
         return self._predictor.probs_encoded(data, batch_size, with_embeddings, on_batch)
 
     def _move(self, device: str) -> None:
-        from mtlcli.training.hardware import resolve_device
+        from mtlcli.hardware import resolve_device
 
         if self.kind != "onnx" and resolve_device(device) == self._predictor.device:
             return

@@ -1,48 +1,79 @@
 """Checkpoints are plain dicts of tensors and built-in types: they load with weights_only=True.
 
-One loader serves eval, predict and resume.
+``Checkpoint`` declares what one holds; one loader serves eval, predict, export and resume.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import warnings
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mtlcli.atomic import replacing
 from mtlcli.errors import RunFailed, UserError
 
 FORMAT = "mtl-checkpoint"
 FORMAT_VERSION = 1
 
 
+@dataclass
+class Checkpoint:
+    """What every checkpoint holds (best_epoch_N.pt and last.pt); last.pt adds ``resume``."""
+
+    config: dict[str, Any]  # the config as trained: max_length resolved, so eval and predict cut texts alike
+    labels: dict[str, list[str]]  # task -> its labels, in the order of the head's outputs
+    model: dict[str, torch.Tensor]  # MultiTaskModel.state_dict()
+    combiner: dict[str, torch.Tensor] = field(default_factory=dict)  # the loss combiner's learned state
+    epoch: int | None = None  # the last complete epoch
+    metrics: dict[str, Any] = field(default_factory=dict)  # that epoch's metrics row
+    objective: dict[str, Any] = field(default_factory=dict)  # class_weights and label_smoothing of the losses
+    components: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> name, source package, version
+    precision: str | None = None  # what the run trained in
+    mtl_version: str = ""
+    resume: dict[str, Any] | None = None  # last.pt only: all it takes to go on (training.resume.TrainingState)
+
+    @property
+    def max_length(self) -> int:
+        """Tokens a text is cut to, as in training (checkpoints hold the resolved number, never auto)."""
+        value = self.config.get("max_length", 128)
+        return value if isinstance(value, int) else 128
+
+    def save(self, path: str | Path) -> None:
+        payload = {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict: it would copy every tensor
+        if payload["resume"] is None:
+            del payload["resume"]
+        save_checkpoint(path, payload)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Checkpoint":
+        saved = load_checkpoint(path)
+        for key in ("config", "labels", "model"):
+            if not isinstance(saved[key], dict):
+                raise UserError(f"{path}: broken checkpoint ('{key}' is not a mapping)")
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if saved.get(f.name) is not None})
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a temporary file in the same folder, flushed to disk, then a rename.
+    """Write atomically (mtlcli.atomic): a reader sees the old checkpoint or the new one.
 
     A failed write (full disk, no permission) removes the temporary file and raises RunFailed; the
     previous file of that name is untouched.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     out = None
     try:
-        with open(tmp, "wb") as f:
+        with replacing(path) as f:
             out = _KeepsWriteError(f)
             torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, out)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
         # torch reports a failed write as an opaque RuntimeError; the OSError under it says why
         cause = out.error if out is not None and out.error is not None else exc
         why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause).splitlines()[0]
         raise RunFailed(f"{path}: cannot write the checkpoint ({why}); the previous one is kept") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class _KeepsWriteError:

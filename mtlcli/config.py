@@ -188,6 +188,7 @@ class Setting:
     choices: tuple[str, ...] = ()
     check: Callable[[Any], str | None] | None = None
     default_text: str | None = None  # what help shows as the default, where the value alone says little
+    metavar: str | None = None  # what help shows for the flag's value; default: the kind's
     on_resume: str | None = None  # "raise": --resume may raise it; "add": --resume may add to it
 
 
@@ -209,6 +210,8 @@ class TrainConfig:
                                default_text="every other column")
     val_split: float = setting(0.2, "Share of DATA held out for validation, stratified on the first task.", kind=NUMBER,
                                check=strictly_between_0_and_1)
+    delimiter: str | None = setting(None, "Field delimiter of delimited text, one character (tab: \\t or tab).",
+                                    metavar="CHAR", default_text="by extension: .csv comma, .tsv tab; else sniffed")
     # model
     model: str | None = setting(None, "Backbone: a local folder or a Hugging Face id.",
                                 default_text="bundled all-MiniLM-L6-v2")

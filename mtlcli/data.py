@@ -1,138 +1,143 @@
-"""CSV in, validated examples out: reading, label sets, partial labels, the validation split.
+"""A table of texts in, validated examples out: reading, label sets, partial labels, the validation split.
 
-Everything here runs before the model loads, so bad input is reported in seconds.
+Everything here runs before the model loads, so bad input is reported in seconds. A table is kept
+compact (a million short rows in a few hundred MB): the texts, and per task each distinct label
+string once with an int32 code per row.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import random
-import sys
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
+
+from mtlcli import rows as rows_mod
 from mtlcli.errors import UserError, shown
 
 MISSING = -100  # label id of an empty cell: the row is left out of that task's loss and metrics
 
-# Reviews can be long; Python's default 128 KiB field limit is a CSV-module default, not a rule of ours.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+@dataclass(eq=False)
+class Labels(Sequence):
+    """One task's cells, row by row, as strings ('' = no label), stored as codes into ``names``."""
+
+    names: list[str]  # each distinct cell once
+    codes: np.ndarray  # int32, one per row
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i: int) -> str:
+        return self.names[self.codes[i]]
+
+    def __iter__(self) -> Iterator[str]:
+        names = self.names
+        return (names[c] for c in self.codes.tolist())
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to the same cells in the same order, as a list of them would be."""
+        if isinstance(other, (Labels, list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # equal by value, and mutable
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.names and bool((self.codes == self.names.index(value)).any())
+
+    def present(self) -> list[str]:
+        """The distinct labels the rows carry, without the empty cell."""
+        return [self.names[c] for c in np.unique(self.codes) if self.names[c]]
+
+    def subset(self, index: np.ndarray) -> "Labels":
+        return Labels(self.names, self.codes[index])
+
+    def joined(self, other: "Labels") -> "Labels":
+        """These rows, then ``other``'s, its codes moved onto these names."""
+        names = list(self.names)
+        index = {name: code for code, name in enumerate(names)}
+        for name in other.names:
+            if name not in index:
+                index[name] = len(names)
+                names.append(name)
+        moved = np.array([index[name] for name in other.names], dtype=np.int32)
+        return Labels(names, np.concatenate([self.codes, moved[other.codes]]))
 
 
 @dataclass
 class Table:
-    """The rows of one CSV: texts, raw label strings per task ('' = no label) and line numbers."""
+    """The rows of one file: texts, label cells per task ('' = no label) and line numbers."""
 
     path: str
     texts: list[str]
-    labels: dict[str, list[str]]
-    lines: list[int]  # the line each row starts on, for messages
+    labels: dict[str, Labels]
+    lines: np.ndarray  # int32: the line each row starts on, for messages
+    numbered: str = "line"  # what ``lines`` counts: "line", or "row" (Parquet)
 
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, index: list[int]) -> "Table":
-        return Table(
-            self.path,
-            [self.texts[i] for i in index],
-            {t: [v[i] for i in index] for t, v in self.labels.items()},
-            [self.lines[i] for i in index],
-        )
+    def where(self, i: int) -> str:
+        """Row ``i`` as messages name it: ``data.csv:7`` or ``data.parquet: row 7``."""
+        return rows_mod.location(self.path, int(self.lines[i]), self.numbered)
+
+    def subset(self, index: list[int] | np.ndarray) -> "Table":
+        index = np.asarray(index, dtype=np.int64)
+        return Table(self.path, [self.texts[i] for i in index.tolist()],
+                     {t: v.subset(index) for t, v in self.labels.items()}, self.lines[index], self.numbered)
+
+    def joined(self, other: "Table") -> "Table":
+        """These rows, then ``other``'s (the same tasks)."""
+        return Table(self.path, self.texts + other.texts, {t: v.joined(other.labels[t]) for t, v in self.labels.items()},
+                     np.concatenate([self.lines, other.lines]), self.numbered)
 
 
-def _listed(names: list[str], most: int = 20) -> str:
-    listed = ", ".join(shown(n, 40) for n in names[:most])
-    return listed + (f", ... ({len(names)} in all)" if len(names) > most else "")
+def read_header(path: str | Path, delimiter: str | None = None) -> list[str]:
+    """The column names of a table file, checked except for the text column."""
+    rows = rows_mod.open_rows(path, None, delimiter)
+    rows.close()
+    return rows.header
 
 
-def read_header(path: str | Path) -> list[str]:
-    return _open_rows(path)[0]
-
-
-def _open_rows(path: str | Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Read a whole CSV, turning every way a file can be unreadable into one clear line."""
-    path = Path(path)
+def read_table(path: str | Path, text_column: str, tasks: list[str] | None, delimiter: str | None = None) -> Table:
+    """Read and check a labelled table. ``tasks`` empty or None: every column but the text column."""
+    rows = rows_mod.open_rows(path, text_column, delimiter)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, not a CSV file") from None
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        raise UserError(f"{shown(str(path), 300)}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
-    if not raw.strip():
-        raise UserError(f"{path}: the file is empty")
-    if b"\x00" in raw:
-        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not a text CSV file (contains NUL bytes)")
-    try:
-        text = raw.decode("utf-8-sig")  # a BOM from Excel is fine
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
-    # newline="": only \n, \r and \r\n end a row, as in RFC 4180; str.splitlines() would also cut
-    # rows at form feeds, U+2028 and other characters that are ordinary text inside a field
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    rows: list[tuple[int, list[str]]] = []
-    start = 1
-    try:
-        for row in reader:
-            if row:  # blank lines carry nothing
-                rows.append((start, row))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise UserError(f"{path}:{start}: not a valid CSV row ({exc})") from None
-    if not rows:
-        raise UserError(f"{path}: the file is empty")
-    header = [h.strip() for h in rows[0][1]]
-    return header, rows[1:]
-
-
-def read_table(path: str | Path, text_column: str, tasks: list[str] | None) -> Table:
-    """Read and check a labelled CSV. ``tasks`` empty or None: every column but the text column."""
-    header, rows = _open_rows(path)
-    columns = _check_header(path, header, text_column, tasks)
-    task_names = tasks or [c for c in header if c != text_column]
-    text_at = columns[text_column]
-    texts, lines = [], []
-    labels: dict[str, list[str]] = {t: [] for t in task_names}
-    for line, row in rows:
-        if len(row) != len(header):
-            raise UserError(f"{path}:{line}: expected {len(header)} fields as in the header, found {len(row)}")
-        text = row[text_at].strip()
-        if not text:
-            raise UserError(f"{path}:{line}: empty '{shown(text_column)}'")
-        texts.append(text)
-        lines.append(line)
-        for t in task_names:
-            labels[t].append(row[columns[t]].strip())
+        columns = _task_columns(rows, text_column, tasks)
+        texts: list[str] = []
+        lines = array("i")
+        found: dict[str, dict[str, int]] = {t: {"": 0} for t in columns}  # cell -> code; '' is code 0
+        codes = {t: array("i") for t in columns}
+        for line, cells in rows:
+            texts.append(cells[rows.text_at].strip())
+            lines.append(line)
+            for task, at in columns.items():
+                cell = cells[at].strip()
+                codes[task].append(found[task].setdefault(cell, len(found[task])))
+    finally:
+        rows.close()
     if not texts:
         raise UserError(f"{path}: has a header but no rows")
-    return Table(str(path), texts, labels, lines)
+    labels = {t: Labels(list(found[t]), np.frombuffer(codes[t], dtype=np.int32)) for t in columns}
+    return Table(str(path), texts, labels, np.frombuffer(lines, dtype=np.int32), rows.numbered)
 
 
-def _check_header(path, header: list[str], text_column: str, tasks: list[str] | None) -> dict[str, int]:
-    seen: dict[str, int] = {}
-    for i, name in enumerate(header):
-        if not name:
-            raise UserError(f"{path}:1: column {i + 1} of the header has no name")
-        if name in seen:
-            raise UserError(f"{path}:1: column '{shown(name)}' appears twice in the header")
-        seen[name] = i
-    if text_column not in seen:
-        raise UserError(
-            f"{path}:1: no text column '{shown(text_column)}' in the header (columns: {_listed(header)}); "
-            "name it with --text-column, and make sure the file starts with a header row"
-        )
+def _task_columns(rows: rows_mod.Rows, text_column: str, tasks: list[str] | None) -> dict[str, int]:
+    """Each task's column index; the header itself was checked by the reader."""
+    where, header = rows.header_where, rows.header
     for t in tasks or []:
-        if t not in seen:
-            raise UserError(f"{path}:1: no column '{shown(t)}' for task '{shown(t)}' in the header (columns: {_listed(header)})")
+        if t not in header:
+            raise UserError(f"{where}: no column '{shown(t)}' for task '{shown(t)}' (columns: {rows_mod.listed(header)})")
         if t == text_column:
-            raise UserError(f"{path}:1: column '{shown(t)}' is the text column and cannot also be a task")
+            raise UserError(f"{where}: column '{shown(t)}' is the text column and cannot also be a task")
     if not tasks and len(header) < 2:
-        raise UserError(f"{path}:1: no task columns: the header has only the text column '{shown(text_column)}'")
-    return seen
+        raise UserError(f"{where}: no task columns: the header has only the text column '{shown(text_column)}'")
+    return {t: header.index(t) for t in (tasks or [c for c in header if c != text_column])}
 
 
 # ---- label sets -------------------------------------------------------------------------------
@@ -148,36 +153,37 @@ def _label_key(label: str):
 
 def build_label_sets(table: Table) -> dict[str, list[str]]:
     """Each task's labels, sorted, from the training rows; every task needs two or more."""
-    sets = {}
-    for task, values in table.labels.items():
-        labels = sorted({v for v in values if v}, key=_label_key)
+    sets = {task: sorted(values.present(), key=_label_key) for task, values in table.labels.items()}
+    for task, labels in sets.items():
         if len(labels) < 2:
             found = f"only '{shown(labels[0])}'" if labels else "no labels"
-            raise UserError(f"{table.path}: task '{shown(task)}' has {found} in the training rows; a task needs at least two labels")
-        sets[task] = labels
+            trainable = [t for t, other in sets.items() if len(other) >= 2]
+            fix = ("; leave it out by naming the tasks to train: " + " ".join(f"--task {shown(t)}" for t in trainable)
+                   if trainable else "; add rows with other labels")
+            raise UserError(f"{table.path}: task '{shown(task)}' has {found} in the training rows; "
+                            f"a task needs at least two labels{fix}")
     return sets
 
 
-def encode_labels(table: Table, label_sets: dict[str, list[str]], ignore_unknown: bool = False) -> dict[str, list[int]]:
-    """Label strings -> ids per task; an empty cell is MISSING, an unseen label an error."""
+def encode_labels(table: Table, label_sets: dict[str, list[str]], ignore_unknown: bool = False,
+                  unknown_hint: str = "") -> dict[str, np.ndarray]:
+    """Label strings -> ids per task; an empty cell is MISSING, an unseen label an error
+    (``unknown_hint`` ends its message) or, with ``ignore_unknown``, MISSING too."""
+    unknown = MISSING if ignore_unknown else -1
     out = {}
     for task, labels in label_sets.items():
         if task not in table.labels:
             continue
         index = {label: i for i, label in enumerate(labels)}
-        ids = []
-        for value, line in zip(table.labels[task], table.lines):
-            if not value:
-                ids.append(MISSING)
-            elif value in index:
-                ids.append(index[value])
-            elif ignore_unknown:
-                ids.append(MISSING)
-            else:
-                raise UserError(
-                    f"{table.path}:{line}: label '{shown(value)}' of task '{shown(task)}' is not one the model knows "
-                    f"(known: {_listed(labels)})"
-                )
+        column = table.labels[task]
+        lookup = np.array([index.get(name, unknown) if name else MISSING for name in column.names], dtype=np.int64)
+        ids = lookup[column.codes]
+        bad = np.flatnonzero(ids == -1)
+        if len(bad):
+            raise UserError(
+                f"{table.where(bad[0])}: label '{shown(column[bad[0]])}' of task '{shown(task)}' is not one the model "
+                f"knows (known: {rows_mod.listed(labels)}){unknown_hint}"
+            )
         out[task] = ids
     return out
 
@@ -187,14 +193,13 @@ def encode_labels(table: Table, label_sets: dict[str, list[str]], ignore_unknown
 
 def stratified_split(table: Table, val_split: float, seed: int) -> tuple[Table, Table]:
     """Hold out ``val_split`` of each label of the first task (rows with no label form a group)."""
-    first = next(iter(table.labels))
-    groups: dict[str, list[int]] = {}
-    for i, label in enumerate(table.labels[first]):
-        groups.setdefault(label, []).append(i)
+    first = table.labels[next(iter(table.labels))]
     rng = random.Random(seed)
     train, val = [], []
-    for label in sorted(groups):
-        index = groups[label]
+    for label in sorted(set(first.names)):
+        index = np.flatnonzero(first.codes == first.names.index(label)).tolist()  # in file order
+        if not index:
+            continue
         rng.shuffle(index)
         n_val = round(len(index) * val_split)
         val += index[:n_val]
@@ -205,33 +210,32 @@ def stratified_split(table: Table, val_split: float, seed: int) -> tuple[Table, 
             f"{table.path}: a validation split of {val_split} of {len(table)} rows leaves no {which} rows; "
             "add rows, change --val-split, or give --val FILE"
         )
-    return table.subset(sorted(train)), table.subset(sorted(val))
+    return table.subset(np.sort(train)), table.subset(np.sort(val))
 
 
 def _keep_labels_trainable(train: Table, validation: Table) -> tuple[Table, Table]:
     """The split is stratified on the first task only: a rare label of another task can land in
     the held-out rows alone, where the model could never learn it. Such rows go back to training."""
-    back = set()
+    back = np.zeros(len(validation), dtype=bool)
     for task, values in validation.labels.items():
-        seen = set(train.labels[task])
-        back.update(i for i, v in enumerate(values) if v and v not in seen)
-    if not back:
+        seen = set(train.labels[task].present())
+        unseen = [code for code, name in enumerate(values.names) if name and name not in seen]
+        back |= np.isin(values.codes, unseen)
+    if not back.any():
         return train, validation
-    moved = sorted(back)
-    merged = Table(train.path, train.texts + [validation.texts[i] for i in moved],
-                   {t: v + [validation.labels[t][i] for i in moved] for t, v in train.labels.items()},
-                   train.lines + [validation.lines[i] for i in moved])
-    order = sorted(range(len(merged)), key=lambda i: merged.lines[i])  # file order, as the split keeps it
-    return merged.subset(order), validation.subset([i for i in range(len(validation)) if i not in back])
+    merged = train.joined(validation.subset(np.flatnonzero(back)))
+    order = np.argsort(merged.lines, kind="stable")  # file order, as the split keeps it
+    return merged.subset(order), validation.subset(np.flatnonzero(~back))
 
 
 def load_train_val(
-    data: str, val: str | None, text_column: str, tasks: list[str], val_split: float, seed: int
+    data: str, val: str | None, text_column: str, tasks: list[str], val_split: float, seed: int,
+    delimiter: str | None = None,
 ) -> tuple[Table, Table, dict[str, list[str]]]:
     """The training and validation tables and the label sets, fully checked."""
-    train = read_table(data, text_column, tasks)
+    train = read_table(data, text_column, tasks, delimiter)
     if val:
-        validation = read_table(val, text_column, list(train.labels))
+        validation = read_table(val, text_column, list(train.labels), delimiter)
     else:
         train, validation = stratified_split(train, val_split, seed)
         train, validation = _keep_labels_trainable(train, validation)

@@ -9,14 +9,13 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from mtlcli import runs
+from mtlcli import builder, runs
 from mtlcli.batching import Encoded, encode, inference_batch_size, iterate, sorted_batches, width_multiple
-from mtlcli.checkpoint import load_checkpoint
+from mtlcli.checkpoint import Checkpoint
 from mtlcli.errors import UserError
 from mtlcli.losses import Objective
-from mtlcli.model import MultiTaskModel, backbone_from_config, build_model, load_tokenizer
-from mtlcli.registry import REGISTRIES
-from mtlcli.training.hardware import autocast, configure_device, cpu_has_native_bf16, resolve_device, resolve_precision
+from mtlcli.model import MultiTaskModel, backbone_from_config, load_tokenizer
+from mtlcli.hardware import autocast, configure_device, cpu_has_native_bf16, resolve_device, resolve_precision
 
 
 @dataclass
@@ -24,10 +23,9 @@ class LoadedRun:
     run: Path
     checkpoint: Path
     model: MultiTaskModel
+    combiner: torch.nn.Module  # the run's loss combiner, trained: eval's combined loss is training's objective
     tokenizer: Any
-    label_sets: dict[str, list[str]]
-    config: dict[str, Any]
-    ckpt: dict[str, Any]
+    ckpt: Checkpoint
     device: torch.device
     precision: str
 
@@ -35,19 +33,24 @@ class LoadedRun:
         return autocast(self.device, self.precision)
 
     @property
+    def label_sets(self) -> dict[str, list[str]]:
+        return self.ckpt.labels
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.ckpt.config
+
+    @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id or 0
 
     @property
     def max_length(self) -> int:
-        """Tokens a text is cut to, as in training (checkpoints hold the resolved number, never auto)."""
-        value = self.config.get("max_length", 128)
-        return value if isinstance(value, int) else 128
+        return self.ckpt.max_length
 
     @property
     def objective(self) -> Objective:
-        saved = self.ckpt.get("objective") or {}
-        return Objective(saved.get("class_weights") or {}, float(saved.get("label_smoothing") or 0.0))
+        return Objective.from_dict(self.ckpt.objective)
 
     # what every predictor offers (this one, the ONNX one, mtlcli.Model): tokenize, then predict;
     # predict_io tokenizes the next chunk while the current one runs
@@ -64,50 +67,26 @@ class LoadedRun:
         return predict_batches(self, texts, batch_size, with_embeddings, on_batch)
 
 
-def check_components_installed(ckpt: dict[str, Any], path: Path) -> None:
-    """Stop with a one-line error naming the package when a component the model needs is not installed."""
-    kinds = {"pooler": "poolers", "head": "heads", "loss_combiner": "loss_combiners", "scheduler": "schedulers"}
-    for kind, info in (ckpt.get("components") or {}).items():
-        registry = REGISTRIES.get(kinds.get(kind, ""))
-        if registry is not None and info.get("name") not in registry:
-            what, package, version = kind.replace("_", " "), info.get("source", "?"), info.get("version", "")
-            if package == "built-in":  # a built-in that this version of mtlcli no longer has
-                package, what = "mtlcli", f"built-in {what}"
-            raise UserError(
-                f"{path}: the run uses the {what} '{info.get('name')}' from the package {package} {version}, "
-                f"which is not installed; install it with: pip install '{package}=={version}'"
-            )
-
-
 def load_run(run_dir: str | Path, device: str = "auto", precision: str = "auto",
              checkpoint: str | Path | None = None) -> LoadedRun:
     """The run's best checkpoint (or the one given), rebuilt on ``device``: one loader for every command."""
-    import mtlcli.components  # noqa: F401
-
     run = runs.resolve_run(run_dir)
     path = Path(checkpoint) if checkpoint else runs.best_checkpoint(run)
     dev = resolve_device(device)
     configure_device(dev)
-    ckpt = load_checkpoint(path)
-    check_components_installed(ckpt, path)
-    cfg = ckpt["config"]
+    ckpt = Checkpoint.load(path)
     if not (run / "backbone").is_dir():
         raise UserError(f"{run}: the run has no backbone/ folder (tokenizer and architecture)")
     tokenizer = load_tokenizer(str(run / "backbone"))
-    try:
-        model = build_model(backbone_from_config(run / "backbone"), ckpt["labels"], cfg["pooling"], cfg["head"],
-                            cfg["normalize"], cfg.get("pooler_options"), cfg.get("head_options"))
-        model.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise UserError(f"{path}: the checkpoint does not match its run's model ({str(exc).splitlines()[0][:200]})") from None
-    precision = ready(model, dev, precision, ckpt.get("precision"))
-    return LoadedRun(run, path, model, tokenizer, ckpt["labels"], cfg, ckpt, dev, precision)
+    model, combiner = builder.from_checkpoint(ckpt, backbone_from_config(run / "backbone"), path)
+    precision = ready(model, dev, precision, ckpt.precision)
+    return LoadedRun(run, path, model, combiner.to(dev), tokenizer, ckpt, dev, precision)
 
 
 def ready(model: MultiTaskModel, dev: torch.device, requested: str, trained: str | None) -> str:
     """Put a freshly built model on ``dev`` for inference; returns the precision it will run in."""
     model.to(dev).eval()
-    precision = _precision(requested, {"precision": trained}, dev)
+    precision = _precision(requested, trained, dev)
     _cast_backbone_linears(model, precision)
     return precision
 
@@ -127,11 +106,10 @@ def _cast_backbone_linears(model: MultiTaskModel, precision: str) -> None:
                 module.to(dtype)
 
 
-def _precision(requested: str, ckpt: dict[str, Any], dev: torch.device) -> str:
+def _precision(requested: str, trained: str | None, dev: torch.device) -> str:
     """``"run"``: the precision the run trained with (so scores match its validation), where it works here."""
     if requested != "run":
         return resolve_precision(requested, dev)
-    trained = ckpt.get("precision")
     if trained == "fp32" or (trained == "fp16" and dev.type == "cuda") or (
             trained == "bf16" and (dev.type == "cuda" or cpu_has_native_bf16())):
         return trained

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,14 @@ class Objective:
         if key not in self._on:
             self._on[key] = torch.tensor(self.class_weights[task], dtype=torch.float32, device=device)
         return self._on[key]
+
+    def to_dict(self) -> dict[str, Any]:
+        """As checkpoints keep it: plain data."""
+        return {"class_weights": self.class_weights, "label_smoothing": self.label_smoothing}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "Objective":
+        return cls(saved.get("class_weights") or {}, float(saved.get("label_smoothing") or 0.0))
 
 
 def balanced_weights(label_ids: np.ndarray, n_classes: int) -> list[float]:

@@ -8,9 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import mtlcli.components  # noqa: F401  (registers the built-in components)
 from mtlcli.errors import UserError
-from mtlcli.registry import heads, poolers
 
 
 class MultiTaskModel(nn.Module):
@@ -90,18 +88,6 @@ def _first_line(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def build_model(backbone: nn.Module, label_sets: dict[str, list[str]], pooling: str, head: str,
-                normalize: bool, pooler_options: dict | None = None, head_options: dict | None = None) -> MultiTaskModel:
-    hidden = backbone.config.hidden_size
-    try:
-        pooler = poolers.get(pooling)(hidden, **(pooler_options or {}))
-        size = getattr(pooler, "output_size", hidden)
-        task_heads = {t: heads.get(head)(size, len(labels), **(head_options or {})) for t, labels in label_sets.items()}
-    except TypeError as exc:
-        raise UserError(f"pooler '{pooling}' or head '{head}' does not accept these options: {exc}") from None
-    return MultiTaskModel(backbone, pooler, task_heads, normalize)
-
-
 # ---- freezing ---------------------------------------------------------------------------------
 
 
@@ -113,11 +99,27 @@ def _layers(backbone: nn.Module) -> nn.ModuleList:
     return max(lists, key=len)
 
 
+FREEZABLE = ("none", "backbone", "embeddings")  # and bottom:N, and a task's name (its head)
+
+
+def check_freeze(specs: list[str], tasks: list[str]) -> None:
+    """--freeze against the run's tasks, before the model loads."""
+    for spec in specs:
+        if spec not in FREEZABLE and not spec.startswith("bottom:") and spec not in tasks:
+            raise UserError(f"--freeze {spec}: not one of none, backbone, embeddings, bottom:N or a task "
+                            f"({', '.join(tasks)})")
+    if "backbone" in specs and set(tasks) <= set(specs):
+        raise UserError(_frozen_whole(specs))
+
+
+def _frozen_whole(specs: list[str]) -> str:
+    return f"--freeze {' '.join(specs)} freezes the whole model: nothing would train"
+
+
 def apply_freeze(model: MultiTaskModel, specs: list[str]) -> None:
     """Freeze parts of the model: backbone, embeddings, bottom:N, or a task's head by name."""
+    check_freeze(specs, list(model.heads))
     for spec in specs:
-        if spec == "none":
-            continue
         if spec == "backbone":
             model.backbone.requires_grad_(False)
         elif spec == "embeddings" or spec.startswith("bottom:"):
@@ -132,13 +134,8 @@ def apply_freeze(model: MultiTaskModel, specs: list[str]) -> None:
                     layer.requires_grad_(False)
         elif spec in model.heads:
             model.heads[spec].requires_grad_(False)
-        else:
-            raise UserError(
-                f"--freeze {spec}: not one of none, backbone, embeddings, bottom:N or a task "
-                f"({', '.join(model.heads)})"
-            )
-    if not any(p.requires_grad for p in model.parameters()):
-        raise UserError(f"--freeze {' '.join(specs)} freezes the whole model: nothing would train")
+    if not any(p.requires_grad for p in model.parameters()):  # e.g. embeddings and every layer and every head
+        raise UserError(_frozen_whole(specs))
 
 
 def parameter_groups(model: MultiTaskModel, extra: nn.Module, lr_backbone: float, lr_heads: float,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mtlcli.atomic import replacing
 from mtlcli.errors import UserError
 
 Series = dict[str, list[dict[str, Any]]]  # run name -> its metrics rows
@@ -102,10 +103,9 @@ def write_png(series: Series, panels: list[tuple[str, list[str]]], path: str | P
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with replacing(path) as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 
@@ -162,8 +162,7 @@ def write_confusion_png(cm, labels: list[str], title: str, path: str | Path) -> 
             ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", color="white" if cm[i, j] > high else "black")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with replacing(path) as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -1,46 +1,50 @@
 """Texts in, predictions out, in bounded chunks: a file of any length runs in constant memory.
 
-Input: texts given directly, a CSV with the run's text column, or plain text (one per line), from a
-file or standard input. Output: JSONL or CSV written chunk by chunk, and optionally the sentence
-vectors as a ``.npy`` file assembled at the end from rows appended to a temporary file.
+Input: texts given directly, a table with the run's text column (CSV, TSV, JSON Lines, Parquet,
+read by ``mtlcli.rows``), or plain text (one per line), from a file or standard input. Output: JSONL
+or CSV written chunk by chunk, and optionally the sentence vectors as a ``.npy`` file assembled at
+the end from rows appended to a temporary file.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
-import os
+import re
 import shutil
 import sys
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
-from mtlcli.errors import UserError
+from mtlcli import rows
+from mtlcli.atomic import replacing, temporary_name
+from mtlcli.errors import UserError, shown
 
 CHUNK = 4096  # texts read, predicted and written at a time
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+MAYBE_PLAIN = ("", ".txt")  # extensions whose file may be a table or plain text; so may standard input
+_HEADER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,39}")
 
 
 @dataclass
 class Source:
-    """Where texts come from. ``columns`` is the CSV header, or None for plain text."""
+    """Where texts come from. ``columns`` is the table's header, or None for plain text."""
 
     name: str
     columns: list[str] | None
-    records: Iterator[tuple[list[str] | None, str]]  # (the CSV row or None, the text)
+    records: Iterator[tuple[list[str] | None, str]]  # (the table row or None, the text)
     size: int | None = None  # bytes, when known, for a progress bar
     position: Callable[[], int] = lambda: 0  # bytes read so far
+    warning: str | None = None  # for the user: how the input was understood, when it may surprise
 
 
 @dataclass
 class Chunk:
     texts: list[str]
-    rows: list[list[str]] | None  # the CSV rows the texts came from
+    rows: list[list[str]] | None  # the table rows the texts came from
     probs: dict[str, np.ndarray]  # task -> [n, labels]
     embeddings: np.ndarray | None
 
@@ -52,77 +56,58 @@ def from_texts(texts: list[str]) -> Source:
     return Source("arguments", None, ((None, t) for t in texts))
 
 
-def open_input(path: str, text_column: str) -> Source:
-    """A CSV when the file ends in .csv or its first line is a header naming ``text_column``;
-    otherwise one text per line (blank lines skipped). ``-`` reads standard input."""
-    if path == "-":
-        raw = getattr(sys.stdin, "buffer", None)
-        stream = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") if raw is not None else sys.stdin
-        name, size, position = "<stdin>", None, lambda: 0
-        close = stream.detach if raw is not None else (lambda: None)  # standard input stays open
-    else:
-        file = Path(path)
-        if not file.is_file():
-            raise UserError(f"{path}: {'is a folder, not a file' if file.is_dir() else 'file not found'}")
-        raw = open(file, "rb")  # noqa: SIM115  (closed when the records run out)
-        stream = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-        name, size = path, file.stat().st_size
-        position = lambda: size if raw.closed else raw.tell()  # noqa: E731  (closed: read to the end)
-        close = stream.close
-    lines = _checked_lines(stream, name, close)
+def open_input(path: str, text_column: str, delimiter: str | None = None) -> Source:
+    """A table or plain text, by the rule in docs/predict.md; ``-`` reads standard input.
+
+    .csv, .tsv, .tab, .jsonl, .ndjson, .parquet and any other extension but .txt: a table. .txt, no
+    extension and standard input: a table when the first line names ``text_column`` (or with a
+    ``delimiter``), else one text per line (blank lines skipped).
+    """
+    delimiter = rows.delimiter_char(delimiter)
+    if path != "-" and Path(path).suffix.lower() not in MAYBE_PLAIN:
+        return _table(rows.open_rows(path, text_column, delimiter))
+    lines = rows.Lines(path)
     first = next(lines, None)
     if first is None:
-        raise UserError(f"{name}: no texts (the input is empty)")
+        raise UserError(f"{lines.name}: no texts (the input is empty)")
+    if delimiter or text_column in _fields(first, rows.sniff(first)):
+        return _table(rows.delimited_rows(lines, text_column, delimiter, first=[first]))
+    source = Source(lines.name, None, _text_records(first, lines), lines.size, lines.position)
+    if _looks_like_header(first):
+        source.warning = (f"{lines.name}: the first line looks like a header ({shown(first.strip(), 80)}) but names "
+                          f"no column '{shown(text_column)}', so the input is read as plain text, one text per line; "
+                          "to read it as a table, name its text column with --text-column (and its delimiter with "
+                          "--delimiter)")
+    return source
+
+
+def _table(table: rows.Rows) -> Source:
+    records = ((cells, cells[table.text_at].strip()) for _, cells in table)
+    return Source(table.name, table.header, records, table.size, table.position)
+
+
+def _fields(line: str, delimiter: str) -> list[str]:
     try:
-        header = [h.strip() for h in next(csv.reader([first]), [])]
+        return [cell.strip() for cell in next(csv.reader([line], delimiter=delimiter), [])]
     except csv.Error:
-        header = []
-    if text_column in header or name.lower().endswith(".csv"):
-        if text_column not in header:
-            lines.close()  # runs its ``finally``: the file is closed
-            raise UserError(f"{name}:1: no text column '{text_column}' in the header (columns: {', '.join(header)}); "
-                            "name it with --text-column")
-        return Source(name, header, _csv_records(first, lines, header, header.index(text_column), name), size, position)
-    return Source(name, None, _text_records(first, lines), size, position)
+        return []
 
 
-def _checked_lines(stream: IO[str], name: str, close: Callable[[], Any]) -> Iterator[str]:
-    line = 0
-    try:
-        for text in stream:
-            line += 1
-            yield text
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{name}:{line + 1}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save it as UTF-8") from None
-    finally:
-        close()
+def _looks_like_header(line: str) -> bool:
+    """Tab-separated, or several comma, semicolon or pipe fields that are all short names
+    (``review,stars``; prose such as ``Well, no`` has a space after its comma)."""
+    line = line.strip()
+    if "\t" in line:
+        return True
+    names = line.split(rows.sniff(line))
+    return len(names) >= 2 and all(_HEADER_NAME.fullmatch(name.strip('"')) for name in names)
 
 
-def _text_records(first: str, lines: Iterator[str]) -> Iterator[tuple[None, str]]:
+def _text_records(first: str, lines: rows.Lines) -> Iterator[tuple[None, str]]:
     for line in _chain(first, lines):
         text = line.strip()
         if text:
             yield None, text
-
-
-def _csv_records(first: str, lines: Iterator[str], header: list[str], at: int,
-                 name: str) -> Iterator[tuple[list[str], str]]:
-    reader = csv.reader(_chain(first, lines), strict=True)
-    start = 1
-    try:
-        next(reader)  # the header
-        start = reader.line_num + 1
-        for row in reader:
-            if row:
-                if len(row) != len(header):
-                    raise UserError(f"{name}:{start}: expected {len(header)} fields as in the header, found {len(row)}")
-                text = row[at].strip()
-                if not text:
-                    raise UserError(f"{name}:{start}: empty '{header[at]}'")
-                yield row, text
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise UserError(f"{name}:{start}: not a valid CSV row ({exc})") from None
 
 
 def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
@@ -199,23 +184,16 @@ def records(chunk: Chunk, label_sets: dict[str, list[str]], top_k: int) -> Itera
 
 @contextmanager
 def open_output(path: str | None) -> Iterator[IO[str]]:
-    """Standard output, or a file written to a temporary name and renamed once complete."""
+    """Standard output, or a file that appears under its name only once complete."""
     if path is None or path == "-":
         yield sys.stdout
         return
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        f = open(tmp, "w", encoding="utf-8", newline="")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    try:
-        with f:
-            yield f
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with ExitStack() as stack:
+        try:
+            f = stack.enter_context(replacing(path, "w", durable=False))
+        except OSError as exc:
+            raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        yield f
 
 
 def write_jsonl(out: IO[str], chunk: Chunk, label_sets: dict[str, list[str]], top_k: int) -> None:
@@ -262,7 +240,7 @@ class NpyWriter:
         self.path = Path(path)
         if self.path.suffix != ".npy":
             raise UserError(f"--embeddings {path}: the file name must end in .npy")
-        self.rows_file = self.path.with_name(f".{self.path.name}.rows.tmp-{os.getpid()}")
+        self.rows_file = temporary_name(self.path.with_name(self.path.name + ".rows"))
         try:
             self.rows = open(self.rows_file, "wb")
         except OSError as exc:
@@ -278,17 +256,13 @@ class NpyWriter:
 
     def finish(self) -> None:
         self.rows.close()
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         try:
-            with open(tmp, "wb") as f, open(self.rows_file, "rb") as rows:
+            with replacing(self.path, durable=False) as f, open(self.rows_file, "rb") as rows:
                 header = {"descr": "<f4", "fortran_order": False, "shape": (self.n, self.dim or 0)}
                 np.lib.format.write_array_header_1_0(f, header)
                 shutil.copyfileobj(rows, f, 1 << 20)
-            os.replace(tmp, self.path)
         finally:
             self.discard()
-            if tmp.exists():
-                tmp.unlink()
 
     def discard(self) -> None:
         self.rows.close()

@@ -1,4 +1,4 @@
-"""The run folder: everything a run writes, each file written atomically (temp file + rename)."""
+"""The run folder: its name, its files (each written atomically, see mtlcli.atomic) and finding them again."""
 
 from __future__ import annotations
 
@@ -11,34 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtlcli.errors import RunFailed, UserError
+from mtlcli.atomic import TMP_MARK, write_atomic
+from mtlcli.errors import UserError
 
 NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LATEST = "latest"
-TMP_MARK = ".tmp-"  # temporary files are .<name>.tmp-<pid>, renamed over <name> when complete
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a temporary file in the same folder, then rename: readers see the old file or the new one.
-
-    A failed write (full disk, no permission) raises RunFailed and leaves the old file as it was.
-    """
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise RunFailed(f"{path}: cannot write ({exc.strerror or exc}); the previous version is kept") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def remove_leftovers(run: Path) -> list[Path]:
     """Delete the temporary files of a process that was killed while writing; returns them."""
-    found = [p for folder in (run, run / "checkpoints") for p in folder.glob(f".*{TMP_MARK}*")]
+    found = [p for folder in (run, run / "checkpoints", run / "plots") for p in folder.glob(f".*{TMP_MARK}*")]
     found += [p for p in (run / ".backbone.tmp",) if p.exists()]
     for p in found:
         if p.is_dir():
@@ -54,10 +36,6 @@ def require_free_space(folder: Path, needed: int, what: str) -> None:
     if free < needed:
         raise UserError(f"{folder}: only {free / 1e6:.0f} MB free on this disk; {what} need about "
                         f"{needed / 1e6:.0f} MB; free some space or choose another --out")
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def check_run_target(out: str | Path, name: str | None) -> Path:

@@ -29,23 +29,8 @@ def unknown_labels(table: data_mod.Table, label_sets: dict[str, list[str]]) -> d
     return found
 
 
-def rebuild_combiner(loaded):
-    """The run's loss combiner with its trained state, so the combined loss is training's objective."""
-    from mtlcli.registry import loss_combiners
-
-    cfg = loaded.config
-    combiner = loss_combiners.get(cfg.get("loss_combiner", "weighted"))(list(loaded.label_sets), cfg.get("task_weights"))
-    state = loaded.ckpt.get("combiner")
-    if state:
-        try:
-            combiner.load_state_dict(state)
-        except (RuntimeError, KeyError) as exc:
-            raise UserError(f"{loaded.checkpoint}: the loss combiner's state does not match ({str(exc).splitlines()[0][:200]})") from None
-    return combiner.to(loaded.device)
-
-
 def score(loaded, path: str | Path, text_column: str | None = None, ignore_unknown: bool = False,
-          batch_size: int | None = None) -> dict[str, Any]:
+          batch_size: int | None = None, delimiter: str | None = None) -> dict[str, Any]:
     """Loss, accuracy, macro-F1, per-class P/R/F1/support and the confusion matrix per task.
 
     Every task of the run that has a column in the CSV is scored; a row with an empty cell is left
@@ -53,20 +38,21 @@ def score(loaded, path: str | Path, text_column: str | None = None, ignore_unkno
     left out of that task (the counts come back under ``"ignored"``).
     """
     from mtlcli.batching import encode
-    from mtlcli.training.evaluate import evaluate
+    from mtlcli.evaluation import evaluate
 
     text_column = text_column or loaded.config.get("text_column", "sentence")
     tasks = list(loaded.label_sets)
-    header = data_mod.read_header(path)
+    header = data_mod.read_header(path, delimiter)
     present = [t for t in tasks if t in header]
     if not present:
         raise UserError(f"{path}:1: no column for any task of the run (tasks: {', '.join(tasks)}; "
                         f"columns: {', '.join(header)})")
-    table = data_mod.read_table(path, text_column, present)
+    table = data_mod.read_table(path, text_column, present, delimiter)
     ignored = unknown_labels(table, loaded.label_sets) if ignore_unknown else {}
-    label_ids = data_mod.encode_labels(table, loaded.label_sets, ignore_unknown=ignore_unknown)
+    label_ids = data_mod.encode_labels(table, loaded.label_sets, ignore_unknown=ignore_unknown,
+                                       unknown_hint="; --ignore-unknown leaves such rows out of that task")
     encoded = encode(loaded.tokenizer, table.texts, label_ids, loaded.max_length)
-    result = evaluate(loaded.model, rebuild_combiner(loaded), encoded, loaded.label_sets, loaded.device, loaded.amp,
+    result = evaluate(loaded.model, loaded.combiner, encoded, loaded.label_sets, loaded.device, loaded.amp,
                       loaded.pad_id, loaded.max_length, loaded.objective, batch_size=batch_size)
     report: dict[str, Any] = {"n": len(table), "loss": _finite(result["loss"]), "tasks": {}}
     for task, r in result["tasks"].items():
@@ -123,12 +109,12 @@ def _file_part(name: str) -> str:
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
     """``eval.json`` and one ``confusion_<task>.png`` per task in ``out``; returns the files written."""
-    from mtlcli import plots, runs
+    from mtlcli import atomic, plots
 
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        runs.write_atomic(out / "eval.json", dumps(report) + "\n")
+        atomic.write_atomic(out / "eval.json", dumps(report) + "\n")
         written = [out / "eval.json"]
         for task, r in report["tasks"].items():
             cm = np.asarray(r["confusion_matrix"])

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mtlcli import config as config_mod, data as data_mod, metrics, runs, scoring
+from mtlcli import atomic, config as config_mod, data as data_mod, metrics, runs, scoring
 from mtlcli.errors import RunFailed, UserError
 
 CACHE = "validation.json"
@@ -48,7 +48,7 @@ def validation_report(run: Path, device: str = "auto", batch_size: int | None = 
         return cached, True
     result = compute(run, device, batch_size)
     try:
-        runs.write_atomic(run / CACHE, scoring.dumps(result) + "\n")
+        atomic.write_atomic(run / CACHE, scoring.dumps(result) + "\n")
     except RunFailed:
         pass  # a read-only run folder: the report is still made, it is only recomputed next time
     return result, False
@@ -62,7 +62,8 @@ def compute(run: Path, device: str = "auto", batch_size: int | None = None) -> d
     cfg = config_mod.resolve(run / "config.yaml", {})
     if not cfg.data:
         raise UserError(f"{run / 'config.yaml'}: names no training data")
-    train, val, _ = data_mod.load_train_val(cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed)
+    train, val, _ = data_mod.load_train_val(cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed,
+                                            cfg.delimiter)
     loaded = load_run(run, device, "run")  # the precision it trained with: the numbers match its validation
     ids = data_mod.encode_labels(val, loaded.label_sets, ignore_unknown=True)
     probs = predict_batches(loaded, val.texts, batch_size)  # batched as validation was: the same labels
@@ -83,7 +84,7 @@ def task_analysis(y: np.ndarray, p: np.ndarray, labels: list[str], table: data_m
 
     def example(i: int, example_loss: float) -> dict[str, Any]:
         text = table.texts[i]
-        return {"line": table.lines[i], "text": text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "...",
+        return {"line": int(table.lines[i]), "text": text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "...",
                 "true": labels[y[i]], "predicted": labels[pred[i]], "confidence": float(p[i, pred[i]]),
                 "p_true": float(p[i, y[i]]), "loss": float(example_loss)}
 

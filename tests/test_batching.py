@@ -77,14 +77,14 @@ def test_a_texts_scores_do_not_depend_on_the_texts_beside_it(trained_run, precis
 
 def _eval_labels(run, csv_path) -> dict[str, list[str]]:
     """The label `mtl eval` gives each row: its own evaluation code, read row by row."""
-    from mtlcli import data as data_mod, scoring
+    from mtlcli import data as data_mod
     from mtlcli.batching import encode
-    from mtlcli.training.evaluate import evaluate
+    from mtlcli.evaluation import evaluate
 
     loaded = load_run(run, precision="run")
     table = data_mod.read_table(csv_path, "sentence", list(loaded.label_sets))
     encoded = encode(loaded.tokenizer, table.texts, data_mod.encode_labels(table, loaded.label_sets), loaded.max_length)
-    result = evaluate(loaded.model, scoring.rebuild_combiner(loaded), encoded, loaded.label_sets, loaded.device,
+    result = evaluate(loaded.model, loaded.combiner, encoded, loaded.label_sets, loaded.device,
                       loaded.amp, loaded.pad_id, loaded.max_length, loaded.objective)
     return {t: [loaded.label_sets[t][i] for i in r["predictions"]] for t, r in result["tasks"].items()}
 

@@ -119,11 +119,11 @@ def test_registry_lists_names_on_an_unknown_one():
 
 
 def test_freeze_options(tiny_model):
-    from mtlcli.model import apply_freeze, build_model, load_pretrained_backbone
+    from mtlcli.builder import build
+    from mtlcli.model import apply_freeze, load_pretrained_backbone
 
     def fresh():
-        return build_model(load_pretrained_backbone(tiny_model), {"a": ["x", "y"], "b": ["p", "q"]},
-                           "mean", "linear", False)
+        return build(load_pretrained_backbone(tiny_model), {"a": ["x", "y"], "b": ["p", "q"]}, {})[0]
 
     m = fresh()
     apply_freeze(m, ["bottom:1"])

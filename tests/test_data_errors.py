@@ -43,7 +43,7 @@ def test_not_utf8(cli, tmp_path):
 def test_binary_file(cli, tmp_path):
     p = tmp_path / "model.bin"
     p.write_bytes(b"\x00\x01\x02PK\x03\x04" * 10)
-    assert "model.bin:1: not a text CSV file" in _train(cli, p)
+    assert "model.bin:1: not a text file" in _train(cli, p)
 
 
 def test_no_header_or_missing_text_column(cli, tmp_path):

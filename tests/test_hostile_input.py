@@ -151,7 +151,7 @@ def test_hostile_csv_through_the_cli_is_exit_2_and_one_line(cli, tmp_path, case)
 
 
 @pytest.mark.parametrize("name, data, needle", [
-    ("nul.csv", b"sentence,class_label\nhello\x00,a\n", "nul.csv:2: not a text CSV file (contains NUL bytes)"),
+    ("nul.csv", b"sentence,class_label\nhello\x00,a\n", "nul.csv:2: not a text file (contains NUL bytes)"),
     ("latin1.csv", "sentence,class_label\nnaïve,a\n".encode("latin-1"), "latin1.csv:2: not UTF-8"),
     ("quote.csv", b'sentence,class_label\n"never closed,a\nnext,b\n', "quote.csv:2:"),
     ("header.csv", b"sentence,class_label,sentiment_label\r\n", "header.csv: has a header but no rows"),

@@ -153,4 +153,4 @@ def test_a_label_only_in_the_held_out_rows_goes_back_to_training(tmp_path):
     train, val, label_sets = load_train_val(str(data), None, "sentence", [], 0.5, seed)
     assert "furious" in label_sets["sentiment_label"]
     assert "furious" in train.labels["sentiment_label"] and "furious" not in val.labels["sentiment_label"]
-    assert len(train) + len(val) == 100 and train.lines == sorted(train.lines)
+    assert len(train) + len(val) == 100 and train.lines.tolist() == sorted(train.lines.tolist())

@@ -23,6 +23,7 @@ def eval_(
     out: Annotated[Optional[Path], option("--out", metavar="DIR", help="Also write eval.json and confusion_<task>.png here.")] = None,
     ignore_unknown: Annotated[bool, option("--ignore-unknown", help="Leave out rows whose label the run never saw, instead of stopping.")] = False,
     text_column: Annotated[Optional[str], option("--text-column", metavar="TEXT", help="Column with the text.", default="the run's")] = None,
+    delimiter: Annotated[Optional[str], option("--delimiter", metavar="CHAR", help="Field delimiter of delimited text, one character (tab: \\t or tab).", default="by extension; else sniffed")] = None,
     batch_size: Annotated[Optional[int], whole_number_option("--batch-size", help="Sentences per batch, as predict and validation.", default="64 on a CPU, 256 on a GPU", low=1)] = None,
     device: Annotated[str, device_option()] = "auto",
     precision: Annotated[str, precision_option("run: as the run trained, so scores match its validation.")] = "run",
@@ -32,7 +33,7 @@ def eval_(
     from mtlcli.inference import load_run
 
     loaded = load_run(run, device, precision)
-    report = scoring.score(loaded, data, text_column, ignore_unknown, batch_size)
+    report = scoring.score(loaded, data, text_column, ignore_unknown, batch_size, delimiter)
     for task, labels in report.get("ignored", {}).items():
         rows = sum(labels.values())
         listed = ", ".join(f"'{label}' ({n})" for label, n in labels.items())

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mtlcli.cli.common import (argument, choice_option, console, device_option, err_console, handles_errors, option,
-                               precision_option, print_note, whole_number_option)
+                               precision_option, print_note, print_warning, whole_number_option)
 from mtlcli.errors import RunFailed, UserError
 
 FORMATS = ("table", "csv", "jsonl")
@@ -22,12 +22,13 @@ FORMATS = ("table", "csv", "jsonl")
 def predict(
     run: Annotated[Path, argument("RUN", "Run folder, e.g. runs/latest, or a folder written by mtl export.")],
     texts: Annotated[Optional[list[str]], argument("TEXT...", "Texts to label (or use --input).")] = None,
-    input_: Annotated[Optional[str], option("--input", "-i", metavar="FILE", help="CSV with the run's text column, or one text per line; - for standard input.")] = None,
+    input_: Annotated[Optional[str], option("--input", "-i", metavar="FILE", help="A table with the run's text column (.csv, .tsv, .jsonl, .parquet, ...), or one text per line; - for standard input.")] = None,
     fmt: Annotated[Optional[str], choice_option("--format", "-f", choices=FORMATS, help="How to write the predictions.", default="table on a terminal; csv for --output *.csv; else jsonl")] = None,
     output: Annotated[Optional[Path], option("--output", "-o", metavar="FILE", help="Write here instead of standard output.")] = None,
     top_k: Annotated[int, whole_number_option("--top-k", help="Show the K most likely labels per task.", default="1", low=1)] = 1,
     embeddings: Annotated[Optional[Path], option("--embeddings", metavar="FILE.npy", help="Also write the pooled sentence vectors to this .npy file, one row per text.")] = None,
-    text_column: Annotated[Optional[str], option("--text-column", metavar="TEXT", help="Column with the text in a CSV input.", default="the run's")] = None,
+    text_column: Annotated[Optional[str], option("--text-column", metavar="TEXT", help="Column with the text in a table input.", default="the run's")] = None,
+    delimiter: Annotated[Optional[str], option("--delimiter", metavar="CHAR", help="Field delimiter of delimited text, one character (tab: \\t or tab); makes a .txt or standard input a table.", default="by extension; else sniffed")] = None,
     batch_size: Annotated[Optional[int], whole_number_option("--batch-size", help="Sentences per forward pass, as eval and validation.", default="64 on a CPU, 256 on a GPU", low=1)] = None,
     device: Annotated[str, device_option()] = "auto",
     precision: Annotated[str, precision_option("run: as the run trained, as mtl eval does; an ONNX export runs in fp32.")] = "run",
@@ -43,7 +44,9 @@ def predict(
         raise UserError("no texts: give TEXT arguments, or --input FILE (- for standard input)")
     model = Model.load(run, device, precision)
     column = text_column or model.config.get("text_column", "sentence")
-    source = predict_io.open_input(input_, column) if input_ else predict_io.from_texts(list(texts))
+    source = predict_io.open_input(input_, column, delimiter) if input_ else predict_io.from_texts(list(texts))
+    if source.warning:
+        print_warning(source.warning)
     label_sets = model.labels
     k = min(top_k, max(len(v) for v in label_sets.values()))
 
@@ -63,7 +66,7 @@ def predict(
         if npy:
             npy.finish()
     except (RuntimeError, MemoryError) as exc:
-        from mtlcli.training.memory import is_out_of_memory
+        from mtlcli.hardware import is_out_of_memory
 
         if not is_out_of_memory(exc):
             raise

@@ -18,14 +18,13 @@ def report(
     device: Annotated[str, device_option("Where the validation set is scored when a run has no validation.json yet.")] = "auto",
 ) -> None:
     """Write one HTML page (no network needed) with each run's settings, data, curves and validation analysis."""
-    from mtlcli import report as report_mod
-    from mtlcli import runs as runs_mod
+    from mtlcli import atomic, report as report_mod
 
     views = report_mod.collect([str(r) for r in runs], device, warn=print_warning, on_compute=print_note)
     html = report_mod.render(views)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        runs_mod.write_atomic(output, html)
+        atomic.write_atomic(output, html)
     except OSError as exc:
         raise UserError(f"--output {output}: cannot write there ({exc.strerror or exc})") from None
     size = len(html.encode("utf-8"))

@@ -82,7 +82,7 @@ def _schema_option(key: str) -> inspect.Parameter:
     s = config_mod.SETTINGS[key]
     flag = config_mod.flag_of(key)
     default = config_mod.default_shown(key)
-    metavar = choices_metavar(s.choices) if s.choices else s.kind.metavar
+    metavar = choices_metavar(s.choices) if s.choices else s.metavar or s.kind.metavar
     if config_mod.is_argument(key):
         kind, info = Optional[str], argument(flag, s.help)
     elif s.kind is config_mod.SWITCH:

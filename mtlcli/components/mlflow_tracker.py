@@ -76,9 +76,9 @@ class MlflowTracker(Tracker):
             experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
             run = self.client.create_run(experiment_id, run_name=run_dir.name, tags={"mtl.run_dir": str(run_dir)})
             self.run_id = run.info.run_id
-            from mtlcli import runs
+            from mtlcli import atomic
 
-            runs.write_json(run_dir / RUN_FILE, {"run_id": self.run_id, "experiment_id": experiment_id,
+            atomic.write_json(run_dir / RUN_FILE, {"run_id": self.run_id, "experiment_id": experiment_id,
                                                  "tracking_uri": self.client.tracking_uri})
         if params:
             self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])

@@ -27,12 +27,12 @@ def is_export(path: Path) -> bool:
 def describe(loaded, kind: str) -> dict[str, Any]:
     """The ``mtl_config.json`` of an export of ``loaded`` (a LoadedRun): plain JSON, nothing to unpickle."""
     ckpt = loaded.ckpt
-    row = ckpt.get("metrics") or {}
+    row = ckpt.metrics
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "mtl_version": __version__,
-        "run": loaded.run.name, "epoch": ckpt.get("epoch"), "precision": ckpt.get("precision", "fp32"),
+        "run": loaded.run.name, "epoch": ckpt.epoch, "precision": ckpt.precision or "fp32",
         "validation": {k: v for k, v in row.items() if k.startswith("val_")},
-        "components": ckpt.get("components") or {}, "config": loaded.config,
+        "components": ckpt.components, "config": loaded.config,
     }
 
 

@@ -60,13 +60,14 @@ def load(path: Path, meta: dict, label_sets: dict[str, list[str]], device: str, 
     from safetensors.torch import load_file
     from transformers import AutoModel
 
-    import mtlcli.components  # noqa: F401
-    from mtlcli.inference import LoadedRun, check_components_installed, ready
-    from mtlcli.model import _quiet_transformers, build_model, load_tokenizer
-    from mtlcli.training.hardware import resolve_device
+    from mtlcli import builder
+    from mtlcli.checkpoint import Checkpoint
+    from mtlcli.hardware import resolve_device
+    from mtlcli.inference import LoadedRun, ready
+    from mtlcli.model import _quiet_transformers, load_tokenizer
 
     cfg = meta["config"]
-    check_components_installed({"components": meta.get("components")}, path / export_folder.CONFIG)
+    builder.check_installed(meta.get("components") or {}, path / export_folder.CONFIG)
     dev = resolve_device(device)
     _quiet_transformers()
     tokenizer = load_tokenizer(str(path))
@@ -76,8 +77,7 @@ def load(path: Path, meta: dict, label_sets: dict[str, list[str]], device: str, 
     except (OSError, ValueError, SafetensorError) as exc:
         raise UserError(f"{path}: cannot load the exported weights ({str(exc).splitlines()[0][:200]})") from None
     try:
-        model = build_model(backbone, label_sets, cfg["pooling"], cfg["head"], bool(cfg.get("normalize")),
-                            cfg.get("pooler_options"), cfg.get("head_options"))
+        model, combiner = builder.build(backbone, label_sets, cfg)  # the combiner untrained: exports keep no losses
         missing, unexpected = model.load_state_dict(heads, strict=False)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise UserError(f"{path / HEADS}: does not match the export's config ({str(exc).splitlines()[0][:200]})") from None
@@ -86,6 +86,7 @@ def load(path: Path, meta: dict, label_sets: dict[str, list[str]], device: str, 
         raise UserError(f"{path / HEADS}: does not match the export's config "
                         f"(missing {', '.join(missing) or 'nothing'}; unexpected {', '.join(unexpected) or 'nothing'})")
     precision = ready(model, dev, precision, meta.get("precision"))
-    ckpt = {"config": cfg, "labels": label_sets, "metrics": meta.get("validation") or {}, "epoch": meta.get("epoch"),
-            "precision": meta.get("precision"), "components": meta.get("components")}
-    return LoadedRun(path, path / HEADS, model, tokenizer, label_sets, cfg, ckpt, dev, precision)
+    # what the run's checkpoint said of itself, as the export's config keeps it (the heads are in the model)
+    ckpt = Checkpoint(cfg, label_sets, {}, metrics=meta.get("validation") or {}, epoch=meta.get("epoch"),
+                      precision=meta.get("precision"), components=meta.get("components") or {})
+    return LoadedRun(path, path / HEADS, model, combiner.to(dev), tokenizer, ckpt, dev, precision)

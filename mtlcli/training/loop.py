@@ -19,7 +19,7 @@ from mtlcli.data import MISSING
 from mtlcli.losses import Objective, task_losses
 from mtlcli.training.distributed import (Dist, all_gather_object, all_reduce_max, average_grads, shard, sum_in_place,
                                         usable_batches)
-from mtlcli.training.evaluate import evaluate
+from mtlcli.evaluation import evaluate
 from mtlcli.training.grad_scaling import clip_and_step
 from mtlcli.training.policies import EarlyStopping
 from mtlcli.training.report import Reporter

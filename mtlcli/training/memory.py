@@ -81,15 +81,6 @@ def check_batch_fits(backbone: torch.nn.Module, lengths: np.ndarray, batch_size:
     return need
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """A failed allocation: CUDA out of memory, the CPU allocator refusing, or Python's MemoryError."""
-    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower()
-                                              or "not enough memory" in text)
-
-
 def out_of_memory(what: str, batch_size: int, max_length: int, kept: str = "") -> RunFailed:
     """The one line for a failed allocation: what ran, and the two settings that set its size."""
     return RunFailed(f"out of memory during {what}: lower --batch-size (now {batch_size}) or --max-length "

@@ -59,14 +59,14 @@ class BestCheckpoint:
 
     PATTERN = re.compile(r"best_epoch_(\d+)\.pt")
 
-    def __init__(self, folder: Path, keep_all: bool, save: Callable[[Path, dict], None]):
+    def __init__(self, folder: Path, keep_all: bool, save: Callable[[Path, Any], None]):
         self.folder = folder
         self.keep_all = keep_all
         self._save = save
         self.path: Path | None = None
         self._replaced: list[Path] = []
 
-    def __call__(self, epoch: int, payload: dict[str, Any]) -> Path:
+    def __call__(self, epoch: int, payload: Any) -> Path:
         path = self.folder / f"best_epoch_{epoch}.pt"
         self._save(path, payload)  # the new best is complete on disk before the old one goes
         if self.path is not None and self.path != path and not self.keep_all:

@@ -1,5 +1,6 @@
-"""What `mtl train --resume RUN` needs besides the loop: the run's own settings, the random number
-generators' states as plain data, and a fingerprint of the data the run was trained on.
+"""What `mtl train --resume RUN` needs besides the loop: the run's own settings, last.pt's training
+state (written and put back by one class), the random number generators' states as plain data, and
+a fingerprint of the data the run was trained on.
 
 Everything saved here is lists, numbers, strings and tensors, so ``checkpoints/last.pt`` loads
 with ``torch.load(weights_only=True)`` like every other checkpoint.
@@ -16,8 +17,11 @@ import numpy as np
 import torch
 
 from mtlcli import config as config_mod, runs
+from mtlcli.checkpoint import Checkpoint
 from mtlcli.config import TrainConfig
 from mtlcli.errors import UserError
+from mtlcli.training.loop import Position
+from mtlcli.training.policies import BestCheckpoint, EarlyStopping
 
 LAST = "last.pt"
 
@@ -50,6 +54,75 @@ def resume_settings(run_dir: str | Path, overrides: dict[str, Any], config_file:
 
 def last_checkpoint(run: Path) -> Path:
     return run / "checkpoints" / LAST
+
+
+class TrainingState:
+    """What last.pt holds besides the weights: everything it takes to go on from where training
+    stands. ``payload`` writes it, ``restore`` puts every part back; nothing else reads it."""
+
+    def __init__(self, run: Path, optimizer, scheduler, scaler: torch.amp.GradScaler, stopper: EarlyStopping,
+                 saver: BestCheckpoint, log: runs.MetricsLog, total_steps: int, warmup_steps: int,
+                 fingerprint: dict[str, str]):
+        self.run, self.optimizer, self.scheduler, self.scaler = run, optimizer, scheduler, scaler
+        self.stopper, self.saver, self.log = stopper, saver, log
+        self.total_steps, self.warmup_steps, self.fingerprint = total_steps, warmup_steps, fingerprint
+
+    @staticmethod
+    def read(run: Path, fingerprint: dict[str, str]) -> Checkpoint | None:
+        """The run's last.pt, checked; None when the run stopped before it wrote one."""
+        path = last_checkpoint(run)
+        if not path.is_file():
+            return None
+        saved = Checkpoint.load(path)
+        schedule = saved.resume.get("schedule") if isinstance(saved.resume, dict) else None
+        if not isinstance(schedule, dict) or not isinstance(schedule.get("warmup_steps"), int):
+            raise UserError(f"{path}: holds no usable resume state (not written by mtl train)")
+        digests = saved.resume.get("data_sha256")
+        check_same_data(digests if isinstance(digests, dict) else {}, fingerprint, path)
+        return saved
+
+    @staticmethod
+    def warmup(saved: Checkpoint | None, warmup_ratio: float, total_steps: int) -> int:
+        """Warmup steps: a resumed run keeps the length it started with (raising --epochs stretches
+        only the decay); a new run takes its share of all steps."""
+        return saved.resume["schedule"]["warmup_steps"] if saved else int(warmup_ratio * total_steps)
+
+    def payload(self, at: Position, tally: dict | None) -> dict[str, Any]:
+        return {
+            "epoch": at.epoch, "step": at.step, "tally": tally,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
+            "schedule": {"total_steps": self.total_steps, "warmup_steps": self.warmup_steps},
+            "early_stopping": self.stopper.state_dict(), "best_checkpoint": self.saver.state_dict(),
+            "rng": rng_state(), "metrics_rows": self.log.rows, "data_sha256": self.fingerprint,
+            "batch_order": "train_batches(seed, epoch)",
+        }
+
+    def restore(self, saved: Checkpoint, model, combiner) -> tuple[Position, dict | None]:
+        """Put every stateful part back as last.pt has it; the random number generators last."""
+        state = saved.resume
+        try:
+            model.load_state_dict(saved.model)
+            combiner.load_state_dict(saved.combiner)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if state.get("grad_scaler"):  # empty when saved by a disabled (not fp16) scaler
+                self.scaler.load_state_dict(state["grad_scaler"])
+            self.stopper.load_state_dict(state["early_stopping"])
+            self.saver.load_state_dict(state["best_checkpoint"])
+            start = Position(int(state["epoch"]), int(state["step"]))
+            if start.epoch < 1 or start.step < 0:
+                raise ValueError(f"no epoch {start.epoch}, batch {start.step}")
+            tally = state.get("tally")
+            if start.step and any(set(tally[k]) != set(saved.labels) for k in ("loss_sum", "correct", "counted")):
+                raise ValueError("the epoch's running sums do not match the run's tasks")
+            rows = [dict(r) for r in state["metrics_rows"]]
+            set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UserError(f"{last_checkpoint(self.run)}: cannot resume from it; it does not fit this run ({why})") from None
+        self.log.restore(rows)  # a crash may have logged an epoch after last.pt was written: it runs again
+        return start, tally
 
 
 # ---- random number generators as plain data ---------------------------------------------------

@@ -1,4 +1,4 @@
-"""Device and numeric precision: what to run on and whether bf16 autocast pays off there."""
+"""Device and numeric precision: what to run on, whether bf16 autocast pays off there, and a failed allocation."""
 
 from __future__ import annotations
 
@@ -61,3 +61,12 @@ def autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: CUDA out of memory, the CPU allocator refusing, or Python's MemoryError."""
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower()
+                                              or "not enough memory" in text)
