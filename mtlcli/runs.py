@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -156,14 +157,12 @@ def _taken(path: Path) -> bool:
 
 def free_name(out: Path, name: str) -> str:
     """``name``, or the first of NAME-2, NAME-3, ... that nothing in ``out`` has."""
-    n = 1
-    while _taken(out / (candidate := name if n == 1 else f"{name}-{n}")):
-        n += 1
-    return candidate
+    candidates = itertools.chain([name], (f"{name}-{n}" for n in itertools.count(2)))
+    return next(c for c in candidates if not _taken(out / c))
 
 
 def runs_beside(path: Path) -> str:
-    """The run folders next to a path that does not exist, closest name first: what the user may have meant."""
+    """The run folders beside a path that does not exist, and the closest name: what the user may have meant."""
     import difflib
 
     try:

@@ -15,6 +15,7 @@ class OneLineErrors(TyperGroup):
     """Usage errors in any command are one line on stderr, 'error: ...', exit code 2, like every other error."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from rich.markup import escape
         from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
         from mtlcli.cli.common import print_error, usage_line
@@ -25,17 +26,11 @@ class OneLineErrors(TyperGroup):
             typer.echo(exc.ctx.get_help())
             code = 0
         except ClickException as exc:
-            print_error(_escape(usage_line(exc)))
+            print_error(escape(usage_line(exc)))
             code = 2
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 app = typer.Typer(
