@@ -7,13 +7,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mtlcli.cli.common import console, handles_errors, option
+from mtlcli.cli.common import choices_metavar, console, handles_errors, option
 from mtlcli.errors import UserError
+from mtlcli.registry import KINDS
 
 
 def _kind(value: str | None) -> list[str]:
-    from mtlcli.registry import KINDS
-
     if value is None:
         return list(KINDS)
     for kind in KINDS:  # "head", "heads", "loss-combiner" all name one kind
@@ -39,7 +38,7 @@ def component_rows(kinds: list[str]) -> list[dict[str, Any]]:
 
 @handles_errors
 def plugins(
-    kind: Annotated[Optional[str], option("--kind", metavar="[poolers|heads|loss_combiners|schedulers|trackers]", help="Only this kind (head, loss-combiner and the like work too).", default="every kind")] = None,
+    kind: Annotated[Optional[str], option("--kind", metavar=choices_metavar(KINDS), help="Only this kind (head, loss-combiner and the like work too).", default="every kind")] = None,
     as_json: Annotated[bool, option("--json", help="Print a JSON list instead of a table.")] = False,
 ) -> None:
     """List the components (built-in and from installed plugins) and whether each loads.
