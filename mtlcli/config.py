@@ -410,6 +410,7 @@ def blame_in_file(where: str) -> Blame:
 
 def blame_on_command_line(texts: dict[str, str]) -> Blame:
     """Name the flag and the text the user typed."""
+
     def blame(key: str, value: Any, problem: str) -> str:
         typed = texts.get(key, str(value))
         return f"{flag_of(key)} {shown(typed)}: {problem}" if typed else f"{flag_of(key)}: {problem}"
