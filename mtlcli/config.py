@@ -203,8 +203,8 @@ def setting(default: Any, help: str, **schema: Any) -> Any:
 @dataclass
 class TrainConfig:
     # data
-    data: str | None = setting(None, "Training CSV: a text column and one column per task.", flag="DATA")
-    val: str | None = setting(None, "Validation CSV.", default_text="hold out --val-split of DATA")
+    data: str | None = setting(None, "Training data (CSV, TSV, JSONL, Parquet): a text column and one column per task.", flag="DATA")
+    val: str | None = setting(None, "Validation data, in any format DATA takes.", default_text="hold out --val-split of DATA")
     text_column: str = setting("sentence", "Column with the text.")
     tasks: list[str] = setting([], "A task column to train (repeatable).", kind=TEXTS, flag="--task",
                                default_text="every other column")

@@ -18,7 +18,7 @@ from mtlcli.cli.common import (argument, console, device_option, handles_errors,
 @handles_errors
 def eval_(
     run: Annotated[Path, argument("RUN", "Run folder, e.g. runs/latest.")],
-    data: Annotated[Path, argument("DATA", "Labelled CSV: the run's text column and any of its task columns.")],
+    data: Annotated[Path, argument("DATA", "Labelled data (CSV, TSV, JSONL, Parquet): the run's text column and any of its task columns.")],
     as_json: Annotated[bool, option("--json", help="Print one JSON object instead of tables.")] = False,
     out: Annotated[Optional[Path], option("--out", metavar="DIR", help="Also write eval.json and confusion_<task>.png here.")] = None,
     ignore_unknown: Annotated[bool, option("--ignore-unknown", help="Leave out rows whose label the run never saw, instead of stopping.")] = False,
@@ -28,7 +28,7 @@ def eval_(
     device: Annotated[str, device_option()] = "auto",
     precision: Annotated[str, precision_option("run: as the run trained, so scores match its validation.")] = "run",
 ) -> None:
-    """Score RUN's best checkpoint on DATA.csv: loss, accuracy, macro-F1, per-class scores, confusion matrix."""
+    """Score RUN's best checkpoint on labelled DATA: loss, accuracy, macro-F1, per-class scores, confusion matrix."""
     from mtlcli import scoring
     from mtlcli.inference import load_run
 

@@ -22,7 +22,7 @@ def train(
     nproc: Annotated[Optional[int], whole_number_option("--nproc", help="Train with this many processes on this machine (DistributedDataParallel, one per GPU); see docs/scaling.md.", low=1)] = None,
     **given: Any,
 ) -> None:
-    """Fine-tune a backbone with one head per task on DATA.csv and save the run."""
+    """Fine-tune a backbone with one head per task on DATA and save the run."""
     from mtlcli.cli.progress import make_reporter
     from mtlcli.training.distributed import is_main_process
     from mtlcli.training.interrupt import TrainingInterrupted

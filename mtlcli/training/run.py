@@ -87,7 +87,7 @@ def check_inputs(cfg: TrainConfig, resume: Path | None, nproc: int = 1, new_fold
     check that the run folder can be made (the main process does).
     """
     if not cfg.data:
-        raise UserError("no training data: give DATA.csv (or 'data' in the config file)")
+        raise UserError("no training data: give DATA (a CSV, TSV, JSONL or Parquet file, or 'data' in the config file)")
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     if device.type == "cuda" and nproc > torch.cuda.device_count():
