@@ -16,16 +16,18 @@ class OneLineErrors(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         from rich.markup import escape
-        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+        from mtlcli.cli.common import click_errors, print_error, usage_line
 
-        from mtlcli.cli.common import print_error, usage_line
-
+        errors = click_errors()
+        no_args = getattr(errors, "NoArgsIsHelpError", ())  # older Click prints the help and exits 0 itself
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except NoArgsIsHelpError as exc:  # plain `mtl`: the help is what was asked for
-            typer.echo(exc.ctx.get_help())
+        except no_args as exc:  # plain `mtl`: the help is what was asked for
+            help_text = exc.format_message()  # empty when Typer's rich help has printed itself already
+            if help_text.strip():
+                typer.echo(help_text)
             code = 0
-        except ClickException as exc:
+        except errors.ClickException as exc:
             print_error(escape(usage_line(exc)))
             code = 2
         if not standalone_mode:

@@ -138,12 +138,21 @@ def choices_metavar(choices: tuple[str, ...]) -> str:
     return "[" + "|".join(choices) + "]"
 
 
+def click_errors():
+    """The module of the Click exceptions Typer raises: its own copy of Click since Typer 0.29, Click before."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
 def usage_line(exc) -> str:
     """A Click usage error as one line: a bad value names the flag and the value, as the value errors of
     the commands do; an unknown option, command or missing argument points at the command's help."""
-    from typer._click.exceptions import BadParameter, MissingParameter  # typer raises its own copy of Click's
-
-    if isinstance(exc, BadParameter) and not isinstance(exc, MissingParameter) and exc.param is not None:
+    errors = click_errors()
+    if (isinstance(exc, errors.BadParameter) and not isinstance(exc, errors.MissingParameter)
+            and exc.param is not None):
         value = f" {exc.value}" if isinstance(exc, BadValue) else ""
         return " ".join(f"{_name_of(exc.param)}{value}: {exc.message}".split()).rstrip(".")
     message = " ".join(exc.format_message().split()).rstrip(".")
