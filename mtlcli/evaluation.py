@@ -20,8 +20,9 @@ def evaluate(model, combiner, data: Encoded, label_sets: dict[str, list[str]], d
     """Per task: mean loss, accuracy, macro-F1 and the confusion matrix; plus the combined loss.
 
     The combined loss is the training objective (the same combiner) applied to the mean task losses.
-    Under torchrun (``dist``, a distributed.Dist) each process scores every W-th batch; the loss sums
-    and predictions are then summed over processes, so every process returns the whole set's metrics.
+    Under torchrun (``dist``: the training.distributed.Dist a training process passes) each process
+    scores every W-th batch; the loss sums and predictions are then summed over processes, so every
+    process returns the whole set's metrics.
     """
     was_training = model.training
     model.eval()
@@ -67,9 +68,7 @@ def evaluate(model, combiner, data: Encoded, label_sets: dict[str, list[str]], d
 def _gather(loss_sum: dict[str, torch.Tensor], preds: dict[str, np.ndarray], device, d) -> None:
     """Every process's part of the results, on every process: loss sums add up; each row was
     predicted by one process and is MISSING (negative) on the others, so the maximum is its class."""
-    from mtlcli.training.distributed import all_reduce_max, sum_in_place
-
-    sum_in_place(list(loss_sum.values()), d)
+    d.sum_in_place(list(loss_sum.values()))
     for t, p in preds.items():
-        merged = all_reduce_max(torch.from_numpy(p).to(device), d)
+        merged = d.max(torch.from_numpy(p).to(device))
         preds[t] = merged.cpu().numpy()

@@ -32,6 +32,13 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    # what code outside training/ may ask of the process group it is handed (evaluation does)
+    def sum_in_place(self, tensors: list[torch.Tensor]) -> None:
+        sum_in_place(tensors, self)
+
+    def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        return all_reduce_max(tensor, self)
+
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
