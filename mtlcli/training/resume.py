@@ -58,7 +58,8 @@ def last_checkpoint(run: Path) -> Path:
 
 class TrainingState:
     """What last.pt holds besides the weights: everything it takes to go on from where training
-    stands. ``payload`` writes it, ``restore`` puts every part back; nothing else reads it."""
+    stands. ``read`` finds and checks last.pt, ``warmup`` keeps a resumed run's warmup as it began,
+    ``payload`` writes the state and ``restore`` puts every part back; nothing else touches it."""
 
     def __init__(self, run: Path, optimizer, scheduler, scaler: torch.amp.GradScaler, stopper: EarlyStopping,
                  saver: BestCheckpoint, log: runs.MetricsLog, total_steps: int, warmup_steps: int,
