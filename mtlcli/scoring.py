@@ -22,10 +22,11 @@ def unknown_labels(table: data_mod.Table, label_sets: dict[str, list[str]]) -> d
     found: dict[str, dict[str, int]] = {}
     for task, values in table.labels.items():
         known = set(label_sets[task])
-        for value in values:
-            if value and value not in known:
-                found.setdefault(task, {}).setdefault(value, 0)
-                found[task][value] += 1
+        counts = np.bincount(values.codes, minlength=len(values.names))  # rows per distinct cell
+        unseen = {name: int(counts[code]) for code, name in enumerate(values.names)
+                  if name and name not in known and counts[code]}
+        if unseen:
+            found[task] = unseen
     return found
 
 
