@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -164,14 +164,3 @@ def predict_encoded(loaded: LoadedRun, data: Encoded, batch_size: int | None = N
             out[t] = np.zeros((n, values.shape[-1]), dtype=np.float32) if out[t] is None else out[t]
             out[t][rows] = values
     return out
-
-
-def chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
