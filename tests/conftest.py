@@ -32,8 +32,11 @@ def tiny_model(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("tiny-bert")
     with SAMPLE.open(encoding="utf-8") as f:
         words = [w.strip(string.punctuation).lower() for row in csv.DictReader(f) for w in row["sentence"].split()]
-    (folder / "vocab.txt").write_text("\n".join(_vocab([w for w in words if w])) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    vocab = _vocab([w for w in words if w])
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    # positional: the keyword is vocab_file in transformers 4 and vocab in 5, and an unknown one is ignored
+    tokenizer = BertTokenizerFast(str(folder / "vocab.txt"), do_lower_case=True)
+    assert tokenizer.vocab_size == len(vocab), "the tiny tokenizer lost its vocabulary: every word would be [UNK]"
     tokenizer.save_pretrained(str(folder))
     torch.manual_seed(0)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -20,7 +20,7 @@ from mtlcli.quality import check_task, majority_baseline
 
 def test_auto_max_length_covers_95_percent_of_texts_rounded_up_to_8(tiny_model):
     tokenizer = load_tokenizer(tiny_model)
-    texts = [" ".join(["word"] * n) for n in range(1, 101)]  # 3 to 102 tokens with [CLS] and [SEP]
+    texts = [" ".join(["a"] * n) for n in range(1, 101)]  # 3 to 102 tokens with [CLS] and [SEP]
     _, lengths = tokenize(tokenizer, texts, 512)
     chosen = choose_max_length(tokenizer, texts, 256, seed=0)
     assert chosen % 8 == 0
