@@ -153,20 +153,27 @@ class RequestLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start, status, note = time.perf_counter(), [500], {}
+        start, status, note, logged = time.perf_counter(), [500], {}, [False]
         scope["mtl.log"] = note  # the handler adds what it did
 
-        async def sending(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
+        def write_line() -> None:
+            logged[0] = True
             client = scope.get("client") or ("-", 0)
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
             ms = (time.perf_counter() - start) * 1000
             extra = f" {note['note']}" if "note" in note else ""
             print(f"{stamp} {client[0]} {scope['method']} {scope['path']} {status[0]} {ms:.1f} ms{extra}",
                   file=self.log, flush=True)
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                write_line()  # before the last byte leaves: a client that has its answer finds the line
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            if not logged[0]:  # no complete response went out
+                write_line()
