@@ -68,6 +68,15 @@ def read_number(text: str) -> float:
     return value
 
 
+def _number_or_model(text: str) -> float | str:
+    if text == "model":
+        return text
+    try:
+        return read_number(text)
+    except ValueError:
+        raise ValueError("expected a number or model") from None
+
+
 def _auto_or_whole_number(text: str) -> int | str:
     if text == "auto":
         return text
@@ -122,6 +131,7 @@ WHOLE = Kind("N", read_whole_number)
 NUMBER = Kind("X", read_number)
 SWITCH = Kind("", bool)  # --key/--no-key: the command line gives the value itself
 AUTO_OR_WHOLE = Kind("auto|N", _auto_or_whole_number)
+NUMBER_OR_MODEL = Kind("X|model", _number_or_model)
 TEXTS = Kind("TEXT", str, write=list, join=list)
 WEIGHTS = Kind("TASK=W", _task_and_weight, write=_pairs_written, join=dict)
 CLASS_WEIGHT = Kind("[TASK=]HOW", _class_weight_item,
@@ -150,6 +160,10 @@ def share_below_one(v: float) -> str | None:
 
 def strictly_between_0_and_1(v: float) -> str | None:
     return None if 0.0 < v < 1.0 else "must be between 0 and 1"
+
+
+def share_or_model(v: float | str) -> str | None:
+    return None if v == "model" or (not isinstance(v, str) and 0.0 <= v < 1.0) else "must be model or in [0, 1)"
 
 
 def seed_range(v: int) -> str | None:
@@ -217,6 +231,9 @@ class TrainConfig:
                                 default_text="bundled all-MiniLM-L6-v2")
     max_length: int | str = setting("auto", "Truncate texts to this many tokens; auto: the length 95% of the training "
                                     "texts fit in.", kind=AUTO_OR_WHOLE, check=token_count)
+    attention_dropout: float | str = setting(0.0, "Dropout on the backbone's attention weights while training; 0 "
+                                             "lets attention run as one fused kernel on a CPU (half the memory); "
+                                             "model: the model's own.", kind=NUMBER_OR_MODEL, check=share_or_model)
     pooling: str = setting("mean", "Pooler: cls, mean, max or a plugin's (mtl plugins lists them).")
     normalize: bool = setting(False, "L2-normalize the pooled vector before the heads.", kind=SWITCH)
     head: str = setting("linear", "Head per task: linear, mlp or a plugin's.")

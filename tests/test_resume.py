@@ -167,3 +167,26 @@ def test_last_checkpoint_is_plain_data_and_serves_eval(cli, small_csv, train_arg
     assert state["best_checkpoint"]["name"] == json.loads((run / "summary.json").read_text())["best_checkpoint"].split("/")[-1]
     loaded = load_run(run, device="cpu", precision="fp32", checkpoint=run / "checkpoints" / "last.pt")
     assert loaded.ckpt.epoch == 2
+
+
+
+def test_a_run_from_before_attention_dropout_was_a_setting_resumes_with_the_models_own(cli, small_csv, train_args,
+                                                                                       tmp_path):
+    # such a run trained with the backbone's own attention dropout (0.1 in the tiny BERT's config) and
+    # its config.yaml has no attention_dropout key; resumed, it goes on with 0.1 as if it never stopped
+    whole = cli("train", small_csv, *train_args, "--epochs", "3", "--patience", "5", "--attention-dropout", "0.1",
+                "--name", "whole")
+    assert whole.exit_code == 0, whole.output
+    with pytest.raises(TrainingInterrupted):
+        train(settings(small_csv, train_args, tmp_path, "old", attention_dropout=0.1), SignalAt(2, 3))
+    run = tmp_path / "runs" / "old"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved.pop("attention_dropout") == 0.1
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+
+    result = cli("train", "--resume", run, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert metrics(run) == metrics(tmp_path / "runs" / "whole")
+    assert yaml.safe_load((run / "config.yaml").read_text())["attention_dropout"] == "model"  # the model's own
+    again = cli("train", "--resume", run)
+    assert again.exit_code == 2 and "the run has finished (epoch 3 of 3)" in again.output

@@ -39,6 +39,8 @@ def resume_settings(run_dir: str | Path, overrides: dict[str, Any], config_file:
         raise UserError(f"--resume continues {run} with its own settings ({run / 'config.yaml'}); "
                         f"drop {', '.join(given)} ({config_mod.resume_rule()})")
     cfg = config_mod.resolve(run / "config.yaml", {})
+    if "attention_dropout" not in config_mod.read_config_file(run / "config.yaml"):
+        cfg.attention_dropout = "model"  # a run from before the setting trained with the model's own value
     for key in config_mod.RESUMABLE:
         value, saved = overrides.get(key), getattr(cfg, key)
         if value is None:

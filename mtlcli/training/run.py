@@ -255,7 +255,8 @@ def tokenize_inputs(cfg: TrainConfig, inputs: Inputs) -> Tokenized:
     model_path = cfg.model or default_model_path()
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(model_path)
-    backbone = load_pretrained_backbone(model_path)
+    own = cfg.attention_dropout == "model"
+    backbone = load_pretrained_backbone(model_path, None if own else cfg.attention_dropout)
     max_length = resolve_max_length(cfg, tokenizer, backbone, model_path, inputs.train.texts)
     train_ids = data_mod.encode_labels(inputs.train, inputs.label_sets)
     val_ids = data_mod.encode_labels(inputs.val, inputs.label_sets)
