@@ -13,10 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import sample_rows, write_csv
-from mtlcli.training.memory import activation_bytes
+from mtlcli.training.memory import HeapTrimmer, _malloc_trim, _resident_bytes, activation_bytes
 
 DRIVER = Path(__file__).with_name("crash_driver.py")
 LONG = 256  # tokens: the tiny model's longest
@@ -50,9 +51,46 @@ def test_the_estimate_of_minilm_matches_the_issue_report():
     assert activation_bytes(config, 32, 128, "fp32") < 2e9  # the default batch is modest
 
 
+def square_saved_for_backward(backbone, seq: int) -> int:
+    """Elements of the length x length tensors one training forward pass keeps for backward."""
+    kept = []
+
+    def pack(t):
+        if t.dim() == 4 and t.shape[-2:] == (seq, seq):  # batch x heads x length x length
+            kept.append(t.numel())
+        return t
+
+    ids = torch.randint(5, backbone.config.vocab_size, (4, seq))
+    mask = torch.ones(4, seq, dtype=torch.bool)
+    mask[:2, seq // 2:] = False  # padded rows: the mask the model passes reaches the kernel
+    backbone.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        backbone(input_ids=ids, attention_mask=mask[:, None, None, :]).last_hidden_state.sum().backward()
+    return sum(kept)
+
+
+def test_without_attention_dropout_training_keeps_no_length_squared_weights(tiny_model):
+    # what halves a CPU training step's memory: PyTorch's fused CPU attention kernel, which takes no dropout
+    from mtlcli.model import load_pretrained_backbone
+    from mtlcli.training.memory import fused_attention
+
+    cpu = torch.device("cpu")
+    fused = load_pretrained_backbone(tiny_model, attention_dropout=0.0)
+    assert fused.config.attention_probs_dropout_prob == 0.0 and fused_attention(fused, cpu)
+    assert square_saved_for_backward(fused, 48) == 0
+
+    dropped = load_pretrained_backbone(tiny_model, attention_dropout=0.1)
+    assert dropped.config.attention_probs_dropout_prob == 0.1 and not fused_attention(dropped, cpu)
+    layers, heads = dropped.config.num_hidden_layers, dropped.config.num_attention_heads
+    assert square_saved_for_backward(dropped, 48) >= layers * 2 * 4 * heads * 48 * 48  # softmax and dropped, per layer
+
+    config = dropped.config
+    assert activation_bytes(config, 32, 128, "fp32", fused_attention=True) < activation_bytes(config, 32, 128, "fp32")
+
+
 def test_a_batch_that_cannot_fit_is_refused_before_a_run_folder_exists(cli, tiny_model, tmp_path):
-    # the tiny model with 32 attention heads: the s^2 attention term makes a batch of 1,500 texts of
-    # 256 tokens need ~60 GB
+    # the tiny model with 32 attention heads and attention dropout (so no fused kernel on a CPU): the
+    # s^2 attention term makes a batch of 1,500 texts of 256 tokens need ~60 GB
     wide = tmp_path / "wide"
     shutil.copytree(tiny_model, wide)
     config = json.loads((wide / "config.json").read_text())
@@ -60,7 +98,7 @@ def test_a_batch_that_cannot_fit_is_refused_before_a_run_folder_exists(cli, tiny
     (wide / "config.json").write_text(json.dumps(config))
     data = write_csv(tmp_path / "long.csv", long_rows(1500))
     result = cli("train", data, "--model", wide, "--batch-size", "100000", "--max-length", str(LONG),
-                 "--precision", "fp32", "--name", "big", "--quiet")
+                 "--precision", "fp32", "--attention-dropout", "0.1", "--name", "big", "--quiet")
     assert result.exit_code == 2, result.output
     (line,) = error_lines(result.output)
     assert "a training batch needs about" in line and "1200 texts of up to 256 tokens" in line
@@ -100,3 +138,22 @@ def test_running_out_of_memory_in_training_and_predict_is_one_line(tiny_model, t
     (line,) = error_lines(predicted.stderr)
     assert line == ("error: out of memory during prediction: lower --batch-size (now 240); texts are cut at 256 "
                     "tokens, the run's --max-length")
+
+
+@pytest.mark.skipif(_malloc_trim() is None, reason="malloc_trim is glibc's")
+def test_freed_heap_memory_goes_back_once_the_process_outgrows_what_a_step_needs():
+    trimmer = HeapTrimmer(torch.device("cpu"), slack=64 << 20)
+    trimmer()  # the first step: what a step needs is this size
+    blocks = [torch.ones(512) for _ in range(150_000)]  # 300 MB of 2 KB blocks, from glibc's heap
+    kept = blocks[::16]  # a few stay alive in between, so the freed pages are not all at the top
+    del blocks
+    grown = _resident_bytes()
+    trimmer()
+    assert _resident_bytes() < grown - (200 << 20)  # the free pages went back
+    trimmer()  # the step after a trim tells what a step needs now; no growth since, no trim
+    assert not trimmer.fresh
+    del kept
+
+
+def test_the_heap_is_left_alone_on_a_gpu():
+    assert HeapTrimmer(torch.device("cuda")).trim is None

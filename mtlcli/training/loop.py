@@ -21,6 +21,7 @@ from mtlcli.training.distributed import (Dist, all_gather_object, all_reduce_max
                                         usable_batches)
 from mtlcli.evaluation import evaluate
 from mtlcli.training.grad_scaling import clip_and_step
+from mtlcli.training.memory import HeapTrimmer
 from mtlcli.training.policies import EarlyStopping
 from mtlcli.training.report import Reporter
 
@@ -146,12 +147,32 @@ class Tally:
         self.seen = int(state["seen"])
 
 
+def gradient_buffers(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[list, list]:
+    """The trained parameters, split: the backbone's (every step gives them a gradient) and the rest."""
+    backbone = {id(q) for q in getattr(model, "module", model).backbone.parameters()}
+    trained = [q for group in optimizer.param_groups for q in group["params"]]
+    return [q for q in trained if id(q) in backbone], [q for q in trained if id(q) not in backbone]
+
+
+def clear_grads(kept: list[torch.Tensor], dropped: list[torch.Tensor]) -> None:
+    """Before each backward pass. The backbone's gradients are zeroed in place, so their buffers stay
+    where they are from step to step instead of leaving holes in the heap for the next step's tensors;
+    the other gradients are dropped, so that AdamW leaves a head whose task had no rows in a batch as it is."""
+    for q in kept:
+        if q.grad is not None:
+            q.grad.zero_()
+    for q in dropped:
+        q.grad = None
+
+
 def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, start: Position = Position(),
         tally_state: dict | None = None) -> dict[str, Any]:
     """Train from ``start`` to ``epochs``; returns how it ended (done, stopped early, interrupted, diverged)."""
     p, reporter, d = parts, hooks.reporter, parts.dist
     tasks = list(p.label_sets)
     multiple = width_multiple(p.device)
+    trim_heap = HeapTrimmer(p.device)
+    kept, dropped = gradient_buffers(p.model, p.optimizer)
     ended = {"epochs_run": start.epoch - 1, "stopped_early": False, "interrupted": False, "diverged": None}
     for epoch in range(start.epoch, epochs + 1):
         # ---- train one epoch; a resumed epoch skips the batches done before it stopped
@@ -174,10 +195,11 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
             summed = task_losses(logits, batch.labels, p.objective)
             loss = p.combiner({t: summed[t][0] * d.world_size / counts[t] for t in tasks if counts[t]})
 
-            p.optimizer.zero_grad(set_to_none=True)
+            clear_grads(kept, dropped)
             p.scaler.scale(loss).backward()  # fp16: scaled up so small gradients do not underflow
             average_grads(p.combiner.parameters(), d)
             clip_and_step(p.scaler, p.optimizer, p.scheduler, p.model.parameters(), p.max_grad_norm)
+            trim_heap()
             tally.add(step, loss, summed, logits, batch.labels, counts, len(rows), d.world_size)
 
             # ---- read-outs (host syncs) only every few batches: display, NaN check, stop request;
