@@ -1,6 +1,7 @@
-"""Memory and time of `mtl train`'s data stage on large generated inputs.
+"""Memory and time of `mtl train`'s data stage, and of `mtl predict`, on large generated inputs.
 
     python benchmarks/memory_benchmark.py --rows 100000 1000000
+    python benchmarks/memory_benchmark.py --rows 100000 1000000 --predict runs/latest
 
 For each size: a CSV of that many short generated sentences with two label columns, then, in a
 fresh child process, exactly what `mtl train` does before its first step with the data: read and
@@ -8,6 +9,10 @@ check the CSV, split it, choose --max-length auto, tokenize both parts. The chil
 resident memory (VmRSS) after imports (the baseline), after reading and splitting, and after
 tokenizing, its peak (VmHWM) at the end of the data stage (read + split) and at the end, and the
 seconds each stage took. ``--skip-tokenize`` measures the data stage alone.
+
+``--predict RUN`` measures `mtl predict RUN --input lines.txt --output out.csv` instead, on a text
+file of that many generated sentences, one per line: the peak resident memory of the whole process
+(its rusage), whole-process seconds, and lines per second.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import subprocess
 import sys
@@ -26,14 +32,44 @@ WORDS = ("battery screen soup waiter hotel flight price delivery service quality
          "laptop beach city train late early broken great terrible fine cold warm slow fast cheap").split()
 
 
+def sentence(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 25))).capitalize() + "."
+
+
 def write_csv(path: Path, rows: int) -> None:
     rng = random.Random(0)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["sentence", "class_label", "sentiment_label"])
         for _ in range(rows):
-            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 25))).capitalize() + "."
-            writer.writerow([text, rng.choice(("a", "b", "c")), rng.choice(("neg", "neu", "pos"))])
+            writer.writerow([sentence(rng), rng.choice(("a", "b", "c")), rng.choice(("neg", "neu", "pos"))])
+
+
+def write_lines(path: Path, rows: int) -> None:
+    rng = random.Random(0)
+    with path.open("w", encoding="utf-8") as f:
+        f.writelines(sentence(rng) + "\n" for _ in range(rows))
+
+
+def measure_predict(run: str, rows: int, tmp: Path) -> None:
+    """One `mtl predict` process on ``rows`` generated lines: its peak RSS and whole-process time."""
+    lines, out = tmp / f"{rows}.txt", tmp / f"{rows}.csv"
+    write_lines(lines, rows)
+    t0 = time.perf_counter()
+    with (tmp / "stderr.txt").open("w+") as err:
+        child_process = subprocess.Popen([sys.executable, "-m", "mtlcli", "predict", run, "--input", str(lines),
+                                          "--output", str(out)], stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(child_process.pid, 0)  # this process's own rusage
+        wall = time.perf_counter() - t0
+        child_process.returncode = os.waitstatus_to_exitcode(status)
+        if child_process.returncode:
+            err.seek(0)
+            print(err.read()[-2000:], file=sys.stderr)
+            return
+    with out.open(encoding="utf-8") as f:
+        written = sum(1 for _ in f) - 1
+    shown = f"{usage.ru_maxrss / 1024:.0f}"  # ru_maxrss is in KB on Linux
+    print(f"| {rows:,} | {written:,} | {shown} | {wall:.1f} | {written / wall:.0f} |", flush=True)
 
 
 def child(path: str, tokenize: bool) -> None:
@@ -73,10 +109,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", type=int, default=[100_000, 1_000_000])
     parser.add_argument("--skip-tokenize", action="store_true", help="measure reading and splitting only")
+    parser.add_argument("--predict", metavar="RUN", help="measure `mtl predict RUN` on that many lines instead")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, not args.skip_tokenize)
+        return
+    if args.predict:
+        print("| lines | predictions written | peak RSS MB | whole process s | lines/s |")
+        print("|---|---|---|---|---|")
+        with tempfile.TemporaryDirectory() as tmp:
+            for rows in args.rows:
+                measure_predict(args.predict, rows, Path(tmp))
         return
     print("| rows | tokens | baseline MB | after read + split | data-stage peak - baseline | after tokenizing | peak MB | "
           "peak - baseline | token ids MB | read s | tokenize s |")
