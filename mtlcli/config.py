@@ -68,22 +68,16 @@ def read_number(text: str) -> float:
     return value
 
 
-def _number_or_model(text: str) -> float | str:
-    if text == "model":
-        return text
-    try:
-        return read_number(text)
-    except ValueError:
-        raise ValueError("expected a number or model") from None
-
-
-def _auto_or_whole_number(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError("expected a number of tokens or auto") from None
+def _word_or(word: str, read: Callable[[str], Any], expected: str) -> Callable[[str], Any]:
+    """A reader for flags that take one word (auto, model) or what ``read`` reads."""
+    def reading(text: str) -> Any:
+        if text == word:
+            return text
+        try:
+            return read(text)
+        except ValueError:
+            raise ValueError(expected) from None
+    return reading
 
 
 def _task_and_weight(text: str) -> tuple[str, float]:
@@ -130,8 +124,8 @@ TEXT = Kind("TEXT", str)
 WHOLE = Kind("N", read_whole_number)
 NUMBER = Kind("X", read_number)
 SWITCH = Kind("", bool)  # --key/--no-key: the command line gives the value itself
-AUTO_OR_WHOLE = Kind("auto|N", _auto_or_whole_number)
-NUMBER_OR_MODEL = Kind("X|model", _number_or_model)
+AUTO_OR_WHOLE = Kind("auto|N", _word_or("auto", int, "expected a number of tokens or auto"))
+NUMBER_OR_MODEL = Kind("X|model", _word_or("model", read_number, "expected a number or model"))
 TEXTS = Kind("TEXT", str, write=list, join=list)
 WEIGHTS = Kind("TASK=W", _task_and_weight, write=_pairs_written, join=dict)
 CLASS_WEIGHT = Kind("[TASK=]HOW", _class_weight_item,
