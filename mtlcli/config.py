@@ -226,7 +226,7 @@ class TrainConfig:
     max_length: int | str = setting("auto", "Truncate texts to this many tokens; auto: the length 95% of the training "
                                     "texts fit in.", kind=AUTO_OR_WHOLE, check=token_count)
     attention_dropout: float | str = setting(0.0, "Dropout on the backbone's attention weights while training; 0 "
-                                             "lets attention run as one fused kernel on a CPU (half the memory); "
+                                             "lets attention run as one fused kernel on a CPU (much less memory); "
                                              "model: the model's own.", kind=NUMBER_OR_MODEL, check=share_or_model)
     pooling: str = setting("mean", "Pooler: cls, mean, max or a plugin's (mtl plugins lists them).")
     normalize: bool = setting(False, "L2-normalize the pooled vector before the heads.", kind=SWITCH)
