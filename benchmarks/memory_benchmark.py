@@ -11,8 +11,8 @@ tokenizing, its peak (VmHWM) at the end of the data stage (read + split) and at 
 seconds each stage took. ``--skip-tokenize`` measures the data stage alone.
 
 ``--predict RUN`` measures `mtl predict RUN --input lines.txt --output out.csv` instead, on a text
-file of that many generated sentences, one per line: the peak resident memory of the whole process
-(its rusage), whole-process seconds, and lines per second.
+file of that many generated sentences, one per line: the peak resident memory of that process
+(its own VmHWM, as benchmarks/children.py measures it), whole-process seconds, and lines per second.
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from children import run_child  # noqa: E402
 
 WORDS = ("battery screen soup waiter hotel flight price delivery service quality room staff food phone "
          "laptop beach city train late early broken great terrible fine cold warm slow fast cheap").split()
@@ -55,21 +57,14 @@ def measure_predict(run: str, rows: int, tmp: Path) -> None:
     """One `mtl predict` process on ``rows`` generated lines: its peak RSS and whole-process time."""
     lines, out = tmp / f"{rows}.txt", tmp / f"{rows}.csv"
     write_lines(lines, rows)
-    t0 = time.perf_counter()
-    with (tmp / "stderr.txt").open("w+") as err:
-        child_process = subprocess.Popen([sys.executable, "-m", "mtlcli", "predict", run, "--input", str(lines),
-                                          "--output", str(out)], stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(child_process.pid, 0)  # this process's own rusage
-        wall = time.perf_counter() - t0
-        child_process.returncode = os.waitstatus_to_exitcode(status)
-        if child_process.returncode:
-            err.seek(0)
-            print(err.read()[-2000:], file=sys.stderr)
-            return
+    done = run_child([sys.executable, "-m", "mtlcli", "predict", run, "--input", str(lines), "--output", str(out)])
+    if done.returncode:
+        print(done.stderr[-2000:], file=sys.stderr)
+        return
     with out.open(encoding="utf-8") as f:
         written = sum(1 for _ in f) - 1
-    shown = f"{usage.ru_maxrss / 1024:.0f}"  # ru_maxrss is in KB on Linux
-    print(f"| {rows:,} | {written:,} | {shown} | {wall:.1f} | {written / wall:.0f} |", flush=True)
+    print(f"| {rows:,} | {written:,} | {done.max_rss_mb:.0f} | {done.wall_s:.1f} | {written / done.wall_s:.0f} |",
+          flush=True)
 
 
 def child(path: str, tokenize: bool) -> None:
