@@ -160,11 +160,16 @@ def train_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
 def sorted_batches(lengths: np.ndarray, batch_size: int, multiple: int = 1, cap: int = 1 << 30) -> list[np.ndarray]:
     """Inference batches: rows sorted by length, each batch holding rows of one padded width only,
     so a row's padding depends on its own length, never on its neighbours'.
-    Callers put results back by ``Batch.index``."""
+    Callers put results back by ``Batch.index``.
+
+    Widest batches first: each batch's tensors then fit in blocks the wider batches before it freed;
+    in the other order every batch needs larger blocks than any freed, and a CPU process only grows.
+    """
     order = np.argsort(lengths, kind="stable")
     widths = np.minimum(-(-lengths[order] // multiple) * multiple, np.maximum(cap, lengths[order]))
     cuts = np.flatnonzero(np.diff(widths)) + 1
-    return [group[i : i + batch_size] for group in np.split(order, cuts) for i in range(0, len(group), batch_size)]
+    batches = [group[i : i + batch_size] for group in np.split(order, cuts) for i in range(0, len(group), batch_size)]
+    return batches[::-1]
 
 
 def iterate(data: Encoded, batches: list[np.ndarray], pad_id: int, device: torch.device, multiple: int = 1,

@@ -30,9 +30,7 @@ def evaluate(model, combiner, data: Encoded, label_sets: dict[str, list[str]], d
     loss_sum = {t: torch.zeros((), device=device) for t in tasks}
     preds = {t: np.full(len(data), MISSING, dtype=np.int64) for t in tasks}
     multiple = width_multiple(device)
-    # longest first: each batch's tensors then fit in blocks the wider batches before it freed; in
-    # the other order every batch needs larger blocks than any freed, and a CPU process only grows
-    batches = sorted_batches(data.lengths, batch_size or inference_batch_size(device), multiple, max_length)[::-1]
+    batches = sorted_batches(data.lengths, batch_size or inference_batch_size(device), multiple, max_length)
     if dist is not None and dist.enabled:
         batches = batches[dist.rank :: dist.world_size]
     found = {t: [] for t in tasks}  # predictions stay on the device until the end: no sync per batch

@@ -52,9 +52,12 @@ def test_inference_batches_hold_one_width_each_and_cover_every_row_once():
     lengths = np.array([5, 9, 12, 3, 16, 17, 7, 33, 8, 15, 16, 2])
     batches = sorted_batches(lengths, 3, 8, 40)
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    widths = []
     for rows in batches:
-        widths = {-(-int(n) // 8) * 8 for n in lengths[rows]}
-        assert len(widths) == 1 and len(rows) <= 3
+        width = {-(-int(n) // 8) * 8 for n in lengths[rows]}
+        assert len(width) == 1 and len(rows) <= 3
+        widths += width
+    assert widths == sorted(widths, reverse=True)  # widest first, so later batches reuse freed memory
 
 
 @pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-5), ("bf16", 2e-2)])
