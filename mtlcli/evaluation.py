@@ -10,6 +10,7 @@ import torch
 from mtlcli import metrics
 from mtlcli.batching import Encoded, inference_batch_size, iterate, sorted_batches, width_multiple
 from mtlcli.data import MISSING
+from mtlcli.heap import HeapTrimmer
 from mtlcli.losses import Objective, task_losses
 
 
@@ -34,6 +35,7 @@ def evaluate(model, combiner, data: Encoded, label_sets: dict[str, list[str]], d
     if dist is not None and dist.enabled:
         batches = batches[dist.rank :: dist.world_size]
     found = {t: [] for t in tasks}  # predictions stay on the device until the end: no sync per batch
+    trim_heap = HeapTrimmer(device)
     for batch in iterate(data, batches, pad_id, device, multiple, max_length):
         with amp():
             logits = model(batch.input_ids, batch.attention_mask)
@@ -41,6 +43,7 @@ def evaluate(model, combiner, data: Encoded, label_sets: dict[str, list[str]], d
         for t in tasks:
             loss_sum[t] += summed[t][0]
             found[t].append(logits[t].argmax(-1))
+        trim_heap()
     rows = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
     for t in tasks:
         if found[t]:

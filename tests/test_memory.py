@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from conftest import sample_rows, write_csv
-from mtlcli.training.memory import HeapTrimmer, _malloc_trim, _resident_bytes, activation_bytes
+from mtlcli.heap import HeapTrimmer, _malloc_trim, _resident_bytes
+from mtlcli.training.memory import activation_bytes
 
 DRIVER = Path(__file__).with_name("crash_driver.py")
 LONG = 256  # tokens: the tiny model's longest
@@ -140,18 +141,24 @@ def test_running_out_of_memory_in_training_and_predict_is_one_line(tiny_model, t
                     "tokens, the run's --max-length")
 
 
+def _grow_and_free_300_mb() -> list[torch.Tensor]:
+    """300 MB of 2 KB blocks from glibc's heap, then freed but for every 16th, which stays alive so
+    the freed pages are not all at the top of the heap."""
+    blocks = [torch.ones(512) for _ in range(150_000)]
+    return blocks[::16]
+
+
 @pytest.mark.skipif(_malloc_trim() is None, reason="malloc_trim is glibc's")
-def test_freed_heap_memory_goes_back_once_the_process_grew_past_the_slack():
-    _malloc_trim()(0)  # free pages that earlier tests left would otherwise serve the blocks below unseen
-    trimmer = HeapTrimmer(torch.device("cpu"), slack=64 << 20)
-    trimmer()  # nothing has grown: no trim
-    assert trimmer.base <= _resident_bytes() + (16 << 20)
-    blocks = [torch.ones(512) for _ in range(150_000)]  # 300 MB of 2 KB blocks, from glibc's heap
-    kept = blocks[::16]  # a few stay alive in between, so the freed pages are not all at the top
-    del blocks
+def test_freed_heap_memory_goes_back_when_a_trimmer_is_made_and_once_the_process_grew_past_the_slack():
+    kept = _grow_and_free_300_mb()
+    freed = _resident_bytes()
+    trimmer = HeapTrimmer(torch.device("cpu"), slack=64 << 20)  # as validation's, made after training freed
+    assert _resident_bytes() < freed - (200 << 20)  # what was freed before it went back at once
+    assert trimmer.base == pytest.approx(_resident_bytes(), abs=16 << 20)
+    kept += _grow_and_free_300_mb()
     grown = _resident_bytes()
     trimmer()
-    assert _resident_bytes() < grown - (200 << 20)  # the free pages went back
+    assert _resident_bytes() < grown - (200 << 20)  # grown past the slack: the free pages went back
     assert trimmer.base == pytest.approx(_resident_bytes(), abs=16 << 20)  # the next trim counts from here
     del kept
 

@@ -20,8 +20,8 @@ from mtlcli.losses import Objective, task_losses
 from mtlcli.training.distributed import (Dist, all_gather_object, all_reduce_max, average_grads, shard, sum_in_place,
                                         usable_batches)
 from mtlcli.evaluation import evaluate
+from mtlcli.heap import HeapTrimmer
 from mtlcli.training.grad_scaling import clip_and_step
-from mtlcli.training.memory import HeapTrimmer
 from mtlcli.training.policies import EarlyStopping
 from mtlcli.training.report import Reporter
 

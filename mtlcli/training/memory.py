@@ -1,5 +1,5 @@
-"""Will a training batch fit in memory? An estimate before training, one clear line when an
-allocation fails anyway, and a CPU process that gives freed memory back.
+"""Will a training batch fit in memory? An estimate before training, and one clear line when an
+allocation fails anyway.
 
 The estimate (per process) is the backbone's activations kept for backward, for the batch with the
 longest sequence, plus the gradients and AdamW's two moments of the trainable weights (the weights
@@ -13,7 +13,6 @@ through may still fail, which the out-of-memory message then covers.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 from typing import Callable
@@ -92,44 +91,6 @@ def check_batch_fits(backbone: torch.nn.Module, lengths: np.ndarray, batch_size:
                         f"to {longest} tokens), but only {free / GB:.1f} GB is {where}; lower --batch-size "
                         f"(now {batch_size}) or --max-length (now {max_length})")
     return need
-
-
-class HeapTrimmer:
-    """Called after every optimizer step: on a CPU with glibc, gives the heap's free pages back to the
-    system (``malloc_trim``) once the process has grown ``slack`` bytes since the last time.
-
-    Why: every training batch has another width, so each step frees tensors of one set of sizes and
-    asks for another; glibc serves them from its heap, whose free blocks stay resident, and the
-    process only grows (a 1-epoch run on long reviews: 2.8 GB where a step needs 1.7). Trimmed, each
-    step starts from the live tensors alone. A step whose activations outgrow ``slack`` (long texts)
-    is followed by a trim every time; short texts stay within it and are rarely trimmed, because a
-    trim costs them up to 15% (the freed pages are faulted in again on the next step).
-    """
-
-    def __init__(self, device: torch.device, slack: int = 256 << 20):
-        self.slack = slack
-        self.trim = _malloc_trim() if device.type == "cpu" else None
-        self.base = _resident_bytes() if self.trim else 0
-
-    def __call__(self) -> None:
-        if self.trim is not None and _resident_bytes() > self.base + self.slack:
-            self.trim(0)
-            self.base = _resident_bytes()
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not Linux with glibc (macOS, Windows, musl): nothing to do
-        return None
-
-
-def _resident_bytes() -> int:
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def out_of_memory(what: str, batch_size: int, max_length: int, kept: str = "") -> RunFailed:

@@ -1,0 +1,54 @@
+"""A CPU process that gives the memory it freed back to the system.
+
+Every batch has another width, so each training step (or validation batch) frees tensors of one set
+of sizes and asks for another; glibc serves them from its heap, whose free blocks stay resident, and
+the process only grows (a 1-epoch run on long reviews: 2.8 GB where a step needs 1.7; its validation
+then took it from 1.9 to 2.4 GB). ``malloc_trim`` gives the free pages back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Callable
+
+import torch
+
+
+class HeapTrimmer:
+    """Called after every optimizer step or inference batch: on a CPU with glibc, gives the heap's free
+    pages back to the system (``malloc_trim``) once the process has grown ``slack`` bytes since the
+    last time, and once when it is made, so it counts from the live objects alone.
+
+    A step whose activations outgrow ``slack`` (long texts) is followed by a trim every time; short
+    texts stay within it and are rarely trimmed, because a trim costs them up to 15% (the freed pages
+    are faulted in again on the next step).
+    """
+
+    def __init__(self, device: torch.device, slack: int = 256 << 20):
+        self.slack = slack
+        self.trim = _malloc_trim() if device.type == "cpu" else None
+        self.base = 0
+        if self.trim is not None:
+            self.trim(0)  # what an earlier stage freed (training, before validation) goes back first
+            self.base = _resident_bytes()
+
+    def __call__(self) -> None:
+        if self.trim is not None and _resident_bytes() > self.base + self.slack:
+            self.trim(0)
+            self.base = _resident_bytes()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not Linux with glibc (macOS, Windows, musl): nothing to do
+        return None
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
