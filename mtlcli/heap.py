@@ -3,7 +3,7 @@
 Every batch has another width, so each training step (or validation batch) frees tensors of one set
 of sizes and asks for another; glibc serves them from its heap, whose free blocks stay resident, and
 the process only grows (a 1-epoch run on long reviews: 2.8 GB where a step needs 1.7; its validation
-then took it from 1.9 to 2.4 GB). ``malloc_trim`` gives the free pages back.
+then took it from 1.8 to 2.4 GB). ``malloc_trim`` gives the free pages back.
 """
 
 from __future__ import annotations
