@@ -30,13 +30,15 @@ class HeapTrimmer:
         self.trim = _malloc_trim() if device.type == "cpu" else None
         self.base = 0
         if self.trim is not None:
-            self.trim(0)  # what an earlier stage freed (training, before validation) goes back first
-            self.base = _resident_bytes()
+            self._trim_now()  # what an earlier stage freed (training, before validation) goes back first
 
     def __call__(self) -> None:
         if self.trim is not None and _resident_bytes() > self.base + self.slack:
-            self.trim(0)
-            self.base = _resident_bytes()
+            self._trim_now()
+
+    def _trim_now(self) -> None:
+        self.trim(0)
+        self.base = _resident_bytes()  # the next trim counts from here
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
