@@ -6,7 +6,8 @@
 Runs one after the other, each as its own process and timed whole (start-up, imports, model load):
   1. the plain loop (peer_loop.py, bf16 autocast) and Hugging Face Trainer (hf_peer.py, bf16=True),
      one epoch at batch 32;
-  2. `mtl train`, one epoch at batch 32 with default settings, on the peers' own train/validation split;
+  2. `mtl train`, one epoch at batch 32 with default settings, on the peers' own train/validation split,
+     and again with --no-cuda-graphs (what recording the steps as CUDA graphs gives);
   3. `SentenceTransformer.encode` (st_encode.py, fp16) and `mtl predict` on the data's texts repeated
      --predict-copies times (5 x the reviews: 112,510 texts).
 Prints a table with whole-process times, sentences/s, validation accuracies and the ratios, and
@@ -70,15 +71,18 @@ def main() -> None:
     parser.add_argument("--peers", required=True, type=Path, help="folder with peer_loop.py, hf_peer.py, st_encode.py")
     parser.add_argument("--predict-copies", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("gpu-bench.json"))
+    parser.add_argument("--work", type=Path, help="keep the runs and texts here (default: a temporary folder)")
     args = parser.parse_args()
 
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         train, val, tasks, texts = peer_split(args.data, work)
         run("peer_loop_bf16", [sys.executable, str(args.peers / "peer_loop.py"), str(args.data), args.model, "1", "bf16"], results)
         run("hf_trainer_bf16", [sys.executable, str(args.peers / "hf_peer.py"), str(args.data), args.model, "1"], results)
         mtl_train("mtl_train", train, val, work, args, results, [])
+        mtl_train("mtl_train_no_graphs", train, val, work, args, results, ["--no-cuda-graphs"])
         corpus = write_texts(texts, len(texts) * args.predict_copies, work / "texts.txt")
         n = len(texts) * args.predict_copies
         run("st_encode_fp16", [sys.executable, str(args.peers / "st_encode.py"), str(corpus), args.model, "fp16"], results)
@@ -100,7 +104,7 @@ def table(r: dict) -> str:
         return "" if v is None else (f"{v:.4f}" if isinstance(v, float) and v < 1 else f"{v:,.1f}" if isinstance(v, float) else str(v))
 
     lines = ["| program | train sent/s | val acc class / sentiment | whole process s |", "|---|---|---|---|"]
-    for name in ("peer_loop_bf16", "hf_trainer_bf16", "mtl_train"):
+    for name in ("peer_loop_bf16", "hf_trainer_bf16", "mtl_train", "mtl_train_no_graphs"):
         lines.append(f"| {name} | {get(name, 'train_sents_per_s')} | {get(name, 'val_acc_class')} / "
                      f"{get(name, 'val_acc_sentiment')} | {get(name, 'wall_s')} |")
     hf, mtl = r.get("hf_trainer_bf16", {}).get("train_sents_per_s"), r.get("mtl_train", {}).get("train_sents_per_s")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -12,6 +12,7 @@ import torch
 from mtlcli import builder, runs
 from mtlcli.batching import Encoded, encode, inference_batch_size, iterate, sorted_batches, width_multiple
 from mtlcli.checkpoint import Checkpoint
+from mtlcli.cuda_graphs import ForwardGraphs, graph_blocker
 from mtlcli.errors import UserError
 from mtlcli.losses import Objective
 from mtlcli.model import MultiTaskModel, backbone_from_config, load_tokenizer
@@ -28,9 +29,23 @@ class LoadedRun:
     ckpt: Checkpoint
     device: torch.device
     precision: str
+    _graphs: ForwardGraphs | bool | None = field(default=None, init=False, repr=False)  # False: not here
 
     def amp(self):
         return autocast(self.device, self.precision)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """One batch through the model: the pooled vectors and each head's logits. On CUDA each
+        batch shape runs as a recorded graph (mtlcli/cuda_graphs.py), made on first use."""
+        if self._graphs is None:
+            self._graphs = graph_blocker(self.device, [self.model]) is None and ForwardGraphs(
+                self._forward, inference_batch_size(self.device))
+        return (self._graphs or self._forward)(input_ids, attention_mask)
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        with self.amp():
+            pooled = self.model.embed(input_ids, attention_mask)
+            return pooled, {t: head(pooled) for t, head in self.model.heads.items()}
 
     @property
     def label_sets(self) -> dict[str, list[str]]:
@@ -147,9 +162,7 @@ def predict_encoded(loaded: LoadedRun, data: Encoded, batch_size: int | None = N
     batches = sorted_batches(data.lengths, batch_size or inference_batch_size(loaded.device), multiple, loaded.max_length)
     found: dict[str, list[torch.Tensor]] = {t: [] for t in out}  # on the device until the end: no sync per batch
     for batch in iterate(data, batches, loaded.pad_id, loaded.device, multiple, loaded.max_length):
-        with loaded.amp():
-            pooled = loaded.model.embed(batch.input_ids, batch.attention_mask)
-            logits = {t: head(pooled) for t, head in loaded.model.heads.items()}
+        pooled, logits = loaded.forward(batch.input_ids, batch.attention_mask)
         for t in loaded.label_sets:
             found[t].append(torch.softmax(logits[t].float(), dim=-1))
         if with_embeddings:

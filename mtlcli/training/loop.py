@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import torch
 
 from mtlcli.batching import Encoded, collate, train_batches, width_multiple
+from mtlcli.cuda_graphs import StepGraphs
 from mtlcli.data import MISSING
 from mtlcli.losses import Objective, task_losses
 from mtlcli.training.distributed import (Dist, all_gather_object, all_reduce_max, average_grads, shard, sum_in_place,
@@ -49,6 +51,7 @@ class LoopParts:
     objective: Objective = Objective()
     dist: Dist = Dist()  # under torchrun: this process's rank; ``model`` is then DDP-wrapped
     scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler(enabled=False))  # fp16 only
+    cuda_graphs: bool = False  # run each batch shape's forward and backward pass as one CUDA graph (cuda_graphs.py)
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,12 @@ def clear_grads(kept: list[torch.Tensor], dropped: list[torch.Tensor]) -> None:
         q.grad = None
 
 
+def zero_grads(params: list[torch.Tensor]) -> None:
+    """Before each backward pass recorded in a CUDA graph: every gradient stays in its buffer."""
+    for q in params:
+        q.grad.zero_()
+
+
 def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, start: Position = Position(),
         tally_state: dict | None = None) -> dict[str, Any]:
     """Train from ``start`` to ``epochs``; returns how it ended (done, stopped early, interrupted, diverged)."""
@@ -173,11 +182,27 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
     multiple = width_multiple(p.device)
     trim_heap = HeapTrimmer(p.device)
     kept, dropped = gradient_buffers(p.model, p.optimizer)
+
+    def forward_backward(input_ids, attention_mask, labels, counts, clear: Callable[[], None]) -> tuple:
+        with p.amp():
+            logits = p.model(input_ids, attention_mask)
+        summed = task_losses(logits, labels, p.objective)
+        loss = p.combiner({t: summed[t][0] * d.world_size / counts[t] for t in tasks if counts[t]})
+        clear()
+        p.scaler.scale(loss).backward()  # fp16: scaled up so small gradients do not underflow
+        return loss, summed, logits
+
+    step_pass = partial(forward_backward, clear=partial(clear_grads, kept, dropped))
+    if p.cuda_graphs:
+        step_pass = graphs = StepGraphs(partial(forward_backward, clear=partial(zero_grads, kept + dropped)),
+                                        kept + dropped, reporter.warning)
     ended = {"epochs_run": start.epoch - 1, "stopped_early": False, "interrupted": False, "diverged": None}
     for epoch in range(start.epoch, epochs + 1):
         # ---- train one epoch; a resumed epoch skips the batches done before it stopped
         p.model.train()
         p.combiner.train()
+        if p.cuda_graphs:
+            graphs.reset()  # recorded anew each epoch: the combiner's epoch_end may have changed its tensors
         batches = usable_batches(train_batches(p.train.lengths, p.batch_size, p.seed, epoch), d)
         resumed = epoch == start.epoch and start.step > 0
         tally = Tally(tasks, p.device, Tally.resumed_state(tally_state, d) if resumed else None)
@@ -190,13 +215,7 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
             # single-process gradient of the whole batch
             counts = {t: int((p.train.labels[t][rows] != MISSING).sum()) for t in tasks}
             batch = collate(p.train, shard(rows, d), p.pad_id, p.device, multiple, p.max_length)
-            with p.amp():
-                logits = p.model(batch.input_ids, batch.attention_mask)
-            summed = task_losses(logits, batch.labels, p.objective)
-            loss = p.combiner({t: summed[t][0] * d.world_size / counts[t] for t in tasks if counts[t]})
-
-            clear_grads(kept, dropped)
-            p.scaler.scale(loss).backward()  # fp16: scaled up so small gradients do not underflow
+            loss, summed, logits = step_pass(batch.input_ids, batch.attention_mask, batch.labels, counts)
             average_grads(p.combiner.parameters(), d)
             clip_and_step(p.scaler, p.optimizer, p.scheduler, p.model.parameters(), p.max_grad_norm)
             trim_heap()

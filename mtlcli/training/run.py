@@ -20,6 +20,7 @@ from mtlcli import __version__, atomic, builder, config as config_mod, data as d
 from mtlcli.batching import Encoded, choose_max_length, encode, model_length_limit
 from mtlcli.checkpoint import Checkpoint
 from mtlcli.config import TrainConfig
+from mtlcli.cuda_graphs import graph_blocker
 from mtlcli.errors import RunFailed, UserError
 from mtlcli.hardware import autocast, configure_device, is_out_of_memory, resolve_device, resolve_precision
 from mtlcli.losses import Objective, balanced_weights
@@ -213,11 +214,14 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
         runs.require_free_space(run, best_size + 2 * last_size + (0 if saved else best_size),
                                 "the checkpoints of this model (a best one and last.pt, each written beside the old)")
 
+    graphs_off = graph_blocker(device, [model, combiner], loss_scaling=scaler.is_enabled(), distributed=dist.enabled,
+                               labels=data.train.labels) if cfg.cuda_graphs else "--no-cuda-graphs"
     info = {"run": str(run), "device": str(device), "precision": precision, "model": data.model_path,
             "max_length": data.max_length, "max_length_auto": cfg.max_length == "auto",
             "train_rows": len(data.train), "val_rows": len(data.val), "tasks": label_sets, "epochs": cfg.epochs,
             "steps_per_epoch": steps_per_epoch, "components": inputs.components,
-            "resumed_from": [start.epoch, start.step] if saved else None, "processes": dist.world_size}
+            "resumed_from": [start.epoch, start.step] if saved else None, "processes": dist.world_size,
+            "cuda_graphs": graphs_off or "on"}
     if trackers:
         reporter = TrackingReporter(reporter, trackers, cfg.to_dict(), resumed=resume is not None)
     reporter.train_start(info)
@@ -234,7 +238,7 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     parts = LoopParts(distributed.wrap(model, dist, device), combiner, optimizer, scheduler, data.train, data.val,
                       label_sets, device, partial(autocast, device, precision), data.tokenizer.pad_token_id or 0,
                       cfg.batch_size, cfg.max_grad_norm, cfg.seed, cfg.lr_backbone, cfg.lr_heads, data.max_length,
-                      data.objective, dist, scaler)
+                      data.objective, dist, scaler, cuda_graphs=graphs_off is None)
     return Session(cfg, run, main, parts, stopper, saver, log, hooks, start, tally, info, writer.best_row)
 
 
