@@ -3,8 +3,8 @@ recorded once per batch shape and replayed with one call.
 
 Why: a MiniLM training step at batch 32 is about 1 ms of arithmetic on a current GPU, but it
 launches some hundreds of kernels, each prepared by Python, autograd and the CUDA driver in turn;
-that preparation, not the GPU, set the pace (about 14 ms a step; 16 ms for an inference batch of
-256). A replay launches all of them at once.
+that preparation, not the GPU, set the pace (14-27 ms a step on the machines measured; 16 ms for
+an inference batch of 256). A replay launches all of them at once.
 
 A replay reads and writes the very tensors it was recorded with, so each graph owns input buffers
 that every batch of its shape is copied into, and a training step's gradients live in buffers made
