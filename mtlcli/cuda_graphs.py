@@ -159,22 +159,21 @@ class StepGraphs:
 class ForwardGraphs:
     """Inference's ``forward(input_ids, attention_mask)`` as one graph per (rows, width).
 
-    A batch's rows are padded up to a power of two (from MIN_ROWS, at most ``max_rows``) with rows
-    of an earlier batch, whose results are dropped: each width's short last batch then replays a
-    graph instead of recording one. Rows do not interact in the model, so padding rows change no
+    A batch's rows are padded up to a power of two (from MIN_ROWS, at most the batch size) with
+    rows of an earlier batch, whose results are dropped: each width's short last batch then replays
+    a graph instead of recording one. Rows do not interact in the model, so padding rows change no
     real row's result beyond a matrix product's last-bit rounding. Results are copies, safe to keep.
     """
 
-    def __init__(self, forward: Callable[[torch.Tensor, torch.Tensor], Any], max_rows: int):
+    def __init__(self, forward: Callable[[torch.Tensor, torch.Tensor], Any]):
         self.forward = forward
-        self.max_rows = max_rows
         self.graphs = _Graphs(lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3),
                               "a batch's forward pass", INFERENCE_WARMUP)
         self.lock = threading.Lock()  # a graph's buffers serve one batch at a time
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int) -> Any:
         n, width = input_ids.shape
-        rows = padded_rows(n, self.max_rows)
+        rows = padded_rows(n, batch_size)
         with self.lock:
             recorded = self.graphs.replay((rows, width), (input_ids, attention_mask), lambda: (
                 self.forward, tuple(_padded(x, rows) for x in (input_ids, attention_mask))))
@@ -183,10 +182,10 @@ class ForwardGraphs:
         return self.forward(input_ids, attention_mask)
 
 
-def padded_rows(n: int, max_rows: int) -> int:
+def padded_rows(n: int, batch_size: int) -> int:
     """The rows an inference graph for a batch of ``n`` rows has: the next power of two from
-    MIN_ROWS, at most ``max_rows`` (the batch size), and never fewer than ``n``."""
-    return max(n, min(max_rows, max(MIN_ROWS, 1 << (n - 1).bit_length())))
+    MIN_ROWS, at most ``batch_size``, and never fewer than ``n``."""
+    return max(n, min(batch_size, max(MIN_ROWS, 1 << (n - 1).bit_length())))
 
 
 def _padded(x: torch.Tensor, rows: int) -> torch.Tensor:

@@ -34,13 +34,16 @@ class LoadedRun:
     def amp(self):
         return autocast(self.device, self.precision)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """One batch through the model: the pooled vectors and each head's logits. On CUDA each
-        batch shape runs as a recorded graph (mtlcli/cuda_graphs.py), made on first use."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                batch_size: int | None = None) -> tuple[torch.Tensor, dict]:
+        """One batch (of at most ``batch_size`` rows) through the model: the pooled vectors and each
+        head's logits. On CUDA each batch shape runs as a recorded graph (mtlcli/cuda_graphs.py),
+        made on first use."""
         if self._graphs is None:
-            self._graphs = graph_blocker(self.device, [self.model]) is None and ForwardGraphs(
-                self._forward, inference_batch_size(self.device))
-        return (self._graphs or self._forward)(input_ids, attention_mask)
+            self._graphs = graph_blocker(self.device, [self.model]) is None and ForwardGraphs(self._forward)
+        if not self._graphs:
+            return self._forward(input_ids, attention_mask)
+        return self._graphs(input_ids, attention_mask, batch_size or inference_batch_size(self.device))
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
         with self.amp():
@@ -159,10 +162,11 @@ def predict_encoded(loaded: LoadedRun, data: Encoded, batch_size: int | None = N
     if with_embeddings:
         out["_embeddings"] = None  # sized on the first batch
     done = 0
-    batches = sorted_batches(data.lengths, batch_size or inference_batch_size(loaded.device), multiple, loaded.max_length)
+    batch_size = batch_size or inference_batch_size(loaded.device)
+    batches = sorted_batches(data.lengths, batch_size, multiple, loaded.max_length)
     found: dict[str, list[torch.Tensor]] = {t: [] for t in out}  # on the device until the end: no sync per batch
     for batch in iterate(data, batches, loaded.pad_id, loaded.device, multiple, loaded.max_length):
-        pooled, logits = loaded.forward(batch.input_ids, batch.attention_mask)
+        pooled, logits = loaded.forward(batch.input_ids, batch.attention_mask, batch_size)
         for t in loaded.label_sets:
             found[t].append(torch.softmax(logits[t].float(), dim=-1))
         if with_embeddings:

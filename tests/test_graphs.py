@@ -15,7 +15,7 @@ from torch import nn
 
 from mtlcli.components.combiners import DynamicWeightAverage
 from mtlcli.data import MISSING
-from mtlcli.cuda_graphs import graph_blocker, padded_rows
+from mtlcli.cuda_graphs import ForwardGraphs, graph_blocker, padded_rows
 
 CUDA = torch.device("cuda")  # a device object needs no GPU; only running on it does
 LABELS = {"class_label": np.array([0, 1, 2]), "sentiment_label": np.array([1, 0, 1])}
@@ -41,9 +41,18 @@ def test_what_keeps_the_model_op_by_op(change, reason):
     assert graph_blocker(**args).startswith(reason)
 
 
-@pytest.mark.parametrize("n, rows", [(1, 64), (64, 64), (65, 128), (100, 128), (129, 256), (256, 256), (300, 300)])
-def test_inference_batches_are_padded_to_a_few_row_counts(n, rows):
-    assert padded_rows(n, 256) == rows
+@pytest.mark.parametrize("n, batch_size, rows", [
+    (1, 256, 64), (64, 256, 64), (65, 256, 128), (100, 256, 128), (129, 256, 256), (256, 256, 256),
+    (300, 1000, 512), (513, 1000, 1000), (1000, 1000, 1000), (5, 32, 32), (32, 32, 32)])
+def test_inference_batches_are_padded_to_a_few_row_counts(n, batch_size, rows):
+    assert padded_rows(n, batch_size) == rows
+
+
+def test_inference_runs_op_by_op_once_recording_failed():
+    graphs = ForwardGraphs(lambda ids, mask: (ids * mask, {"t": ids.float()}))
+    graphs.graphs.failed = True
+    pooled, logits = graphs(torch.tensor([[1, 2], [3, 4]]), torch.tensor([[1, 1], [1, 0]]), 256)
+    assert pooled.tolist() == [[1, 2], [3, 0]] and logits["t"].tolist() == [[1.0, 2.0], [3.0, 4.0]]
 
 
 def test_no_cuda_graphs_is_a_flag_and_a_config_key(cli, small_csv, train_args, tmp_path):
@@ -80,7 +89,6 @@ def test_recorded_steps_train_as_op_by_op_steps_do(cli, small_csv, tiny_model, t
             assert graphed[key] == pytest.approx(eager[key], rel=2e-3, abs=1e-4), key
 
     # predictions: recorded forward passes (rows padded up to a power of two) give what op by op gives
-    from mtlcli.cuda_graphs import ForwardGraphs
     from mtlcli.inference import load_run
 
     texts = [row[0] for row in csv.reader(small_csv.open(encoding="utf-8"))][1:]
