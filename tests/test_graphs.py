@@ -101,3 +101,9 @@ def test_recorded_steps_train_as_op_by_op_steps_do(cli, small_csv, tiny_model, t
     assert not graphed._graphs.graphs.failed
     for key in a:
         np.testing.assert_allclose(a[key], b[key], atol=2e-3)
+    shapes = len(graphed._graphs.graphs.graphs)
+    c = graphed.probs(texts, batch_size=100, with_embeddings=True)  # rows padded up to 100, not beyond
+    assert {rows for rows, _ in graphed._graphs.graphs.graphs} - {32} <= {64, 100}
+    assert len(graphed._graphs.graphs.graphs) > shapes
+    for key in a:
+        np.testing.assert_allclose(c[key], b[key], atol=2e-3)
