@@ -1,5 +1,6 @@
-"""CUDA graphs for the training step: where they are used, and that a recorded step trains as the
-op-by-op step does (the second part needs a CUDA device and is skipped without one)."""
+"""CUDA graphs for the training step and for prediction: where they are used, how inference pads
+its batches, and that recorded passes compute what op-by-op passes do (the last test needs a CUDA
+device and is skipped without one)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import torch
 from torch import nn
 
 from mtlcli.components.combiners import DynamicWeightAverage
-from mtlcli.data import MISSING
 from mtlcli.cuda_graphs import ForwardGraphs, graph_blocker, padded_rows
+from mtlcli.data import MISSING
 
 CUDA = torch.device("cuda")  # a device object needs no GPU; only running on it does
 LABELS = {"class_label": np.array([0, 1, 2]), "sentiment_label": np.array([1, 0, 1])}
