@@ -35,7 +35,7 @@ class LoadedRun:
         return autocast(self.device, self.precision)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                batch_size: int | None = None) -> tuple[torch.Tensor, dict]:
+                batch_size: int) -> tuple[torch.Tensor, dict]:
         """One batch (of at most ``batch_size`` rows) through the model: the pooled vectors and each
         head's logits. On CUDA each batch shape runs as a recorded graph (mtlcli/cuda_graphs.py),
         made on first use."""
@@ -43,7 +43,7 @@ class LoadedRun:
             self._graphs = graph_blocker(self.device, [self.model]) is None and ForwardGraphs(self._forward)
         if not self._graphs:
             return self._forward(input_ids, attention_mask)
-        return self._graphs(input_ids, attention_mask, batch_size or inference_batch_size(self.device))
+        return self._graphs(input_ids, attention_mask, batch_size)
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
         with self.amp():

@@ -53,10 +53,9 @@ class PlainReporter(_ShowsWarnings):
         if info.get("max_length_auto"):
             self.console.print(f"Max length {info['max_length']} tokens (auto: 95% of the training texts fit whole; "
                                "--max-length N to change)", soft_wrap=True, markup=False)
-        graphs = info.get("cuda_graphs", "on")
-        if info["device"].startswith("cuda") and graphs not in ("on", "--no-cuda-graphs"):
-            self.console.print(f"Training steps run op by op, not as CUDA graphs: {graphs}", soft_wrap=True,
-                               markup=False)
+        if info["device"].startswith("cuda") and info["cuda_graphs"] not in ("on", "--no-cuda-graphs"):
+            self.console.print(f"Training steps run op by op, not as CUDA graphs: {info['cuda_graphs']}",
+                               soft_wrap=True, markup=False)
         if info.get("resumed_from"):
             epoch, step = info["resumed_from"]
             where = f"epoch {epoch}" + (f" after batch {step}" if step else "")

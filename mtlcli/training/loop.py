@@ -194,8 +194,9 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
 
     step_pass = partial(forward_backward, clear=partial(clear_grads, kept, dropped))
     if p.cuda_graphs:
-        step_pass = graphs = StepGraphs(partial(forward_backward, clear=partial(zero_grads, kept + dropped)),
-                                        kept + dropped, reporter.warning)
+        trained = kept + dropped
+        step_pass = graphs = StepGraphs(partial(forward_backward, clear=partial(zero_grads, trained)), trained,
+                                        reporter.warning)
     ended = {"epochs_run": start.epoch - 1, "stopped_early": False, "interrupted": False, "diverged": None}
     for epoch in range(start.epoch, epochs + 1):
         # ---- train one epoch; a resumed epoch skips the batches done before it stopped
