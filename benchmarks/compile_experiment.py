@@ -18,11 +18,11 @@ import time
 def measure(compiled: bool, data, label_sets, args) -> dict:
     import torch
 
-    from mtlcli.batching import collate, train_batches
-    from mtlcli.losses import task_losses
-    from mtlcli.builder import build
-    from mtlcli.hardware import autocast, resolve_device, resolve_precision
-    from mtlcli.model import default_model_path, load_pretrained_backbone
+    from mtlcli.data.batching import collate, train_batches
+    from mtlcli.model.losses import task_losses
+    from mtlcli.model.builder import build
+    from mtlcli.runtime.hardware import autocast, resolve_device, resolve_precision
+    from mtlcli.model.network import default_model_path, load_pretrained_backbone
 
     torch.manual_seed(0)
     device = resolve_device("cpu")
@@ -67,9 +67,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["eager", "compiled"], help="run one of the two")
     args = parser.parse_args()
 
-    from mtlcli import data as data_mod
-    from mtlcli.batching import encode
-    from mtlcli.model import default_model_path, load_tokenizer
+    from mtlcli.data import tables as data_mod
+    from mtlcli.data.batching import encode
+    from mtlcli.model.network import default_model_path, load_tokenizer
 
     table = data_mod.read_table(args.data, "sentence", None)
     label_sets = data_mod.build_label_sets(table)

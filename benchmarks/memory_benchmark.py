@@ -76,9 +76,9 @@ def child(path: str, tokenize: bool) -> None:
                     found[line[:5]] = int(line.split()[1]) / 1024
         return found
 
-    from mtlcli import data as data_mod
-    from mtlcli.batching import choose_max_length, encode
-    from mtlcli.model import default_model_path, load_tokenizer
+    from mtlcli.data import tables as data_mod
+    from mtlcli.data.batching import choose_max_length, encode
+    from mtlcli.model.network import default_model_path, load_tokenizer
 
     tokenizer = load_tokenizer(default_model_path())
     out = {"baseline_mb": rss()["VmRSS"]}

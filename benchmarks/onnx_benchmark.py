@@ -72,7 +72,7 @@ def main() -> None:
     figures: dict = {"texts": len(texts), "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(),
                      "load1_before": os.getloadavg()[0], "sents_per_s": {}}
     results = {}
-    from mtlcli.hardware import resolve_precision
+    from mtlcli.runtime.hardware import resolve_precision
 
     default = resolve_precision("auto", torch.device("cpu"))
     for name, load in [("pytorch fp32", lambda: fp32),

@@ -3,7 +3,7 @@
     python benchmarks/predict_worker.py mtl RUN_DIR TEXTS.txt [--batch-size 64]
     python benchmarks/predict_worker.py st MODEL_DIR TEXTS.txt [--batch-size 64] [--max-length 128]
 
-TEXTS.txt has one text per line. ``mtl`` streams the file through ``mtlcli.inference.predict_batches``
+TEXTS.txt has one text per line. ``mtl`` streams the file through ``mtlcli.inference.loaded_run.predict_batches``
 in chunks, as ``mtl predict`` does (so memory stays bounded on any length); ``st`` runs
 ``SentenceTransformer.encode`` on all the texts. Prints one JSON line: rows, load_s, predict_s,
 sents_per_s (model loading excluded).
@@ -27,7 +27,7 @@ def read_chunks(path: str, size: int):
 
 
 def run_mtl(run_dir: str, texts_path: str, batch_size: int) -> dict:
-    from mtlcli.inference import load_run, predict_batches
+    from mtlcli.inference.loaded_run import load_run, predict_batches
 
     t0 = time.perf_counter()
     loaded = load_run(run_dir)

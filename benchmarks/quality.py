@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sweep import train  # noqa: E402
 
-from mtlcli.data import MISSING, encode_labels, load_train_val  # noqa: E402
+from mtlcli.data.tables import MISSING, encode_labels, load_train_val  # noqa: E402
 
 
 def baseline(data: Path) -> dict:
@@ -58,7 +58,7 @@ def time_peer(script: Path, data: Path, epochs: int, work: Path) -> dict:
     """The plain loop's whole-process wall time on ``data``, for --peer-epochs epochs."""
     import csv
 
-    from mtlcli.model import default_model_path
+    from mtlcli.model.network import default_model_path
 
     with open(data, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))

@@ -61,7 +61,7 @@ class Model:
     @property
     def batch_size(self) -> int:
         """Texts per forward pass when none is given: 64 on a CPU, 256 on a GPU, as eval and validation."""
-        from mtlcli.batching import inference_batch_size
+        from mtlcli.data.batching import inference_batch_size
         import torch
 
         return inference_batch_size(torch.device("cuda" if self.device.startswith("cuda") else "cpu"))
@@ -95,7 +95,7 @@ class Model:
         ``top`` holds the ``top_k`` most probable labels, most probable first. ``device`` moves the
         model there (reloading it from its folder) for this and later calls.
         """
-        from mtlcli import predict_io
+        from mtlcli.inference import predict_io
 
         texts = _checked(texts)
         if top_k < 1:
@@ -130,7 +130,7 @@ class Model:
         return self._predictor.probs_encoded(data, batch_size, with_embeddings, on_batch)
 
     def _move(self, device: str) -> None:
-        from mtlcli.hardware import resolve_device
+        from mtlcli.runtime.hardware import resolve_device
 
         if self.kind != "onnx" and resolve_device(device) == self._predictor.device:
             return
@@ -162,7 +162,7 @@ def _open(path: Path, device: str, precision: str) -> tuple[Any, Path, str]:
 
         raise UserError(f"{path}: no such run folder or export{runs_beside(path)}")
     if path.is_dir() and (path / "config.yaml").is_file():
-        from mtlcli.inference import load_run
+        from mtlcli.inference.loaded_run import load_run
 
         loaded = load_run(path, device, precision)
         return loaded, loaded.run, "run"

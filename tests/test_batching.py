@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, sample_rows, write_csv
-from mtlcli.batching import collate, encode, sorted_batches, train_batches, width_multiple
-from mtlcli.inference import load_run, predict_batches
-from mtlcli.model import load_tokenizer
+from mtlcli.data.batching import collate, encode, sorted_batches, train_batches, width_multiple
+from mtlcli.inference.loaded_run import load_run, predict_batches
+from mtlcli.model.network import load_tokenizer
 
 
 def test_token_ids_are_one_flat_int32_array_that_gives_back_each_row(tiny_model):
@@ -80,9 +80,9 @@ def test_a_texts_scores_do_not_depend_on_the_texts_beside_it(trained_run, precis
 
 def _eval_labels(run, csv_path) -> dict[str, list[str]]:
     """The label `mtl eval` gives each row: its own evaluation code, read row by row."""
-    from mtlcli import data as data_mod
-    from mtlcli.batching import encode
-    from mtlcli.evaluation import evaluate
+    from mtlcli.data import tables as data_mod
+    from mtlcli.data.batching import encode
+    from mtlcli.scoring.evaluation import evaluate
 
     loaded = load_run(run, precision="run")
     table = data_mod.read_table(csv_path, "sentence", list(loaded.label_sets))
@@ -118,7 +118,7 @@ def test_eval_and_predict_agree_on_every_row_with_default_options(cli, trained_r
 def test_eval_and_predict_agree_on_the_real_validation_split(cli, tmp_path):
     """The bundled MiniLM, default options: every row of sentiment_labelled_sentences.csv's own
     validation split gets the same labels from mtl eval's evaluation and from mtl predict."""
-    from mtlcli.data import load_train_val
+    from mtlcli.data.tables import load_train_val
 
     data = SHARED_DATA / "sentiment_labelled_sentences.csv"
     result = cli("train", data, "--epochs", "1", "--name", "real", "--quiet")

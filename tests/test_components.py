@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import mtlcli.components  # noqa: F401
-from mtlcli.data import MISSING
+from mtlcli.data.tables import MISSING
 from mtlcli.errors import UserError
-from mtlcli.losses import task_losses
+from mtlcli.model.losses import task_losses
 from mtlcli.registry import Registry, heads, loss_combiners, poolers, schedulers
 from mtlcli.training.policies import EarlyStopping, stopping_epoch
 
@@ -119,8 +119,8 @@ def test_registry_lists_names_on_an_unknown_one():
 
 
 def test_freeze_options(tiny_model):
-    from mtlcli.builder import build
-    from mtlcli.model import apply_freeze, load_pretrained_backbone
+    from mtlcli.model.builder import build
+    from mtlcli.model.network import apply_freeze, load_pretrained_backbone
 
     def fresh():
         return build(load_pretrained_backbone(tiny_model), {"a": ["x", "y"], "b": ["p", "q"]}, {})[0]

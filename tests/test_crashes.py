@@ -23,7 +23,7 @@ from conftest import sample_rows, write_csv
 from mtlcli import runs
 from mtlcli.components.combiners import WeightedSum
 from mtlcli.errors import UserError
-from mtlcli.inference import load_run, predict_batches
+from mtlcli.inference.loaded_run import load_run, predict_batches
 from mtlcli.registry import loss_combiners
 
 
@@ -143,7 +143,7 @@ def test_texts_far_longer_than_max_length_are_truncated(cli, train_args, tmp_pat
     result = cli("train", data, *train_args, "--epochs", "1", "--max-length", "16", "--name", "long")
     assert result.exit_code == 0, result.output
     loaded = load_run(tmp_path / "runs" / "long", device="cpu", precision="fp32")
-    from mtlcli.batching import tokenize
+    from mtlcli.data.batching import tokenize
 
     assert len(tokenize(loaded.tokenizer, [long_text], 16)[0]) == 16
     probs = predict_batches(loaded, [long_text, "short"])

@@ -77,7 +77,7 @@ def test_two_processes_match_one(finished):
     assert json.loads((run / "summary.json").read_text())["epochs_run"] == EPOCHS
 
     # the checkpoint is the plain model: it loads and predicts without torch.distributed
-    from mtlcli.inference import load_run, predict_batches
+    from mtlcli.inference.loaded_run import load_run, predict_batches
 
     loaded = load_run(run, "cpu", "fp32")
     assert not any(k.startswith("module.") for k in loaded.model.state_dict())

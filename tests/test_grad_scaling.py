@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtlcli.checkpoint import load_checkpoint, save_checkpoint
+from mtlcli.model.checkpoint import load_checkpoint, save_checkpoint
 from mtlcli.training.grad_scaling import clip_and_step, grad_scaler
 
 

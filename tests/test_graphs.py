@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from mtlcli.components.combiners import DynamicWeightAverage
-from mtlcli.cuda_graphs import ForwardGraphs, graph_blocker, padded_rows
-from mtlcli.data import MISSING
+from mtlcli.runtime.cuda_graphs import ForwardGraphs, graph_blocker, padded_rows
+from mtlcli.data.tables import MISSING
 
 CUDA = torch.device("cuda")  # a device object needs no GPU; only running on it does
 LABELS = {"class_label": np.array([0, 1, 2]), "sentiment_label": np.array([1, 0, 1])}
@@ -90,7 +90,7 @@ def test_recorded_steps_train_as_op_by_op_steps_do(cli, small_csv, tiny_model, t
             assert graphed[key] == pytest.approx(eager[key], rel=2e-3, abs=1e-4), key
 
     # predictions: recorded forward passes (rows padded up to a power of two) give what op by op gives
-    from mtlcli.inference import load_run
+    from mtlcli.inference.loaded_run import load_run
 
     texts = [row[0] for row in csv.reader(small_csv.open(encoding="utf-8"))][1:]
     graphed, plain = load_run(tmp_path / "runs" / "graphs", device="cuda"), load_run(tmp_path / "runs" / "graphs",

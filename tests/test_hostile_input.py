@@ -19,7 +19,8 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from conftest import sample_rows, write_csv
-from mtlcli import config as config_mod, data as data_mod
+from mtlcli import config as config_mod
+from mtlcli.data import tables as data_mod
 from mtlcli.errors import UserError
 
 NO_MODEL = ["--model", "/nonexistent/model", "--quiet"]

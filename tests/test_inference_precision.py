@@ -9,7 +9,7 @@ from conftest import sample_rows
 
 
 def test_bf16_inference_casts_backbone_weights_once_and_gives_autocasts_results(trained_run):
-    from mtlcli.inference import load_run, predict_batches
+    from mtlcli.inference.loaded_run import load_run, predict_batches
 
     run, _ = trained_run
     texts = [r[0] for r in sample_rows(40)]
@@ -28,7 +28,7 @@ def test_bf16_inference_casts_backbone_weights_once_and_gives_autocasts_results(
 
 
 def test_fp32_inference_keeps_fp32_weights(trained_run):
-    from mtlcli.inference import load_run
+    from mtlcli.inference.loaded_run import load_run
 
     loaded = load_run(trained_run[0], "cpu", "fp32")
     assert all(p.dtype == torch.float32 for p in loaded.model.parameters())

@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from conftest import sample_rows, write_csv
-from mtlcli.checkpoint import load_checkpoint
-from mtlcli.inference import load_run
+from mtlcli.model.checkpoint import load_checkpoint
+from mtlcli.inference.loaded_run import load_run
 
 DRIVER = Path(__file__).with_name("crash_driver.py")
 TIMING = ("seconds", "train_seconds", "train_sentences_per_s")

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import sample_rows, write_csv
-from mtlcli.heap import HeapTrimmer, _malloc_trim, _resident_bytes
+from mtlcli.runtime.heap import HeapTrimmer, _malloc_trim, _resident_bytes
 from mtlcli.training.memory import activation_bytes
 
 DRIVER = Path(__file__).with_name("crash_driver.py")
@@ -72,7 +72,7 @@ def square_saved_for_backward(backbone, seq: int) -> int:
 
 def test_without_attention_dropout_training_keeps_no_length_squared_weights(tiny_model):
     # what halves a CPU training step's memory: PyTorch's fused CPU attention kernel, which takes no dropout
-    from mtlcli.model import load_pretrained_backbone
+    from mtlcli.model.network import load_pretrained_backbone
     from mtlcli.training.memory import fused_attention
 
     cpu = torch.device("cpu")
@@ -131,7 +131,7 @@ def test_running_out_of_memory_in_training_and_predict_is_one_line(tiny_model, t
 
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(row[0] for row in long_rows(240)) + "\n")
-    predicted = subprocess.run([sys.executable, str(DRIVER), "memory:mtlcli.predict_io.predict_chunks:32", "--",
+    predicted = subprocess.run([sys.executable, str(DRIVER), "memory:mtlcli.inference.predict_io.predict_chunks:32", "--",
                                 "predict", str(run), "--input", str(texts), "--batch-size", "240",
                                 "--precision", "fp32", "--output", str(tmp_path / "out.csv")],
                                env=env(), capture_output=True, text=True, timeout=600)

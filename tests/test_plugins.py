@@ -160,7 +160,7 @@ def test_train_with_plugin_components_then_predict(cli, installed, example_site,
     assert weights["heads.class_label.prototypes"].shape == (3, 32)
     assert float(weights["heads.class_label.log_scale"]) != pytest.approx(2.302585, abs=1e-7)  # log(10), its start
 
-    from mtlcli.inference import load_run, predict_batches
+    from mtlcli.inference.loaded_run import load_run, predict_batches
 
     loaded = load_run(run, device="cpu", precision="fp32")
     assert type(loaded.model.pooler).__name__ == "AttentionPooler"
@@ -186,7 +186,7 @@ def test_a_run_whose_plugin_is_gone_says_which_package_to_install(cli, installed
     assert cli("train", small_csv, *train_args, "--name", "p", "--head", "prototype", "--epochs", "1").exit_code == 0
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(example_site)])  # "pip uninstall"
     refresh_all()
-    from mtlcli.inference import load_run
+    from mtlcli.inference.loaded_run import load_run
 
     with pytest.raises(UserError, match=r"the run uses the head 'prototype' from the package mtl-plugin-example "
                                         r"0\.1\.0, which is not installed; install it with: "

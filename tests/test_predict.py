@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import sample_rows, write_csv
-from mtlcli import predict_io
-from mtlcli.inference import load_run
+from mtlcli.inference import predict_io
+from mtlcli.inference.loaded_run import load_run
 
 TEXTS = ["The laptop is excellent.", "The soup was a huge disappointment. Never again.", "An average hotel."]
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from conftest import sample_rows, write_csv
-from mtlcli.batching import choose_max_length, tokenize
-from mtlcli.checkpoint import load_checkpoint
-from mtlcli.data import MISSING, load_train_val
-from mtlcli.losses import Objective, balanced_weights, task_losses
-from mtlcli.model import load_tokenizer
-from mtlcli.quality import check_task, majority_baseline
+from mtlcli.data.batching import choose_max_length, tokenize
+from mtlcli.model.checkpoint import load_checkpoint
+from mtlcli.data.tables import MISSING, load_train_val
+from mtlcli.model.losses import Objective, balanced_weights, task_losses
+from mtlcli.model.network import load_tokenizer
+from mtlcli.scoring.quality import check_task, majority_baseline
 
 
 def test_auto_max_length_covers_95_percent_of_texts_rounded_up_to_8(tiny_model):
@@ -144,7 +144,7 @@ def test_a_task_that_learns_nothing_is_named_in_a_warning(cli, tmp_path, train_a
 
 
 def test_a_label_only_in_the_held_out_rows_goes_back_to_training(tmp_path):
-    from mtlcli.data import read_table, stratified_split
+    from mtlcli.data.tables import read_table, stratified_split
 
     rows = sample_rows(100)
     rows[7][2] = "furious"  # one row of a label no other row has (file line 9)

@@ -79,7 +79,7 @@ def test_one_run_page_has_every_section_and_numbers_from_the_run(cli, two_runs, 
 
 
 def test_validation_analysis_matches_training_and_is_cached(cli, two_runs, tmp_path):
-    from mtlcli.validation_report import validation_report
+    from mtlcli.reports.validation import validation_report
 
     run = copy_run(two_runs, "a", tmp_path)
     first, cached = validation_report(run, "cpu")

@@ -16,9 +16,9 @@ import torch
 import yaml
 
 from mtlcli import config as config_mod
-from mtlcli.inference import load_run
+from mtlcli.inference.loaded_run import load_run
 from mtlcli.training.interrupt import TrainingInterrupted
-from mtlcli.training.report import Reporter
+from mtlcli.training.reporter import Reporter
 from mtlcli.training.run import train
 
 TIMING = ("seconds", "train_seconds", "train_sentences_per_s")

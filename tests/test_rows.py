@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, sample_rows, write_csv
-from mtlcli import data as data_mod, rows as rows_mod
+from mtlcli.data import tables as data_mod
+from mtlcli.data import rows as rows_mod
 
 HEADER = ["sentence", "class_label", "sentiment_label"]
 NO_MODEL = ["--model", "/nonexistent/model", "--quiet"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from mtlcli.inference import load_run, predict_batches
+from mtlcli.inference.loaded_run import load_run, predict_batches
 
 
 def test_train_writes_a_complete_run(cli, small_csv, train_args, tmp_path):

@@ -10,9 +10,9 @@ import pickle
 import pytest
 import torch
 
-from mtlcli.checkpoint import load_checkpoint, save_checkpoint
+from mtlcli.model.checkpoint import load_checkpoint, save_checkpoint
 from mtlcli.errors import UserError
-from mtlcli.inference import load_run
+from mtlcli.inference.loaded_run import load_run
 
 
 class Payload:

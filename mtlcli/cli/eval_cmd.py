@@ -29,8 +29,8 @@ def eval_(
     precision: Annotated[str, precision_option("run: as the run trained, so scores match its validation.")] = "run",
 ) -> None:
     """Score RUN's best checkpoint on labelled DATA: loss, accuracy, macro-F1, per-class scores, confusion matrix."""
-    from mtlcli import scoring
-    from mtlcli.inference import load_run
+    from mtlcli.scoring import scores as scoring
+    from mtlcli.inference.loaded_run import load_run
 
     loaded = load_run(run, device, precision)
     report = scoring.score(loaded, data, text_column, ignore_unknown, batch_size, delimiter)

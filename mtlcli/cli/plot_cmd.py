@@ -21,7 +21,7 @@ def plot(
     height: Annotated[int, whole_number_option("--height", help="Chart height in lines.", default="15", low=5)] = 15,
 ) -> None:
     """Chart loss and accuracy per epoch from each run's metrics.jsonl, marking the best epoch."""
-    from mtlcli import plots
+    from mtlcli.reports import plots
 
     series = plots.load_series([str(r) for r in runs])
     rows = [row for run_rows in series.values() for row in run_rows]

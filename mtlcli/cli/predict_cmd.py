@@ -34,7 +34,7 @@ def predict(
     precision: Annotated[str, precision_option("run: as the run trained, as mtl eval does; an ONNX export runs in fp32.")] = "run",
 ) -> None:
     """Predict each task's label and probability for TEXT arguments or every line of --input."""
-    from mtlcli import predict_io
+    from mtlcli.inference import predict_io
     from mtlcli.api import Model
 
     fmt = _pick_format(fmt, output)
@@ -66,7 +66,7 @@ def predict(
         if npy:
             npy.finish()
     except (RuntimeError, MemoryError) as exc:
-        from mtlcli.hardware import is_out_of_memory
+        from mtlcli.runtime.hardware import is_out_of_memory
 
         if not is_out_of_memory(exc):
             raise
@@ -90,7 +90,7 @@ def _pick_format(fmt: str | None, output: Path | None) -> str:
 
 
 def _writer(fmt: str, out, columns, label_sets, k) -> Callable:
-    from mtlcli import predict_io
+    from mtlcli.inference import predict_io
 
     if fmt == "jsonl":
         return lambda chunk: (predict_io.write_jsonl(out, chunk, label_sets, k), out.flush())

@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mtlcli import plots
+from mtlcli.reports import plots
 from mtlcli.cli.common import print_warning
-from mtlcli.training.report import Reporter
+from mtlcli.training.reporter import Reporter
 
 
 class _ShowsWarnings(Reporter):

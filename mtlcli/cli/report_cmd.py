@@ -18,7 +18,8 @@ def report(
     device: Annotated[str, device_option("Where the validation set is scored when a run has no validation.json yet.")] = "auto",
 ) -> None:
     """Write one HTML page (no network needed) with each run's settings, data, curves and validation analysis."""
-    from mtlcli import atomic, report as report_mod
+    from mtlcli import atomic
+    from mtlcli.reports import html as report_mod
 
     views = report_mod.collect([str(r) for r in runs], device, warn=print_warning, on_compute=print_note)
     html = report_mod.render(views)

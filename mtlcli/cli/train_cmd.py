@@ -26,7 +26,7 @@ def train(
     from mtlcli.cli.progress import make_reporter
     from mtlcli.training.distributed import is_main_process
     from mtlcli.training.interrupt import TrainingInterrupted
-    from mtlcli.training.report import Reporter
+    from mtlcli.training.reporter import Reporter
     from mtlcli.training.run import train as run_training
 
     run_dir, cfg = settings(config, batch_size_per_process, nproc, resume, given)

@@ -17,7 +17,7 @@ FORMATS = folder.KINDS
 def export(run: str | Path, kind: str, out: str | Path) -> dict:
     """Write the run's best checkpoint to ``out`` as ``kind``; returns what was written (for the report)."""
     from mtlcli.errors import UserError
-    from mtlcli.inference import load_run
+    from mtlcli.inference.loaded_run import load_run
 
     if kind not in FORMATS:
         raise UserError(f"--format {kind}: use one of {', '.join(FORMATS)}")

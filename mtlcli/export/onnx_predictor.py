@@ -14,7 +14,7 @@ from mtlcli.export.onnx_graph import MODEL, output_names
 class OnnxPredictor:
     def __init__(self, path: Path, meta: dict[str, Any], label_sets: dict[str, list[str]], device: str = "auto"):
         from mtlcli.extras import require
-        from mtlcli.model import load_tokenizer
+        from mtlcli.model.network import load_tokenizer
 
         ort = require("onnxruntime", "onnx", "running an ONNX export")
         available = ort.get_available_providers()
@@ -51,20 +51,20 @@ class OnnxPredictor:
         return int(self.config.get("max_length", 128))
 
     def encode(self, texts: Sequence[str]):
-        from mtlcli.batching import encode
+        from mtlcli.data.batching import encode
 
         return encode(self.tokenizer, texts, {}, self.max_length)
 
     def probs(self, texts: Sequence[str], batch_size: int | None = None, with_embeddings: bool = False,
               on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-        """As ``mtlcli.inference.predict_batches``: texts sorted by length, results in input order."""
+        """As ``mtlcli.inference.loaded_run.predict_batches``: texts sorted by length, results in input order."""
         return self.probs_encoded(self.encode(texts), batch_size, with_embeddings, on_batch)
 
     def probs_encoded(self, data, batch_size: int | None = None, with_embeddings: bool = False,
                       on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
         import torch
 
-        from mtlcli.batching import iterate, sorted_batches
+        from mtlcli.data.batching import iterate, sorted_batches
 
         n, cpu, max_length = len(data), torch.device("cpu"), self.max_length
         out: dict[str, Any] = {t: np.zeros((n, len(v)), dtype=np.float32) for t, v in self.label_sets.items()}

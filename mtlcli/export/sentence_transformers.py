@@ -60,11 +60,11 @@ def load(path: Path, meta: dict, label_sets: dict[str, list[str]], device: str, 
     from safetensors.torch import load_file
     from transformers import AutoModel
 
-    from mtlcli import builder
-    from mtlcli.checkpoint import Checkpoint
-    from mtlcli.hardware import resolve_device
-    from mtlcli.inference import LoadedRun, ready
-    from mtlcli.model import _quiet_transformers, load_tokenizer
+    from mtlcli.model import builder
+    from mtlcli.model.checkpoint import Checkpoint
+    from mtlcli.runtime.hardware import resolve_device
+    from mtlcli.inference.loaded_run import LoadedRun, ready
+    from mtlcli.model.network import _quiet_transformers, load_tokenizer
 
     cfg = meta["config"]
     builder.check_installed(meta.get("components") or {}, path / export_folder.CONFIG)

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mtlcli import predict_io
+from mtlcli.inference import predict_io
 from mtlcli.serve.batcher import MicroBatcher
 
 

@@ -15,17 +15,17 @@ from typing import Any, Callable
 
 import torch
 
-from mtlcli.batching import Encoded, collate, train_batches, width_multiple
-from mtlcli.cuda_graphs import StepGraphs
-from mtlcli.data import MISSING
-from mtlcli.losses import Objective, task_losses
+from mtlcli.data.batching import Encoded, collate, train_batches, width_multiple
+from mtlcli.runtime.cuda_graphs import StepGraphs
+from mtlcli.data.tables import MISSING
+from mtlcli.model.losses import Objective, task_losses
 from mtlcli.training.distributed import (Dist, all_gather_object, all_reduce_max, average_grads, shard, sum_in_place,
                                         usable_batches)
-from mtlcli.evaluation import evaluate
-from mtlcli.heap import HeapTrimmer
+from mtlcli.scoring.evaluation import evaluate
+from mtlcli.runtime.heap import HeapTrimmer
 from mtlcli.training.grad_scaling import clip_and_step
 from mtlcli.training.policies import EarlyStopping
-from mtlcli.training.report import Reporter
+from mtlcli.training.reporter import Reporter
 
 PROGRESS_EVERY = 5  # batches between loss read-outs for the display (each one is a host sync)
 

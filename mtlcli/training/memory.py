@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mtlcli.errors import RunFailed, UserError
-from mtlcli.model import ATTENTION_DROPOUT_KEYS
+from mtlcli.model.network import ATTENTION_DROPOUT_KEYS
 
 GB = 1e9
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mtlcli import config as config_mod, runs
-from mtlcli.checkpoint import Checkpoint
+from mtlcli.model.checkpoint import Checkpoint
 from mtlcli.config import TrainConfig
 from mtlcli.errors import UserError
 from mtlcli.training.loop import Position

@@ -16,23 +16,26 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from mtlcli import __version__, atomic, builder, config as config_mod, data as data_mod, plots, runs
-from mtlcli.batching import Encoded, choose_max_length, encode, model_length_limit
-from mtlcli.checkpoint import Checkpoint
+from mtlcli import __version__, atomic, config as config_mod, runs
+from mtlcli.model import builder
+from mtlcli.data import tables as data_mod
+from mtlcli.reports import plots
+from mtlcli.data.batching import Encoded, choose_max_length, encode, model_length_limit
+from mtlcli.model.checkpoint import Checkpoint
 from mtlcli.config import TrainConfig
-from mtlcli.cuda_graphs import graph_blocker
+from mtlcli.runtime.cuda_graphs import graph_blocker
 from mtlcli.errors import RunFailed, UserError
-from mtlcli.hardware import autocast, configure_device, is_out_of_memory, resolve_device, resolve_precision
-from mtlcli.losses import Objective, balanced_weights
-from mtlcli.model import apply_freeze, check_freeze, default_model_path, load_pretrained_backbone, load_tokenizer, parameter_groups
-from mtlcli.quality import task_checks
+from mtlcli.runtime.hardware import autocast, configure_device, is_out_of_memory, resolve_device, resolve_precision
+from mtlcli.model.losses import Objective, balanced_weights
+from mtlcli.model.network import apply_freeze, check_freeze, default_model_path, load_pretrained_backbone, load_tokenizer, parameter_groups
+from mtlcli.scoring.quality import task_checks
 from mtlcli.registry import schedulers
 from mtlcli.training import distributed, memory
 from mtlcli.training.grad_scaling import grad_scaler
 from mtlcli.training.interrupt import StopSignals, TrainingInterrupted
 from mtlcli.training.loop import Hooks, LoopParts, Position, fit
 from mtlcli.training.policies import BestCheckpoint, EarlyStopping
-from mtlcli.training.report import Reporter
+from mtlcli.training.reporter import Reporter
 from mtlcli.training.resume import TrainingState, data_fingerprint, last_checkpoint
 from mtlcli.training.tracking import TrackingReporter, build_trackers
 

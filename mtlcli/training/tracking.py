@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mtlcli.errors import UserError
-from mtlcli.training.report import Reporter
+from mtlcli.training.reporter import Reporter
 
 
 def build_trackers(names: list[str]) -> list[tuple[str, Any]]:

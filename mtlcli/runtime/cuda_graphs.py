@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from mtlcli.data import MISSING
+from mtlcli.data.tables import MISSING
 
 # op-by-op passes on a side stream before a shape is recorded, so that lazy set-up (autograd's, the
 # libraries' handles and workspaces) stays out of the graph; a forward pass alone has less of it

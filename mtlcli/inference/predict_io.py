@@ -1,7 +1,7 @@
 """Texts in, predictions out, in bounded chunks: a file of any length runs in constant memory.
 
 Input: texts given directly, a table with the run's text column (CSV, TSV, JSON Lines, Parquet,
-read by ``mtlcli.rows``), or plain text (one per line), from a file or standard input. Output: JSONL
+read by ``mtlcli.data.rows``), or plain text (one per line), from a file or standard input. Output: JSONL
 or CSV written chunk by chunk, and optionally the sentence vectors as a ``.npy`` file assembled at
 the end from rows appended to a temporary file.
 """
@@ -20,7 +20,7 @@ from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
-from mtlcli import rows
+from mtlcli.data import rows
 from mtlcli.atomic import replacing, temporary_name
 from mtlcli.errors import UserError, shown
 

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from mtlcli import data as data_mod, metrics, quality
+from mtlcli.data import tables as data_mod
+from mtlcli.scoring import metrics
+from mtlcli.scoring import quality
 from mtlcli.errors import UserError
 
 
@@ -38,8 +40,8 @@ def score(loaded, path: str | Path, text_column: str | None = None, ignore_unkno
     out of that task. A label the run never saw is an error, or with ``ignore_unknown`` that row is
     left out of that task (the counts come back under ``"ignored"``).
     """
-    from mtlcli.batching import encode
-    from mtlcli.evaluation import evaluate
+    from mtlcli.data.batching import encode
+    from mtlcli.scoring.evaluation import evaluate
 
     text_column = text_column or loaded.config.get("text_column", "sentence")
     tasks = list(loaded.label_sets)
@@ -110,7 +112,8 @@ def _file_part(name: str) -> str:
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
     """``eval.json`` and one ``confusion_<task>.png`` per task in ``out``; returns the files written."""
-    from mtlcli import atomic, plots
+    from mtlcli import atomic
+    from mtlcli.reports import plots
 
     out = Path(out)
     try:

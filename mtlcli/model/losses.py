@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mtlcli.data import MISSING
+from mtlcli.data.tables import MISSING
 
 
 @dataclass(frozen=True)

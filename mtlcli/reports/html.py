@@ -18,7 +18,9 @@ from typing import Any, Callable
 
 import yaml
 
-from mtlcli import __version__, plots, report_charts, runs
+from mtlcli import __version__, runs
+from mtlcli.reports import plots
+from mtlcli.reports import charts as report_charts
 from mtlcli.errors import UserError
 
 HIDDEN = ("out", "name")  # where a run went says nothing about how it trained
@@ -41,7 +43,7 @@ class RunView:
 def collect(paths: list[str], device: str = "auto", warn: Callable[[str], None] = lambda m: None,
             on_compute: Callable[[str], None] = lambda m: None) -> list[RunView]:
     """Read each run folder; compute (and cache) its validation analysis where it has none yet."""
-    from mtlcli.validation_report import read_cached, validation_report
+    from mtlcli.reports.validation import read_cached, validation_report
 
     series = plots.load_series(paths)  # the same checks and names as `mtl plot`, in the same order
     folders = list(dict.fromkeys(runs.resolve_run(p) for p in paths))

@@ -9,14 +9,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from mtlcli import builder, runs
-from mtlcli.batching import Encoded, encode, inference_batch_size, iterate, sorted_batches, width_multiple
-from mtlcli.checkpoint import Checkpoint
-from mtlcli.cuda_graphs import ForwardGraphs, graph_blocker
+from mtlcli import runs
+from mtlcli.model import builder
+from mtlcli.data.batching import Encoded, encode, inference_batch_size, iterate, sorted_batches, width_multiple
+from mtlcli.model.checkpoint import Checkpoint
+from mtlcli.runtime.cuda_graphs import ForwardGraphs, graph_blocker
 from mtlcli.errors import UserError
-from mtlcli.losses import Objective
-from mtlcli.model import MultiTaskModel, backbone_from_config, load_tokenizer
-from mtlcli.hardware import autocast, configure_device, cpu_has_native_bf16, resolve_device, resolve_precision
+from mtlcli.model.losses import Objective
+from mtlcli.model.network import MultiTaskModel, backbone_from_config, load_tokenizer
+from mtlcli.runtime.hardware import autocast, configure_device, cpu_has_native_bf16, resolve_device, resolve_precision
 
 
 @dataclass
@@ -37,7 +38,7 @@ class LoadedRun:
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 batch_size: int) -> tuple[torch.Tensor, dict]:
         """One batch (of at most ``batch_size`` rows) through the model: the pooled vectors and each
-        head's logits. On CUDA each batch shape runs as a recorded graph (mtlcli/cuda_graphs.py),
+        head's logits. On CUDA each batch shape runs as a recorded graph (mtlcli/runtime/cuda_graphs.py),
         made on first use."""
         if self._graphs is None:
             self._graphs = graph_blocker(self.device, [self.model]) is None and ForwardGraphs(self._forward)

@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from mtlcli import atomic, config as config_mod, data as data_mod, metrics, runs, scoring
+from mtlcli import atomic, config as config_mod, runs
+from mtlcli.data import tables as data_mod
+from mtlcli.scoring import metrics
+from mtlcli.scoring import scores as scoring
 from mtlcli.errors import RunFailed, UserError
 
 CACHE = "validation.json"
@@ -55,7 +58,7 @@ def validation_report(run: Path, device: str = "auto", batch_size: int | None = 
 
 
 def compute(run: Path, device: str = "auto", batch_size: int | None = None) -> dict[str, Any]:
-    from mtlcli.inference import load_run, predict_batches
+    from mtlcli.inference.loaded_run import load_run, predict_batches
 
     key = checkpoint_key(run)
     # where the data is: the run's config.yaml (edit it there if the files moved), split as in training

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from mtlcli import rows as rows_mod
+from mtlcli.data import rows as rows_mod
 from mtlcli.errors import UserError, shown
 
 MISSING = -100  # label id of an empty cell: the row is left out of that task's loss and metrics

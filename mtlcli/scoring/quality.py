@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from mtlcli import metrics
-from mtlcli.data import MISSING
+from mtlcli.scoring import metrics
+from mtlcli.data.tables import MISSING
 
 F1_MARGIN = 0.10  # macro-F1 must beat the better of the two baselines by this much to count as learned
 

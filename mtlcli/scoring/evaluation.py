@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtlcli import metrics
-from mtlcli.batching import Encoded, inference_batch_size, iterate, sorted_batches, width_multiple
-from mtlcli.data import MISSING
-from mtlcli.heap import HeapTrimmer
-from mtlcli.losses import Objective, task_losses
+from mtlcli.scoring import metrics
+from mtlcli.data.batching import Encoded, inference_batch_size, iterate, sorted_batches, width_multiple
+from mtlcli.data.tables import MISSING
+from mtlcli.runtime.heap import HeapTrimmer
+from mtlcli.model.losses import Objective, task_losses
 
 
 @torch.inference_mode()

@@ -7,7 +7,7 @@ import base64
 import io
 from typing import Any
 
-from mtlcli.plots import best_epoch, tasks_of
+from mtlcli.reports.plots import best_epoch, tasks_of
 
 Rows = list[dict[str, Any]]
 STYLE = {

@@ -12,10 +12,10 @@ from typing import Any, Mapping
 from torch import nn
 
 import mtlcli.components  # noqa: F401  (built-ins registered before lookups)
-from mtlcli.checkpoint import Checkpoint
+from mtlcli.model.checkpoint import Checkpoint
 from mtlcli.config import TrainConfig
 from mtlcli.errors import UserError
-from mtlcli.model import MultiTaskModel
+from mtlcli.model.network import MultiTaskModel
 from mtlcli.registry import Registry, heads, loss_combiners, poolers, schedulers
 
 # kind (as checkpoints record it) -> (the config key naming it, its registry)
