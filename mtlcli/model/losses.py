@@ -53,14 +53,19 @@ def task_losses(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
     Sums rather than means so that epoch metrics are exact averages over rows. A batch with no
     labelled row for a task gives (0, 0), which contributes nothing.
     """
-    out = {}
-    for task, y in labels.items():
-        out[task] = (
-            F.cross_entropy(logits[task].float(), y, weight=objective.weight(task, y.device), ignore_index=MISSING,
-                            reduction="sum", label_smoothing=objective.label_smoothing),
-            (y != MISSING).sum(),
-        )
-    return out
+    return {task: (_cross_entropy(task, logits[task], y, objective, "sum"), (y != MISSING).sum())
+            for task, y in labels.items()}
+
+
+def row_losses(task: str, logits: torch.Tensor, y: torch.Tensor, objective: Objective = Objective()) -> torch.Tensor:
+    """Each row's loss for ``task`` (0 where it has no label): the terms ``task_losses`` sums."""
+    return _cross_entropy(task, logits, y, objective, "none")
+
+
+def _cross_entropy(task: str, logits: torch.Tensor, y: torch.Tensor, objective: Objective,
+                   reduction: str) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), y, weight=objective.weight(task, y.device), ignore_index=MISSING,
+                           reduction=reduction, label_smoothing=objective.label_smoothing)
 
 
 def mean_losses(summed: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:

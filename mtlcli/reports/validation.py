@@ -1,7 +1,8 @@
 """A run's validation set, looked at closely: the data's label counts, per-class precision / recall
 / F1, confusion matrices, and the examples the best checkpoint finds hardest, per task.
 
-Computed once from the best checkpoint (the same loader and scoring as ``mtl eval``) on the
+Computed once from the best checkpoint (the same loader and scoring routine as ``mtl eval``, so a
+task's loss is the run's objective, with its class weights and label smoothing) on the
 validation rows the run held out (its config.yaml re-creates the same split), then cached in the run
 folder as ``validation.json``; a new best checkpoint (a resumed run) makes it stale.
 """
@@ -17,12 +18,11 @@ import numpy as np
 
 from mtlcli import atomic, config as config_mod, runs
 from mtlcli.data import tables as data_mod
-from mtlcli.scoring import metrics
 from mtlcli.scoring import scores as scoring
 from mtlcli.errors import RunFailed, UserError
 
 CACHE = "validation.json"
-VERSION = 1  # raise when the cached layout changes
+VERSION = 2  # raise when the cached layout or its numbers change (2: losses are the run's objective)
 EXAMPLES = 5  # per task and list
 TEXT_LIMIT = 300  # characters of an example's text kept in the cache and the page
 
@@ -58,7 +58,8 @@ def validation_report(run: Path, device: str = "auto", batch_size: int | None = 
 
 
 def compute(run: Path, device: str = "auto", batch_size: int | None = None) -> dict[str, Any]:
-    from mtlcli.inference.loaded_run import load_run, predict_batches
+    from mtlcli.data.batching import encode
+    from mtlcli.inference.loaded_run import load_run
 
     key = checkpoint_key(run)
     # where the data is: the run's config.yaml (edit it there if the files moved), split as in training
@@ -69,21 +70,23 @@ def compute(run: Path, device: str = "auto", batch_size: int | None = None) -> d
                                             cfg.delimiter)
     loaded = load_run(run, device, "run")  # the precision it trained with: the numbers match its validation
     ids = data_mod.encode_labels(val, loaded.label_sets, ignore_unknown=True)
-    probs = predict_batches(loaded, val.texts, batch_size)  # batched as validation was: the same labels
+    encoded = encode(loaded.tokenizer, val.texts, ids, loaded.max_length)
+    scored, result = scoring.score_encoded(loaded, encoded, batch_size, per_row=True)  # batched as validation was
     tasks = {}
     for task, labels in loaded.label_sets.items():
-        tasks[task] = task_analysis(np.asarray(ids[task]), probs[task], labels, val)
+        tasks[task] = task_analysis(scored["tasks"][task], result["tasks"][task], np.asarray(encoded.labels[task]),
+                                    labels, val)
     return {"key": key, "data": data_summary(train, val, loaded.label_sets), "val_rows": len(val), "tasks": tasks}
 
 
-def task_analysis(y: np.ndarray, p: np.ndarray, labels: list[str], table: data_mod.Table) -> dict[str, Any]:
-    """Scores, confusion matrix and the hardest examples of one task from its predicted probabilities."""
+def task_analysis(report: dict[str, Any], rows: dict[str, Any], y: np.ndarray, labels: list[str],
+                  table: data_mod.Table) -> dict[str, Any]:
+    """A task's scores (``report``, as ``mtl eval`` gives them) with its hardest examples, found from
+    evaluation's per-row result (``rows``: predictions, probabilities and losses)."""
     labelled = np.flatnonzero(y != data_mod.MISSING)
-    pred = p.argmax(axis=1)
+    pred, p = rows["predictions"], rows["probs"]
     truth = y[labelled]
-    loss = -np.log(np.clip(p[labelled, truth], 1e-12, None))  # each example's cross-entropy
-    cm = metrics.confusion(truth, pred[labelled], len(labels))
-    report = scoring.task_report(cm, labels, float(loss.mean()) if len(loss) else float("nan"))
+    loss = rows["row_losses"][labelled]  # each example's term of the task's loss
 
     def example(i: int, example_loss: float) -> dict[str, Any]:
         text = table.texts[i]

@@ -41,7 +41,6 @@ def score(loaded, path: str | Path, text_column: str | None = None, ignore_unkno
     left out of that task (the counts come back under ``"ignored"``).
     """
     from mtlcli.data.batching import encode
-    from mtlcli.scoring.evaluation import evaluate
 
     text_column = text_column or loaded.config.get("text_column", "sentence")
     tasks = list(loaded.label_sets)
@@ -55,9 +54,23 @@ def score(loaded, path: str | Path, text_column: str | None = None, ignore_unkno
     label_ids = data_mod.encode_labels(table, loaded.label_sets, ignore_unknown=ignore_unknown,
                                        unknown_hint="; --ignore-unknown leaves such rows out of that task")
     encoded = encode(loaded.tokenizer, table.texts, label_ids, loaded.max_length)
+    report, _ = score_encoded(loaded, encoded, batch_size)
+    if ignored:
+        report["ignored"] = ignored
+    return report
+
+
+def score_encoded(loaded, encoded, batch_size: int | None = None,
+                  per_row: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The one scoring routine of a run on labelled rows, for ``mtl eval`` and the report's validation
+    analysis: validation's evaluation with the run's objective (class weights, label smoothing), so
+    every loss is the one training minimised. Returns the JSON-ready report, and evaluation's own
+    result (with each row's probabilities and loss when ``per_row``)."""
+    from mtlcli.scoring.evaluation import evaluate
+
     result = evaluate(loaded.model, loaded.combiner, encoded, loaded.label_sets, loaded.device, loaded.amp,
-                      loaded.pad_id, loaded.max_length, loaded.objective, batch_size=batch_size)
-    report: dict[str, Any] = {"n": len(table), "loss": _finite(result["loss"]), "tasks": {}}
+                      loaded.pad_id, loaded.max_length, loaded.objective, batch_size=batch_size, per_row=per_row)
+    report: dict[str, Any] = {"n": len(encoded), "loss": _finite(result["loss"]), "tasks": {}}
     for task, r in result["tasks"].items():
         report["tasks"][task] = task_report(r["confusion_matrix"], loaded.label_sets[task], r["loss"])
         check = quality.check_task(task, report["tasks"][task]["accuracy"], report["tasks"][task]["macro_f1"],
@@ -68,9 +81,7 @@ def score(loaded, path: str | Path, text_column: str | None = None, ignore_unkno
                                                                        "learned")}
             if "warning" in check:
                 report["tasks"][task]["warning"] = check["warning"]
-    if ignored:
-        report["ignored"] = ignored
-    return report
+    return report, result
 
 
 def task_report(cm: np.ndarray, labels: list[str], loss: float) -> dict[str, Any]:
