@@ -17,6 +17,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from mtlcli.scoring import vocabulary as vocab
+
 
 class Model:
     """A trained model, ready to predict. Build it with ``Model.load``."""
@@ -77,7 +79,7 @@ class Model:
             validation, epoch = meta.get("validation") or {}, meta.get("epoch")
         else:
             ckpt = self._predictor.ckpt
-            validation = {k: v for k, v in ckpt.metrics.items() if k.startswith("val_")}
+            validation = vocab.of_split(ckpt.metrics, vocab.VAL)
             epoch = ckpt.epoch
         return {"path": str(self.path), "kind": self.kind, "tasks": self.labels,
                 "model": self.config.get("model") or "all-MiniLM-L6-v2 (bundled)",

@@ -24,6 +24,7 @@ from typing import Any
 
 from mtlcli.errors import UserError
 from mtlcli.registry import trackers
+from mtlcli.scoring import vocabulary as vocab
 
 
 class Tracker:
@@ -48,13 +49,13 @@ def require(module: str, extra: str) -> Any:
 def numbers(row: dict[str, Any]) -> dict[str, float]:
     """The finite numbers of a metrics row, the epoch left out (it is the step)."""
     return {k: float(v) for k, v in row.items()
-            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+            if k != vocab.EPOCH and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def tensorboard_tag(key: str) -> str:
     """metrics.jsonl key -> TensorBoard tag, grouped by its prefix: val_loss -> val/loss, seconds -> epoch/seconds."""
     prefix, sep, rest = key.partition("_")
-    return f"{prefix}/{rest}" if sep and prefix in ("train", "val", "lr") else f"epoch/{key}"
+    return f"{prefix}/{rest}" if sep and prefix in (*vocab.SPLITS, "lr") else f"epoch/{key}"
 
 
 @trackers.register("tensorboard")

@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mtlcli.scoring import vocabulary as vocab
+
+SCORES = (vocab.ACCURACY, vocab.MACRO_F1)  # each task's validation scores in the card's table
+
 _LOAD = {
     "sentence-transformers": """## Load it
 
@@ -62,12 +66,14 @@ def model_card(meta: dict[str, Any], labels: dict[str, list[str]], folder: Path,
              f"| head | {cfg.get('head')} |",
              f"| max length | {cfg.get('max_length')} tokens |",
              f"| trained in | {meta['precision']} |", "",
-             "## Tasks", "", "| task | labels | validation accuracy | validation macro-F1 |", "|---|---|---|---|"]
+             "## Tasks", "", "| task | labels | " + " | ".join(f"validation {m.label}" for m in SCORES) + " |",
+             "|---|---|" + "---|" * len(SCORES)]
     val = meta.get("validation") or {}
     for task, names in labels.items():
-        lines.append(f"| {task} | {', '.join(names)} | {_fmt(val.get(f'val_{task}_acc'))} | {_fmt(val.get(f'val_{task}_f1'))} |")
-    if "val_loss" in val:
-        lines += ["", f"Validation loss (all tasks combined): {_fmt(val['val_loss'])}."]
+        shown = " | ".join(_fmt(val.get(vocab.key(vocab.VAL, task, m))) for m in SCORES)
+        lines.append(f"| {task} | {', '.join(names)} | {shown} |")
+    if vocab.VAL_LOSS in val:
+        lines += ["", f"Validation loss (all tasks combined): {_fmt(val[vocab.VAL_LOSS])}."]
     lines += ["", _LOAD[kind].format(folder=folder.name, max_length=cfg.get("max_length"), dim=dim)]
     return "\n".join(lines).rstrip() + "\n"
 

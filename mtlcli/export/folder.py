@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 from mtlcli import __version__
 from mtlcli.errors import UserError
+from mtlcli.scoring import vocabulary as vocab
 
 CONFIG = "mtl_config.json"
 LABELS = "labels.json"
@@ -31,7 +32,7 @@ def describe(loaded, kind: str) -> dict[str, Any]:
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "mtl_version": __version__,
         "run": loaded.run.name, "epoch": ckpt.epoch, "precision": ckpt.precision or "fp32",
-        "validation": {k: v for k, v in row.items() if k.startswith("val_")},
+        "validation": vocab.of_split(row, vocab.VAL),
         "components": ckpt.components, "config": loaded.config,
     }
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from mtlcli.scoring import metrics
+from mtlcli.scoring import vocabulary as vocab
 from mtlcli.data.tables import MISSING
 
 F1_MARGIN = 0.10  # macro-F1 must beat the better of the two baselines by this much to count as learned
@@ -55,7 +56,8 @@ def task_checks(row: dict[str, Any], val, label_sets: dict[str, list[str]]) -> d
     """Every task of a training run's best epoch (``row``, a metrics row) on the validation rows ``val``."""
     checks = {}
     for task, labels in label_sets.items():
-        check = check_task(task, row.get(f"val_{task}_acc"), row.get(f"val_{task}_f1"), val.labels[task], labels)
+        accuracy, macro_f1 = (row.get(vocab.key(vocab.VAL, task, m)) for m in (vocab.ACCURACY, vocab.MACRO_F1))
+        check = check_task(task, accuracy, macro_f1, val.labels[task], labels)
         if check:
             checks[task] = check
     return checks

@@ -21,6 +21,7 @@ from mtlcli.data.tables import MISSING
 from mtlcli.model.losses import Objective, task_losses
 from mtlcli.training.distributed import (Dist, all_gather_object, all_reduce_max, average_grads, shard, sum_in_place,
                                         usable_batches)
+from mtlcli.scoring import vocabulary as vocab
 from mtlcli.scoring.evaluation import evaluate
 from mtlcli.runtime.heap import HeapTrimmer
 from mtlcli.training.grad_scaling import clip_and_step
@@ -248,20 +249,20 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
         reporter.validation_start(epoch)
         val = evaluate(getattr(p.model, "module", p.model), p.combiner, p.val, p.label_sets, p.device, p.amp, p.pad_id,
                        p.max_length, p.objective, d)
-        row = {"epoch": epoch, **_current_lrs(p), "seconds": round(time.perf_counter() - t0, 3),
-               "train_seconds": round(train_seconds, 3),
-               "train_sentences_per_s": round((tally.seen - seen_before) / train_seconds, 2),
-               "train_loss": float(tally.combined_sum) / tally.seen, "val_loss": val["loss"]}
+        row = {vocab.EPOCH: epoch, **_current_lrs(p), vocab.SECONDS: round(time.perf_counter() - t0, 3),
+               vocab.TRAIN_SECONDS: round(train_seconds, 3),
+               vocab.TRAIN_SPEED: round((tally.seen - seen_before) / train_seconds, 2),
+               vocab.TRAIN_LOSS: float(tally.combined_sum) / tally.seen, vocab.VAL_LOSS: val["loss"]}
         for t in tasks:
-            row[f"train_{t}_loss"] = train_task_loss.get(t, float("nan"))
-            row[f"train_{t}_acc"] = float(tally.correct[t]) / tally.counted[t] if tally.counted[t] else float("nan")
-            v = val["tasks"][t]
-            row[f"val_{t}_loss"], row[f"val_{t}_acc"], row[f"val_{t}_f1"] = v["loss"], v["accuracy"], v["macro_f1"]
+            accuracy = float(tally.correct[t]) / tally.counted[t] if tally.counted[t] else float("nan")
+            row.update(vocab.scores(t, vocab.TRAIN, {vocab.LOSS.name: train_task_loss.get(t, float("nan")),
+                                                     vocab.ACCURACY.name: accuracy}))
+            row.update(vocab.scores(t, vocab.VAL, {m.name: val["tasks"][t][m.name] for m in vocab.CLASSIFICATION}))
         if any(v["n"] and not math.isfinite(v["loss"]) for v in val["tasks"].values()):
-            return {**ended, "diverged": {"epoch": epoch, "batch": None, "loss": row["val_loss"]}}
+            return {**ended, "diverged": {"epoch": epoch, "batch": None, "loss": row[vocab.VAL_LOSS]}}
 
         # ---- policies: best checkpoint, log, the state to resume from, early stopping
-        improved = stopper.update(epoch, row["val_loss"])
+        improved = stopper.update(epoch, row[vocab.VAL_LOSS])
         if improved:
             hooks.on_best(epoch, row)
         hooks.log_epoch(row)

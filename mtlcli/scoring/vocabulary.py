@@ -1,0 +1,130 @@
+"""What an epoch logs, by name: the one place that spells and reads the keys of metrics.jsonl.
+
+A row of metrics.jsonl (and summary.json's ``best_metrics``) holds one epoch's numbers. A task's
+score on a split is ``{split}_{task}_{suffix}`` (``val_sentiment_acc``, ``train_topic_loss``); the
+combined objective is ``{split}_loss``. Training writes keys with ``key``, readers take them apart
+with ``parse`` and ``tasks``, so the file's format is written down once and old runs read the same.
+
+A metric is a name plus what a reader needs to show it (``Metric``); a task type brings its own
+list of them (``CLASSIFICATION``), and ``METRICS`` knows every one a row may hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, NamedTuple
+
+TRAIN, VAL = "train", "val"
+SPLITS = (TRAIN, VAL)
+
+# an epoch's other entries: its number, how long it took, and how fast training went
+EPOCH = "epoch"
+SECONDS = "seconds"
+TRAIN_SECONDS = f"{TRAIN}_seconds"
+TRAIN_SPEED = f"{TRAIN}_sentences_per_s"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One score of a task: ``name`` as scoring returns it, ``suffix`` as metrics.jsonl spells it,
+    ``label`` as a page shows it, ``column`` as a narrow table heads it."""
+
+    name: str
+    suffix: str
+    label: str
+    column: str
+    higher_is_better: bool = True
+
+
+LOSS = Metric("loss", "loss", "loss", "loss", higher_is_better=False)
+ACCURACY = Metric("accuracy", "acc", "accuracy", "acc")
+MACRO_F1 = Metric("macro_f1", "f1", "macro-F1", "macro-F1")
+
+CLASSIFICATION = (LOSS, ACCURACY, MACRO_F1)  # what a single-label task logs, in the file's order
+METRICS = {m.suffix: m for m in CLASSIFICATION}  # every metric a row may hold, by its suffix
+
+
+class Key(NamedTuple):
+    split: str
+    task: str | None  # None: the combined objective (``val_loss``)
+    metric: Metric
+
+
+def on_split(split: str, name: str) -> str:
+    """``val`` + ``loss`` -> ``val_loss``; ``train`` + ``topic_acc`` -> ``train_topic_acc``."""
+    return f"{split}_{name}"
+
+
+def key(split: str, task: str | None, metric: Metric) -> str:
+    """The key of ``metric`` of ``task`` on ``split`` (``task`` None: the combined objective)."""
+    return on_split(split, metric.suffix if task is None else f"{task}_{metric.suffix}")
+
+
+def split_of(name: str) -> str | None:
+    """The split a key of a row is about (``train_seconds`` too), or None (``epoch``, ``lr_heads``)."""
+    split, sep, _ = name.partition("_")
+    return split if sep and split in SPLITS else None
+
+
+def without_split(name: str) -> str:
+    """``val_topic_acc`` -> ``topic_acc``; a key about no split as it is."""
+    split = split_of(name)
+    return name[len(split) + 1:] if split else name
+
+
+def parse(name: str) -> Key | None:
+    """``val_topic_acc`` -> (val, topic, ACCURACY); ``val_loss`` -> (val, None, LOSS); None for other keys."""
+    split = split_of(name)
+    if split is None:
+        return None
+    task, _, suffix = without_split(name).rpartition("_")
+    metric = METRICS.get(suffix)
+    if metric is None:
+        return None
+    return Key(split, task or None, metric)
+
+
+VAL_LOSS = key(VAL, None, LOSS)  # what early stopping and the best checkpoint go by
+TRAIN_LOSS = key(TRAIN, None, LOSS)
+
+
+def tasks(names: Iterable[str]) -> list[str]:
+    """The tasks a row (or any keys) has scores for, in the row's order."""
+    found = (parse(n) for n in names)
+    return list(dict.fromkeys(k.task for k in found if k is not None and k.task is not None))
+
+
+def metrics(names: Iterable[str], task: str, split: str | None = None) -> list[Metric]:
+    """The metrics a row holds for ``task`` (on ``split``, or on any), in the row's order."""
+    found = (parse(n) for n in names)
+    return list(dict.fromkeys(k.metric for k in found
+                              if k is not None and k.task == task and split in (None, k.split)))
+
+
+def task_metrics(names: Iterable[str], split: str | None = None) -> list[Metric]:
+    """The metrics a row holds for any task (on ``split``, or on any), in the row's order: a table's columns."""
+    found = (parse(n) for n in names)
+    return list(dict.fromkeys(k.metric for k in found
+                              if k is not None and k.task is not None and split in (None, k.split)))
+
+
+def headline(names: Iterable[str], task: str) -> Metric | None:
+    """The score a short view shows for ``task``: the first metric the row holds that is not its loss."""
+    return next((m for m in metrics(names, task) if m != LOSS), None)
+
+
+def keys_of(names: Iterable[str], task: str | None, metric: Metric) -> list[str]:
+    """The keys of ``metric`` of ``task`` the row holds, training's first."""
+    names = set(names)
+    return [k for k in (key(split, task, metric) for split in SPLITS) if k in names]
+
+
+def scores(task: str, split: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A row's entries for ``task`` on ``split`` from scores by name (``{"loss": .., "accuracy": ..}``)."""
+    by_name = {m.name: m for m in METRICS.values()}
+    return {key(split, task, by_name[name]): value for name, value in values.items()}
+
+
+def of_split(row: dict[str, Any], split: str) -> dict[str, Any]:
+    """The entries of a row about ``split`` (``val_loss``, ``val_topic_acc``, ...)."""
+    return {k: v for k, v in row.items() if split_of(k) == split}
