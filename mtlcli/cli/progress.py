@@ -14,6 +14,7 @@ from rich.table import Table
 
 from mtlcli.reports import plots
 from mtlcli.cli.common import print_warning
+from mtlcli.scoring import vocabulary as vocab
 from mtlcli.training.reporter import Reporter
 
 
@@ -29,10 +30,11 @@ def _fmt(v: Any) -> str:
 
 
 def epoch_line(row: dict[str, Any], tasks: list[str], improved: bool) -> str:
-    parts = [f"epoch {row['epoch']}", f"train_loss {row['train_loss']:.4f}", f"val_loss {row['val_loss']:.4f}"]
+    parts = [f"epoch {row[vocab.EPOCH]}", *(f"{k} {row[k]:.4f}" for k in (vocab.TRAIN_LOSS, vocab.VAL_LOSS))]
     for t in tasks:
-        parts.append(f"{t} acc {row[f'val_{t}_acc']:.3f} f1 {row[f'val_{t}_f1']:.3f}")
-    parts.append(f"{row['train_sentences_per_s']:.0f} sent/s, {row['seconds']:.1f}s")
+        scores = [m for m in vocab.metrics(row, t, vocab.VAL) if m != vocab.LOSS]
+        parts.append(" ".join([t, *(f"{m.suffix} {row[vocab.key(vocab.VAL, t, m)]:.3f}" for m in scores)]))
+    parts.append(f"{row[vocab.TRAIN_SPEED]:.0f} sent/s, {row[vocab.SECONDS]:.1f}s")
     return " | ".join(parts) + (" | new best, saved" if improved else "")
 
 
@@ -119,8 +121,9 @@ class QuietReporter(_ShowsWarnings):
 def show_summary(console: Console, summary: dict[str, Any], chart: bool) -> None:
     rows = summary.get("rows") or []
     if chart and len(rows) >= 1:
-        console.print(plots.terminal_chart({"run": rows}, "loss", ["train_loss", "val_loss"],
-                                           width=min(console.width, 100)), markup=False, highlight=False)
+        console.print(plots.terminal_chart({"run": rows}, vocab.LOSS.label, [vocab.TRAIN_LOSS, vocab.VAL_LOSS],
+                                           {"run": summary.get("best_epoch") or None}, width=min(console.width, 100)),
+                      markup=False, highlight=False)
     best = summary.get("best_metrics") or {}
     if not best:  # stopped (signal, NaN loss) before any epoch finished
         console.print(f"Run folder {summary['run']}: no epoch finished, so there is no best checkpoint",
@@ -129,10 +132,12 @@ def show_summary(console: Console, summary: dict[str, Any], chart: bool) -> None
     table = Table(title=f"best epoch {summary['best_epoch']} of {summary['epochs_run']}"
                         + (" (stopped early)" if summary.get("stopped_early") else ""))
     table.add_column("task")
-    for col in ("val loss", "val acc", "val macro-F1"):
-        table.add_column(col, justify="right")
-    for t in plots.tasks_of(rows):
-        table.add_row(t, _fmt(best.get(f"val_{t}_loss")), _fmt(best.get(f"val_{t}_acc")), _fmt(best.get(f"val_{t}_f1")))
+    tasks = vocab.tasks(best)
+    columns = vocab.task_metrics(best, vocab.VAL)
+    for m in columns:
+        table.add_column(f"{vocab.VAL} {m.column}", justify="right")
+    for t in tasks:
+        table.add_row(t, *(_fmt(best.get(vocab.key(vocab.VAL, t, m))) for m in columns))
     console.print(table)
     for warning in summary.get("warnings") or []:
         print_warning(warning)

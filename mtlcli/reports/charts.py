@@ -7,7 +7,8 @@ import base64
 import io
 from typing import Any
 
-from mtlcli.reports.plots import best_epoch, tasks_of
+from mtlcli.reports.plots import Bests
+from mtlcli.scoring import vocabulary as vocab
 
 Rows = list[dict[str, Any]]
 STYLE = {
@@ -21,16 +22,15 @@ RUN_COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", 
 
 
 def panels(rows: Rows) -> list[tuple[str, list[str]]]:
-    """(title, metric keys): the combined loss, then each task's loss, accuracy and macro-F1."""
-    out = [("combined loss", ["train_loss", "val_loss"])]
-    for t in tasks_of(rows):
-        out += [(f"{t}: loss", [f"train_{t}_loss", f"val_{t}_loss"]),
-                (f"{t}: accuracy", [f"train_{t}_acc", f"val_{t}_acc"]),
-                (f"{t}: macro-F1", [f"val_{t}_f1"])]
+    """(title, metric keys): the combined loss, then each of each task's scores (loss, accuracy, macro-F1)."""
+    first = rows[0] if rows else {}
+    out = [("combined loss", vocab.keys_of(first, None, vocab.LOSS))]
+    for t in vocab.tasks(first):
+        out += [(f"{t}: {m.label}", vocab.keys_of(first, t, m)) for m in vocab.metrics(first, t)]
     return out
 
 
-def curves_svg(series: dict[str, Rows], chart_panels: list[tuple[str, list[str]]], columns: int = 4) -> str:
+def curves_svg(series: dict[str, Rows], chart_panels: list[tuple[str, list[str]]], bests: Bests, columns: int = 4) -> str:
     """One figure, a panel per metric; several runs overlay (a colour per run, training dashed)."""
     import matplotlib
 
@@ -49,13 +49,13 @@ def curves_svg(series: dict[str, Rows], chart_panels: list[tuple[str, list[str]]
                     points = [(r["epoch"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and r[key] == r[key]]
                     if not points:
                         continue
-                    train = key.startswith("train_")
-                    who = "train" if train else "val"
+                    train = vocab.split_of(key) == vocab.TRAIN
+                    who = vocab.TRAIN if train else vocab.VAL
                     label = who if len(series) == 1 else f"{run} {who}"
                     ax.plot(*zip(*points), color="#94a3b8" if train and len(series) == 1 else color,
                             linestyle="--" if train else "-", marker="s" if train else "o", markersize=3,
                             linewidth=1.4, label=label)
-                best = best_epoch(rows)
+                best = bests.get(run)
                 if best is not None:
                     ax.axvline(best, color=color, linestyle=":", linewidth=1)
             ax.set_title(title)

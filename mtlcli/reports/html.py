@@ -22,6 +22,7 @@ from mtlcli import __version__, runs
 from mtlcli.reports import plots
 from mtlcli.reports import charts as report_charts
 from mtlcli.errors import UserError
+from mtlcli.scoring import vocabulary as vocab
 
 HIDDEN = ("out", "name")  # where a run went says nothing about how it trained
 
@@ -38,6 +39,7 @@ class RunView:
     validation: dict[str, Any] | None = None
     missing: str | None = None  # why there is no validation analysis
     tasks: list[str] = field(default_factory=list)
+    best: int | None = None  # the best epoch, as training named it
 
 
 def collect(paths: list[str], device: str = "auto", warn: Callable[[str], None] = lambda m: None,
@@ -45,12 +47,12 @@ def collect(paths: list[str], device: str = "auto", warn: Callable[[str], None] 
     """Read each run folder; compute (and cache) its validation analysis where it has none yet."""
     from mtlcli.reports.validation import read_cached, validation_report
 
-    series = plots.load_series(paths)  # the same checks and names as `mtl plot`, in the same order
+    series, bests = plots.load_series(paths)  # the same checks, names and best epochs as `mtl plot`
     folders = list(dict.fromkeys(runs.resolve_run(p) for p in paths))
     views = []
     for run, (name, rows) in zip(folders, series.items()):
         view = RunView(run, name, _read_yaml(run / "config.yaml"), _read_json(run / "summary.json"), rows)
-        view.tasks = plots.tasks_of(view.rows)
+        view.tasks, view.best = vocab.tasks(rows[0]), bests[name]
         try:
             if read_cached(run) is None:
                 on_compute(f"{name}: scoring the validation set with the best checkpoint (cached in {run.name}/validation.json)")
@@ -95,7 +97,7 @@ def settings(view: RunView) -> dict[str, Any]:
         "freeze": c.get("freeze") or "none",
         "epochs run": f"{s.get('epochs_run', len(view.rows))} of {c.get('epochs')}",
         "stopped early": s.get("stopped_early", "run in progress" if not s else False),
-        "best epoch": s.get("best_epoch", plots.best_epoch(view.rows)),
+        "best epoch": view.best,
         "precision": s.get("precision", c.get("precision")), "device": s.get("device", c.get("device")),
         "seed": c.get("seed"), "data": c.get("data"),
         "validation": c.get("val") or f"{c.get('val_split')} of the data, stratified",
@@ -103,18 +105,15 @@ def settings(view: RunView) -> dict[str, Any]:
 
 
 def best_row(view: RunView) -> dict[str, Any]:
-    best = view.summary.get("best_metrics") or {}
-    if best:
-        return best
-    epoch = plots.best_epoch(view.rows)
-    return next((r for r in view.rows if r.get("epoch") == epoch), {})
+    return next((r for r in view.rows if r.get(vocab.EPOCH) == view.best), {})
 
 
 def differing(views: list[RunView]) -> list[tuple[str, list[Any]]]:
     """(setting, value per run) for each config key or outcome that is not the same in every run."""
     keys = list(dict.fromkeys(k for v in views for k in v.config if k not in HIDDEN))
     rows = [(k, [v.config.get(k) for v in views]) for k in keys]
-    rows += [(k, [v.summary.get(k) for v in views]) for k in ("epochs_run", "stopped_early", "best_epoch")]
+    rows += [(k, [v.summary.get(k) for v in views]) for k in ("epochs_run", "stopped_early")]
+    rows += [("best_epoch", [v.best for v in views])]
     return [(k, values) for k, values in rows if len({json.dumps(x, sort_keys=True) for x in values}) > 1]
 
 
@@ -187,9 +186,11 @@ def run_section(index: int, view: RunView) -> str:
         ["setting", "value"], [[escape(k), fmt(v, None)] for k, v in settings(view).items()], "kv") + "</div>")
     parts.append(f'<div class="card" id="{sid}-data"><h3>Data</h3>{data_html(view)}</div></div>')
     parts.append(f'<div class="card wide" id="{sid}-curves"><h3>Learning curves</h3>'
-                 f'<p class="muted">Dotted line: the best epoch (lowest validation loss).</p>'
-                 f'<img class="curves" alt="learning curves of {escape(view.name)}" '
-                 f'src="{report_charts.curves_svg({view.name: view.rows}, report_charts.panels(view.rows))}"></div>')
+                 f'<p class="muted">Dotted line: the best epoch, the one training kept (its validation loss '
+                 f'fell by more than --min-delta).</p>'
+                 f'<img class="curves" alt="learning curves of {escape(view.name)}" src="'
+                 + report_charts.curves_svg({view.name: view.rows}, report_charts.panels(view.rows), {view.name: view.best})
+                 + '"></div>')
     parts.append(f'<div class="card wide" id="{sid}-best"><h3>Best epoch</h3>{best_html(view)}</div>')
     parts.append(validation_html(sid, view))
     parts.append("</section>")
@@ -214,11 +215,11 @@ def best_html(view: RunView) -> str:
     best = best_row(view)
     if not best:
         return '<p class="muted">No epoch finished yet.</p>'
-    body = [[escape(t), fmt(best.get(f"val_{t}_loss")), fmt(best.get(f"val_{t}_acc")), fmt(best.get(f"val_{t}_f1")),
-             fmt(best.get(f"train_{t}_loss")), fmt(best.get(f"train_{t}_acc"))] for t in view.tasks]
-    return (f'<p>Epoch <b>{best.get("epoch")}</b>: validation loss <b>{fmt(best.get("val_loss"))}</b> '
-            f'(training loss {fmt(best.get("train_loss"))}).</p>'
-            + table(["task", "val loss", "val accuracy", "val macro-F1", "train loss", "train accuracy"], body, "num"))
+    columns = [(split, m) for split in (vocab.VAL, vocab.TRAIN) for m in vocab.task_metrics(best, split)]
+    body = [[escape(t), *(fmt(best.get(vocab.key(split, t, m))) for split, m in columns)] for t in view.tasks]
+    return (f'<p>Epoch <b>{best.get(vocab.EPOCH)}</b>: validation loss <b>{fmt(best.get(vocab.VAL_LOSS))}</b> '
+            f'(training loss {fmt(best.get(vocab.TRAIN_LOSS))}).</p>'
+            + table(["task", *(f"{split} {m.label}" for split, m in columns)], body, "num"))
 
 
 def validation_html(sid: str, view: RunView) -> str:
@@ -252,11 +253,14 @@ def comparison_section(views: list[RunView]) -> str:
                       if diff else '<p class="muted">The runs have the same settings.</p>')
     tasks = list(dict.fromkeys(t for v in views for t in v.tasks))
     bests = [best_row(v) for v in views]
-    metric_rows = [["best epoch", *(fmt(b.get("epoch")) for b in bests)],
-                   ["val loss", *(_marked([b.get("val_loss") for b in bests], low=True))]]
+    metric_rows = [["best epoch", *(fmt(b.get(vocab.EPOCH)) for b in bests)],
+                   [f"{vocab.VAL} {vocab.LOSS.label}", *_marked([b.get(vocab.VAL_LOSS) for b in bests], vocab.LOSS)]]
+    keys = [k for b in bests for k in b]
     for t in tasks:
-        metric_rows.append([f"{escape(t)} accuracy", *_marked([b.get(f"val_{t}_acc") for b in bests])])
-        metric_rows.append([f"{escape(t)} macro-F1", *_marked([b.get(f"val_{t}_f1") for b in bests])])
+        for m in vocab.metrics(keys, t, vocab.VAL):
+            if m != vocab.LOSS:
+                scores = [b.get(vocab.key(vocab.VAL, t, m)) for b in bests]
+                metric_rows.append([f"{escape(t)} {m.label}", *_marked(scores, m)])
     series = {v.name: v.rows for v in views}
     chart_panels = report_charts.panels([r for v in views for r in v.rows[:1]])
     return (f'<section class="comparison" id="comparison"><h2>Comparison of {len(views)} runs</h2><div class="grid">'
@@ -265,14 +269,15 @@ def comparison_section(views: list[RunView]) -> str:
             f'{table(["metric", *names], metric_rows, "num")}</div></div>'
             f'<div class="card wide" id="comparison-curves"><h3>Learning curves, overlaid</h3>'
             f'<p class="muted">A colour per run; validation solid, training dashed; dotted: each run\'s best epoch.</p>'
-            f'<img class="curves" alt="learning curves of every run" src="{report_charts.curves_svg(series, chart_panels)}">'
+            f'<img class="curves" alt="learning curves of every run" '
+            f'src="{report_charts.curves_svg(series, chart_panels, {v.name: v.best for v in views})}">'
             f'</div></section>')
 
 
-def _marked(values: list[Any], low: bool = False) -> list[str]:
+def _marked(values: list[Any], metric: vocab.Metric) -> list[str]:
     """Each value formatted, the best of them in bold."""
     numbers = [v for v in values if isinstance(v, (int, float)) and v == v]
-    best = (min if low else max)(numbers) if len(numbers) > 1 else None
+    best = (max if metric.higher_is_better else min)(numbers) if len(numbers) > 1 else None
     return [f"<b>{fmt(v)}</b>" if best is not None and v == best else fmt(v) for v in values]
 
 

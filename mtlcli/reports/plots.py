@@ -7,20 +7,18 @@ from typing import Any
 
 from mtlcli.atomic import replacing
 from mtlcli.errors import UserError
+from mtlcli.scoring import vocabulary as vocab
 
 Series = dict[str, list[dict[str, Any]]]  # run name -> its metrics rows
+Bests = dict[str, int | None]  # run name -> its best epoch, as training names it
 
 
-def tasks_of(rows: list[dict[str, Any]]) -> list[str]:
-    keys = rows[0].keys() if rows else []
-    return [k[len("val_"):-len("_acc")] for k in keys if k.startswith("val_") and k.endswith("_acc")]
-
-
-def load_series(paths: list[str]) -> Series:
-    """Each run's metrics rows, keyed by the run's folder name; a run in progress is fine."""
+def load_series(paths: list[str]) -> tuple[Series, Bests]:
+    """Each run's metrics rows and best epoch, keyed by the run's folder name; a run in progress is fine."""
     from mtlcli import runs
 
     series: Series = {}
+    bests: Bests = {}
     seen: set[Path] = set()
     for given in paths:
         run = runs.resolve_run(given)
@@ -32,32 +30,70 @@ def load_series(paths: list[str]) -> Series:
         if not rows:
             raise UserError(f"{given}: no epoch finished yet (metrics.jsonl is missing or empty)")
         name = run.name if run.name not in series else f"{run.parent.name}/{run.name}"
-        series[name if name not in series else str(given)] = rows
-    return series
+        name = name if name not in series else str(given)
+        series[name] = rows
+        bests[name] = best_epoch(rows, _read(run / "summary.json"), _read(run / "config.yaml"))
+    return series, bests
+
+
+def best_epoch(rows: list[dict[str, Any]], summary: dict[str, Any], config: dict[str, Any]) -> int | None:
+    """The run's best epoch as training named it: summary.json's once it covers these rows (the run
+    ended), else early stopping's rule replayed on them with the run's --min-delta (in progress)."""
+    from mtlcli.training.policies import best_epoch as kept_best
+
+    last = rows[-1].get(vocab.EPOCH) if rows else None
+    if summary.get("epochs_run") == last and isinstance(summary.get("best_epoch"), int):
+        return summary["best_epoch"] or None
+    min_delta = config.get("min_delta")
+    min_delta = float(min_delta) if _is_number(min_delta) else 0.0
+    return kept_best(((r.get(vocab.EPOCH), r[vocab.VAL_LOSS]) for r in rows if _is_number(r.get(vocab.VAL_LOSS))),
+                     min_delta)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """A run's summary.json or config.yaml as a dict; {} when it is missing or unreadable."""
+    import json
+
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        value = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def default_panels(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
-    """(title, metric keys) per panel: the combined loss, then each task's accuracy."""
-    panels = [("loss", ["train_loss", "val_loss"])]
-    panels += [(f"{t} accuracy", [f"train_{t}_acc", f"val_{t}_acc"]) for t in tasks_of(rows)]
+    """(title, metric keys) per panel: the combined loss, then each task's headline score (accuracy)."""
+    first = rows[0] if rows else {}
+    panels = [(vocab.LOSS.label, vocab.keys_of(first, None, vocab.LOSS))]
+    for t in vocab.tasks(first):
+        metric = vocab.headline(first, t)
+        if metric is not None:
+            panels.append((f"{t} {metric.label}", vocab.keys_of(first, t, metric)))
     return panels
 
 
 def metric_panels(rows: list[dict[str, Any]], names: list[str]) -> list[tuple[str, list[str]]]:
-    """A panel per name: a key of metrics.jsonl (``val_loss``), or a name whose ``train_``/``val_``
-    keys are drawn together (``loss``, ``class_label_acc``)."""
-    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "epoch" and _numeric(rows, k)]
+    """A panel per name: a key of metrics.jsonl (``val_loss``), or a name whose keys on each split
+    are drawn together (``loss``, ``class_label_acc``)."""
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k != vocab.EPOCH and _numeric(rows, k)]
     panels = []
     for name in names:
-        pair = [k for k in (f"train_{name}", f"val_{name}") if k in keys]
+        pair = [k for k in (vocab.on_split(split, name) for split in vocab.SPLITS) if k in keys]
         if name in keys:
             panels.append((name, [name]))
         elif pair:
             panels.append((name, pair))
         else:
-            families = dict.fromkeys(k.split("_", 1)[1] if k.startswith(("train_", "val_")) else k for k in keys)
+            families = dict.fromkeys(vocab.without_split(k) for k in keys)
             raise UserError(f"--metric {name}: not in metrics.jsonl (metrics: {', '.join(families)}; "
-                            "or a full key such as val_loss)")
+                            f"or a full key such as {vocab.VAL_LOSS})")
     return panels
 
 
@@ -65,12 +101,7 @@ def _numeric(rows: list[dict[str, Any]], key: str) -> bool:
     return all(isinstance(r[key], (int, float)) for r in rows if key in r)
 
 
-def best_epoch(rows: list[dict[str, Any]]) -> int | None:
-    finite = [r for r in rows if r.get("val_loss") == r.get("val_loss")]  # NaN != NaN
-    return min(finite, key=lambda r: r["val_loss"])["epoch"] if finite else None
-
-
-def write_png(series: Series, panels: list[tuple[str, list[str]]], path: str | Path) -> Path:
+def write_png(series: Series, panels: list[tuple[str, list[str]]], path: str | Path, bests: Bests) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
@@ -87,10 +118,10 @@ def write_png(series: Series, panels: list[tuple[str, list[str]]], path: str | P
                 ys = [r[key] for r in rows if key in r]
                 label = key if len(series) == 1 else f"{run}: {key}"
                 # several runs: a colour per run; training dashed with squares, validation solid with dots
-                train = key.startswith("train_")
+                train = vocab.split_of(key) == vocab.TRAIN
                 style = {} if len(series) == 1 else {"color": f"C{i}", "linestyle": "--" if train else "-"}
                 ax.plot(xs, ys, marker="s" if train and style else "o", markersize=3, label=label, **style)
-            best = best_epoch(rows)
+            best = bests.get(run)
             if best is not None:
                 ax.axvline(best, color="grey" if len(series) == 1 else f"C{i}", linestyle=":", linewidth=1)
         ax.set_title(title)
@@ -112,8 +143,8 @@ def write_png(series: Series, panels: list[tuple[str, list[str]]], path: str | P
 TEXT_MARKERS = ("•", "x", "+", "o", "*", "#", "@", "%")  # lines stay apart without colour
 
 
-def terminal_chart(series: Series, title: str, keys: list[str], width: int | None = None, height: int = 15,
-                   color: bool = False) -> str:
+def terminal_chart(series: Series, title: str, keys: list[str], bests: Bests, width: int | None = None,
+                   height: int = 15, color: bool = False) -> str:
     """One chart as text, with the best epoch marked by a vertical line; colour codes only if asked."""
     import plotext as plt
 
@@ -130,11 +161,11 @@ def terminal_chart(series: Series, title: str, keys: list[str], width: int | Non
                 marker = TEXT_MARKERS[n % len(TEXT_MARKERS)]
                 plt.plot(xs, ys, label=key if len(series) == 1 else f"{run}: {key}", marker=marker)
                 n += 1
-        best = best_epoch(rows)
+        best = bests.get(run)
         if best is not None and len(series) == 1:
             plt.vline(best)
-    bests = {run: best_epoch(rows) for run, rows in series.items()}
-    marks = ", ".join(f"{run} {b}" if len(series) > 1 else str(b) for run, b in bests.items() if b is not None)
+    marks = ", ".join(f"{run} {bests[run]}" if len(series) > 1 else str(bests[run])
+                      for run in series if bests.get(run) is not None)
     plt.title(title + (f" (best epoch {marks})" if marks else ""))
     plt.xlabel("epoch")
     chart = plt.build()

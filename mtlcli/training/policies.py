@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 
 class EarlyStopping:
@@ -48,6 +48,16 @@ def stopping_epoch(val_losses: list[float], patience: int, min_delta: float = 0.
         if policy.should_stop:
             return epoch
     return len(val_losses)
+
+
+def best_epoch(val_losses: Iterable[tuple[int, float]], min_delta: float = 0.0) -> int | None:
+    """The epoch training keeps as best for these (epoch, validation loss) pairs, in order: the
+    first, then each whose loss falls below the best so far by more than ``min_delta``; None if
+    none counts (no epoch, or only NaN losses). One definition for training, plots and reports."""
+    policy = EarlyStopping(patience=1, min_delta=min_delta)
+    for epoch, loss in val_losses:
+        policy.update(epoch, loss)
+    return policy.best_epoch or None
 
 
 class BestCheckpoint:

@@ -343,7 +343,8 @@ def finish(session: Session, result: dict[str, Any], stop: StopSignals) -> Path:
         summary["warnings"] = [c["warning"] for c in checks.values() if c.get("warning")]
     atomic.write_json(run / "summary.json", summary)
     if log.rows:
-        plots.write_png({run.name: log.rows}, plots.default_panels(log.rows), run / "plots" / "learning_curves.png")
+        plots.write_png({run.name: log.rows}, plots.default_panels(log.rows), run / "plots" / "learning_curves.png",
+                        {run.name: stopper.best_epoch or None})
     session.hooks.reporter.train_end({**summary, "run": str(run), "rows": log.rows})
     if result["diverged"]:
         raise RunFailed(_diverged_message(result["diverged"], saver.path, run, info["steps_per_epoch"],
