@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mtlcli.scoring import vocabulary as vocab
+from mtlcli import vocabulary as vocab
 
 
 class Model:

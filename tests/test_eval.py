@@ -176,7 +176,7 @@ def test_missing_run_and_run_without_checkpoint(cli, trained_run, tmp_path, comm
 
 
 def test_confusion_png_names_cannot_leave_the_out_folder(tmp_path):
-    from mtlcli.scoring.scores import write_report
+    from mtlcli.reports.eval_files import write_report
 
     cm = [[1, 0], [0, 1]]
     report = {"tasks": {"../../escape": {"confusion_matrix": cm, "labels": ["a", "b"], "n": 2}}}

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import sample_rows, write_csv
-from mtlcli.scoring import vocabulary as vocab
-from mtlcli.training.policies import best_epoch
+from mtlcli import vocabulary as vocab
 
 
 def rows_of(run: Path) -> list[dict]:
@@ -43,10 +42,10 @@ def test_a_task_whose_name_has_underscores_or_a_metric_word():
 
 def test_the_best_epoch_is_early_stoppings_not_the_lowest_loss():
     losses = [(1, 1.0), (2, 0.95), (3, 0.9), (4, float("nan"))]
-    assert best_epoch(losses) == 3
-    assert best_epoch(losses, min_delta=0.06) == 3  # 0.95 is not 0.06 below 1.0; 0.9 is
-    assert best_epoch(losses, min_delta=0.2) == 1
-    assert best_epoch([(1, float("nan"))]) is None and best_epoch([]) is None
+    assert vocab.best_epoch(losses) == 3
+    assert vocab.best_epoch(losses, min_delta=0.06) == 3  # 0.95 is not 0.06 below 1.0; 0.9 is
+    assert vocab.best_epoch(losses, min_delta=0.2) == 1
+    assert vocab.best_epoch([(1, float("nan"))]) is None and vocab.best_epoch([]) is None
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,9 @@ def eval_(
     precision: Annotated[str, precision_option("run: as the run trained, so scores match its validation.")] = "run",
 ) -> None:
     """Score RUN's best checkpoint on labelled DATA: loss, accuracy, macro-F1, per-class scores, confusion matrix."""
-    from mtlcli.scoring import scores as scoring
     from mtlcli.inference.loaded_run import load_run
+    from mtlcli.reports import eval_files
+    from mtlcli.scoring import scores as scoring
 
     loaded = load_run(run, device, precision)
     report = scoring.score(loaded, data, text_column, ignore_unknown, batch_size, delimiter)
@@ -39,10 +40,10 @@ def eval_(
         listed = ", ".join(f"'{label}' ({n})" for label, n in labels.items())
         print_note(f"ignored {rows} row(s) of task '{task}' with labels the run never saw: {listed}")
     if out:
-        written = scoring.write_report(report, out)
+        written = eval_files.write_report(report, out)
         print_note(f"wrote {', '.join(str(p) for p in written)}")
     if as_json:
-        typer.echo(scoring.dumps(report))
+        typer.echo(eval_files.dumps(report))
         return
     console.print(f"{report['n']} rows of {data} scored with {loaded.checkpoint.relative_to(loaded.run.parent)}; "
                   f"combined loss {_fmt(report['loss'])}", soft_wrap=True, markup=False, highlight=False)

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from mtlcli.cli.common import argument, console, handles_errors, option, print_note, whole_number_option
 from mtlcli.errors import UserError
-from mtlcli.scoring import vocabulary as vocab
+from mtlcli import vocabulary as vocab
 
 # what --metric takes besides a whole key: the combined loss, and a task's metric on every split
 METRIC_NAMES = ", ".join([vocab.LOSS.suffix, *(f"TASK_{m.suffix}" for m in (vocab.ACCURACY, vocab.MACRO_F1, vocab.LOSS))])

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from mtlcli.reports import plots
 from mtlcli.cli.common import print_warning
-from mtlcli.scoring import vocabulary as vocab
+from mtlcli import vocabulary as vocab
 from mtlcli.training.reporter import Reporter
 
 

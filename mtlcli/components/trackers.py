@@ -24,7 +24,7 @@ from typing import Any
 
 from mtlcli.errors import UserError
 from mtlcli.registry import trackers
-from mtlcli.scoring import vocabulary as vocab
+from mtlcli import vocabulary as vocab
 
 
 class Tracker:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mtlcli.scoring import vocabulary as vocab
+from mtlcli import vocabulary as vocab
 
 SCORES = (vocab.ACCURACY, vocab.MACRO_F1)  # each task's validation scores in the card's table
 

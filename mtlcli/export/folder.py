@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 from mtlcli import __version__
 from mtlcli.errors import UserError
-from mtlcli.scoring import vocabulary as vocab
+from mtlcli import vocabulary as vocab
 
 CONFIG = "mtl_config.json"
 LABELS = "labels.json"

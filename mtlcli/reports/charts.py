@@ -8,7 +8,7 @@ import io
 from typing import Any
 
 from mtlcli.reports.plots import Bests
-from mtlcli.scoring import vocabulary as vocab
+from mtlcli import vocabulary as vocab
 
 Rows = list[dict[str, Any]]
 STYLE = {

@@ -22,7 +22,7 @@ from mtlcli import __version__, runs
 from mtlcli.reports import plots
 from mtlcli.reports import charts as report_charts
 from mtlcli.errors import UserError
-from mtlcli.scoring import vocabulary as vocab
+from mtlcli import vocabulary as vocab
 
 HIDDEN = ("out", "name")  # where a run went says nothing about how it trained
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from mtlcli.atomic import replacing
 from mtlcli.errors import UserError
-from mtlcli.scoring import vocabulary as vocab
+from mtlcli import vocabulary as vocab
 
 Series = dict[str, list[dict[str, Any]]]  # run name -> its metrics rows
 Bests = dict[str, int | None]  # run name -> its best epoch, as training names it
@@ -39,14 +39,12 @@ def load_series(paths: list[str]) -> tuple[Series, Bests]:
 def best_epoch(rows: list[dict[str, Any]], summary: dict[str, Any], config: dict[str, Any]) -> int | None:
     """The run's best epoch as training named it: summary.json's once it covers these rows (the run
     ended), else early stopping's rule replayed on them with the run's --min-delta (in progress)."""
-    from mtlcli.training.policies import best_epoch as kept_best
-
     last = rows[-1].get(vocab.EPOCH) if rows else None
     if summary.get("epochs_run") == last and isinstance(summary.get("best_epoch"), int):
         return summary["best_epoch"] or None
     min_delta = config.get("min_delta")
     min_delta = float(min_delta) if _is_number(min_delta) else 0.0
-    return kept_best(((r.get(vocab.EPOCH), r[vocab.VAL_LOSS]) for r in rows if _is_number(r.get(vocab.VAL_LOSS))),
+    return vocab.best_epoch(((r.get(vocab.EPOCH), r[vocab.VAL_LOSS]) for r in rows if _is_number(r.get(vocab.VAL_LOSS))),
                      min_delta)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from mtlcli import atomic, config as config_mod, runs
 from mtlcli.data import tables as data_mod
+from mtlcli.reports.eval_files import dumps
 from mtlcli.scoring import scores as scoring
 from mtlcli.errors import RunFailed, UserError
 
@@ -51,7 +52,7 @@ def validation_report(run: Path, device: str = "auto", batch_size: int | None = 
         return cached, True
     result = compute(run, device, batch_size)
     try:
-        atomic.write_atomic(run / CACHE, scoring.dumps(result) + "\n")
+        atomic.write_atomic(run / CACHE, dumps(result) + "\n")
     except RunFailed:
         pass  # a read-only run folder: the report is still made, it is only recomputed next time
     return result, False

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mtlcli.scoring import metrics
-from mtlcli.scoring import vocabulary as vocab
+from mtlcli import vocabulary as vocab
 from mtlcli.data.tables import MISSING
 
 F1_MARGIN = 0.10  # macro-F1 must beat the better of the two baselines by this much to count as learned

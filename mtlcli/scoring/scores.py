@@ -5,9 +5,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -104,36 +102,3 @@ def task_report(cm: np.ndarray, labels: list[str], loss: float) -> dict[str, Any
 def _finite(value: float) -> float | None:
     """NaN (a task with no labelled rows) becomes null: JSON has no NaN."""
     return None if value is None or math.isnan(value) else float(value)
-
-
-def dumps(obj: Any, level: int = 0) -> str:
-    """JSON indented by 2, but each list of plain values (labels, a confusion-matrix row) on one line."""
-    pad, end = "  " * (level + 1), "  " * level
-    if isinstance(obj, dict) and obj:
-        return "{\n" + ",\n".join(f"{pad}{json.dumps(k)}: {dumps(v, level + 1)}" for k, v in obj.items()) + f"\n{end}}}"
-    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
-        return "[\n" + ",\n".join(f"{pad}{dumps(v, level + 1)}" for v in obj) + f"\n{end}]"
-    return json.dumps(obj, ensure_ascii=False)
-
-
-def _file_part(name: str) -> str:
-    """A task name made safe as part of a file name: a column called '../x' must not leave --out."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "task"
-
-
-def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
-    """``eval.json`` and one ``confusion_<task>.png`` per task in ``out``; returns the files written."""
-    from mtlcli import atomic
-    from mtlcli.reports import plots
-
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic.write_atomic(out / "eval.json", dumps(report) + "\n")
-        written = [out / "eval.json"]
-        for task, r in report["tasks"].items():
-            cm = np.asarray(r["confusion_matrix"])
-            written.append(plots.write_confusion_png(cm, r["labels"], f"{task} (n={r['n']})", out / f"confusion_{_file_part(task)}.png"))
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
-    return written

@@ -21,7 +21,7 @@ from mtlcli.data.tables import MISSING
 from mtlcli.model.losses import Objective, task_losses
 from mtlcli.training.distributed import (Dist, all_gather_object, all_reduce_max, average_grads, shard, sum_in_place,
                                         usable_batches)
-from mtlcli.scoring import vocabulary as vocab
+from mtlcli import vocabulary as vocab
 from mtlcli.scoring.evaluation import evaluate
 from mtlcli.runtime.heap import HeapTrimmer
 from mtlcli.training.grad_scaling import clip_and_step

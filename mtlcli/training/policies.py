@@ -8,7 +8,9 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
+
+from mtlcli import vocabulary as vocab
 
 
 class EarlyStopping:
@@ -23,7 +25,7 @@ class EarlyStopping:
 
     def update(self, epoch: int, val_loss: float) -> bool:
         """Record an epoch; True when it is a new best."""
-        if val_loss < self.best - self.min_delta:
+        if vocab.improves(val_loss, self.best, self.min_delta):
             self.best, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
             return True
         self.bad_epochs += 1
@@ -48,16 +50,6 @@ def stopping_epoch(val_losses: list[float], patience: int, min_delta: float = 0.
         if policy.should_stop:
             return epoch
     return len(val_losses)
-
-
-def best_epoch(val_losses: Iterable[tuple[int, float]], min_delta: float = 0.0) -> int | None:
-    """The epoch training keeps as best for these (epoch, validation loss) pairs, in order: the
-    first, then each whose loss falls below the best so far by more than ``min_delta``; None if
-    none counts (no epoch, or only NaN losses). One definition for training, plots and reports."""
-    policy = EarlyStopping(patience=1, min_delta=min_delta)
-    for epoch, loss in val_losses:
-        policy.update(epoch, loss)
-    return policy.best_epoch or None
 
 
 class BestCheckpoint:

@@ -12,6 +12,7 @@ list of them (``CLASSIFICATION``), and ``METRICS`` knows every one a row may hol
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Any, Iterable, NamedTuple
 
 TRAIN, VAL = "train", "val"
@@ -86,6 +87,23 @@ def parse(name: str) -> Key | None:
 
 VAL_LOSS = key(VAL, None, LOSS)  # what early stopping and the best checkpoint go by
 TRAIN_LOSS = key(TRAIN, None, LOSS)
+
+
+def improves(val_loss: float, best: float, min_delta: float = 0.0) -> bool:
+    """Is an epoch with ``val_loss`` a new best over ``best``? Only a fall of more than ``min_delta``
+    counts (NaN never does): the rule early stopping, the best checkpoint, plots and reports share."""
+    return val_loss < best - min_delta
+
+
+def best_epoch(val_losses: Iterable[tuple[int, float]], min_delta: float = 0.0) -> int | None:
+    """The epoch training keeps as best for these (epoch, validation loss) pairs, in order: the
+    first, then each that ``improves`` on the best so far; None if none counts (no epoch, or only
+    NaN losses)."""
+    best, kept = math.inf, None
+    for epoch, loss in val_losses:
+        if improves(loss, best, min_delta):
+            best, kept = loss, epoch
+    return kept
 
 
 def tasks(names: Iterable[str]) -> list[str]:
