@@ -175,8 +175,9 @@ def test_export_errors_are_one_line(cli, trained_run, st_export, onnx_export, tm
 
 
 def test_plugin_pooler_cannot_go_to_sentence_transformers():
+    from mtlcli.config import TrainConfig
     from mtlcli.errors import UserError
     from mtlcli.export.sentence_transformers import check_exportable
 
     with pytest.raises(UserError, match="pools with 'attention'.*--format onnx"):
-        check_exportable({"pooling": "attention"})
+        check_exportable(TrainConfig(pooling="attention"))

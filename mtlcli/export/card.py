@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from mtlcli.config import BUNDLED_MODEL
+
+if TYPE_CHECKING:
+    from mtlcli.model.checkpoint import SavedRun
 
 _LOAD = {
     "sentence-transformers": """## Load it
@@ -48,27 +53,28 @@ or `mtl predict {folder} "The battery died after a day."`, or `mtl serve {folder
 }
 
 
-def model_card(meta: dict[str, Any], labels: dict[str, list[str]], folder: Path, dim: int) -> str:
-    cfg = meta["config"]
+def model_card(meta: dict[str, Any], saved: SavedRun, folder: Path, dim: int) -> str:
+    """``meta``: the export's mtl_config.json; ``saved``: the run it holds."""
+    cfg = saved.settings
     kind = meta["kind"]
     lines = [f"# {folder.name}", "",
              f"A multi-task text classifier trained with mtl {meta['mtl_version']} ({kind} export of run "
              f"`{meta['run']}`, epoch {meta['epoch']}).", "",
              "| | |", "|---|---|",
-             f"| base model | `{_name(cfg.get('model')) or 'all-MiniLM-L6-v2 (bundled)'}` |",
-             f"| training data | `{_name(cfg.get('data'))}`" + (f", validation `{_name(cfg['val'])}`" if cfg.get("val") else "") + " |",
-             f"| text column | `{cfg.get('text_column', 'sentence')}` |",
-             f"| pooling | {cfg.get('pooling')}{', L2-normalized' if cfg.get('normalize') else ''} |",
-             f"| head | {cfg.get('head')} |",
-             f"| max length | {cfg.get('max_length')} tokens |",
+             f"| base model | `{_name(cfg.model) or f'{BUNDLED_MODEL} (bundled)'}` |",
+             f"| training data | `{_name(cfg.data)}`" + (f", validation `{_name(cfg.val)}`" if cfg.val else "") + " |",
+             f"| text column | `{cfg.text_column}` |",
+             f"| pooling | {cfg.pooling}{', L2-normalized' if cfg.normalize else ''} |",
+             f"| head | {cfg.head} |",
+             f"| max length | {cfg.max_length} tokens |",
              f"| trained in | {meta['precision']} |", "",
              "## Tasks", "", "| task | labels | validation accuracy | validation macro-F1 |", "|---|---|---|---|"]
-    val = meta.get("validation") or {}
-    for task, names in labels.items():
+    val = saved.validation
+    for task, names in saved.labels.items():
         lines.append(f"| {task} | {', '.join(names)} | {_fmt(val.get(f'val_{task}_acc'))} | {_fmt(val.get(f'val_{task}_f1'))} |")
     if "val_loss" in val:
         lines += ["", f"Validation loss (all tasks combined): {_fmt(val['val_loss'])}."]
-    lines += ["", _LOAD[kind].format(folder=folder.name, max_length=cfg.get("max_length"), dim=dim)]
+    lines += ["", _LOAD[kind].format(folder=folder.name, max_length=cfg.max_length, dim=dim)]
     return "\n".join(lines).rstrip() + "\n"
 
 

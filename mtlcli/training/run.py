@@ -194,7 +194,7 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
         _write_run_files(run, cfg, label_sets, data.tokenizer, data.backbone)
 
     # ---- model and optimisation
-    model, combiner = builder.build(data.backbone, label_sets, cfg.to_dict())
+    model, combiner = builder.build(data.backbone, label_sets, cfg)
     apply_freeze(model, cfg.freeze)
     model.to(device)
     combiner.to(device)
