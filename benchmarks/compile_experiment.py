@@ -20,6 +20,7 @@ def measure(compiled: bool, data, label_sets, args) -> dict:
 
     from mtlcli.data.batching import collate, train_batches
     from mtlcli.model.losses import task_losses
+    from mtlcli.config import TrainConfig
     from mtlcli.model.builder import build
     from mtlcli.runtime.hardware import autocast, resolve_device, resolve_precision
     from mtlcli.model.network import default_model_path, load_pretrained_backbone
@@ -27,7 +28,7 @@ def measure(compiled: bool, data, label_sets, args) -> dict:
     torch.manual_seed(0)
     device = resolve_device("cpu")
     precision = resolve_precision(args.precision, device)
-    model, _ = build(load_pretrained_backbone(default_model_path()), label_sets, {"pooling": "mean", "head": "linear"})
+    model, _ = build(load_pretrained_backbone(default_model_path()), label_sets, TrainConfig(pooling="mean", head="linear"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     step_model = torch.compile(model, dynamic=True) if compiled else model
     batches = train_batches(data.lengths, 32, 0, 1)

@@ -13,18 +13,25 @@ and `mtl serve` run through this class.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from mtlcli import vocabulary as vocab
+
+if TYPE_CHECKING:  # torch comes with Model.load, not with `import mtlcli`
+    from mtlcli.inference.predictor import OnBatch, Predictor
+    from mtlcli.model.checkpoint import SavedRun
 
 
 class Model:
-    """A trained model, ready to predict. Build it with ``Model.load``."""
+    """A trained model, ready to predict. Build it with ``Model.load``.
 
-    def __init__(self, predictor: Any, path: Path, kind: str, precision_request: str = "auto"):
-        self._predictor = predictor  # a LoadedRun (PyTorch) or an OnnxPredictor: both offer ``probs``
+    It keeps the ``mtlcli.inference.predictor.Predictor`` contract of what it loaded (a run, or an
+    export), and adds checked arguments, a device to move to, and ready-made records.
+    """
+
+    def __init__(self, predictor: Predictor, path: Path, kind: str, precision_request: str = "auto"):
+        self._predictor = predictor  # a LoadedRun (PyTorch) or an OnnxPredictor
         self.path = path
         self.kind = kind  # "run", "sentence-transformers" or "onnx"
         self._precision_request = precision_request
@@ -51,10 +58,28 @@ class Model:
         """Task -> its labels, in the order of the head's outputs."""
         return {t: list(v) for t, v in self._predictor.label_sets.items()}
 
+    label_sets = labels  # the name the Predictor contract gives them
+
+    @property
+    def saved(self) -> SavedRun:
+        """What the run saved of itself: ``settings`` (its training config as a ``TrainConfig``),
+        labels, the epoch of the weights and that epoch's validation metrics."""
+        return self._predictor.saved
+
     @property
     def config(self) -> dict[str, Any]:
-        """The run's training config (text column, max length, pooling, ...)."""
-        return self._predictor.config
+        """The run's training config (text column, max length, pooling, ...), as it was saved."""
+        return self.saved.config
+
+    @property
+    def max_length(self) -> int:
+        """Tokens a text is cut to, as in training."""
+        return self._predictor.max_length
+
+    @property
+    def text_column(self) -> str:
+        """The column of a table that holds the text, as in training."""
+        return self._predictor.text_column
 
     @property
     def device(self) -> str:
@@ -74,18 +99,13 @@ class Model:
 
     def info(self) -> dict[str, Any]:
         """Tasks, labels, base model, validation metrics of the checkpoint, and how it runs."""
-        if self.kind == "onnx":
-            meta = self._predictor.meta
-            validation, epoch = meta.get("validation") or {}, meta.get("epoch")
-        else:
-            ckpt = self._predictor.ckpt
-            validation = vocab.of_split(ckpt.metrics, vocab.VAL)
-            epoch = ckpt.epoch
+        from mtlcli.config import BUNDLED_MODEL
+
+        saved = self.saved
         return {"path": str(self.path), "kind": self.kind, "tasks": self.labels,
-                "model": self.config.get("model") or "all-MiniLM-L6-v2 (bundled)",
-                "text_column": self.config.get("text_column", "sentence"),
-                "max_length": int(self.config.get("max_length", 128)), "epoch": epoch, "validation": validation,
-                "device": self.device, "precision": self.precision}
+                "model": saved.settings.model or f"{BUNDLED_MODEL} (bundled)",
+                "text_column": self.text_column, "max_length": self.max_length, "epoch": saved.epoch,
+                "validation": dict(saved.validation), "device": self.device, "precision": self.precision}
 
     # ---- using it ----------------------------------------------------------------------------
 
@@ -112,7 +132,7 @@ class Model:
         return self.probs(texts, batch_size, with_embeddings=True, device=device)["_embeddings"]
 
     def probs(self, texts: Sequence[str], batch_size: int | None = None, with_embeddings: bool = False,
-              on_batch: Callable[[int, int], None] | None = None, device: str | None = None) -> dict[str, np.ndarray]:
+              on_batch: OnBatch | None = None, device: str | None = None) -> dict[str, np.ndarray]:
         """Task -> probabilities [n, labels] in the order of ``labels[task]`` (and ``"_embeddings"``
         if asked); ``on_batch(done, total)`` is called after each batch. ``batch_size``: by default
         64 on a CPU and 256 on a GPU, as `mtl eval` and validation batch."""
@@ -128,7 +148,7 @@ class Model:
         return self._predictor.encode(texts)
 
     def probs_encoded(self, data: Any, batch_size: int | None = None, with_embeddings: bool = False,
-                      on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+                      on_batch: OnBatch | None = None) -> dict[str, np.ndarray]:
         return self._predictor.probs_encoded(data, batch_size, with_embeddings, on_batch)
 
     def _move(self, device: str) -> None:
@@ -154,7 +174,7 @@ def _checked(texts: Sequence[str]) -> list[str]:
     return texts
 
 
-def _open(path: Path, device: str, precision: str) -> tuple[Any, Path, str]:
+def _open(path: Path, device: str, precision: str) -> tuple[Predictor, Path, str]:
     from mtlcli import export
     from mtlcli.errors import UserError
     from mtlcli.export import folder
@@ -170,5 +190,5 @@ def _open(path: Path, device: str, precision: str) -> tuple[Any, Path, str]:
         return loaded, loaded.run, "run"
     if path.is_dir() and folder.is_export(path):
         predictor = export.load(path.resolve(), device, precision)
-        return predictor, path.resolve(), folder.read(path)[0]["kind"]
+        return predictor, path.resolve(), folder.read(path)[0]
     raise UserError(f"{path}: not an mtl run folder (no config.yaml) nor an export (no {folder.CONFIG})")

@@ -29,6 +29,8 @@ from mtlcli.errors import UserError, shown
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLASS_WEIGHTS = ("none", "balanced")
+BUNDLED_MODEL = "all-MiniLM-L6-v2"  # the backbone when no --model is given (mtlcli.model.network.default_model_path)
+SAVED_MAX_LENGTH = 128  # what runs saved before max_length was resolved at training time cut texts to
 
 
 # ---- how a flag's text becomes a value, and back ----------------------------------------------
@@ -222,7 +224,7 @@ class TrainConfig:
                                     metavar="CHAR", default_text="by extension: .csv comma, .tsv tab; else sniffed")
     # model
     model: str | None = setting(None, "Backbone: a local folder or a Hugging Face id.",
-                                default_text="bundled all-MiniLM-L6-v2")
+                                default_text=f"bundled {BUNDLED_MODEL}")
     max_length: int | str = setting("auto", "Truncate texts to this many tokens; auto: the length 95% of the training "
                                     "texts fit in.", kind=AUTO_OR_WHOLE, check=token_count)
     attention_dropout: float | str = setting(0.0, "Dropout on the backbone's attention weights while training; 0 "
@@ -277,6 +279,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> "TrainConfig":
+        """The settings a run saved (a checkpoint's or an export's config), read back as trained.
+
+        Lenient where the strict readers above refuse: a run written by another version of mtl
+        still loads. Keys this version does not know are left out, keys it lacks take the defaults
+        above, and a max_length that is not a number of tokens reads as SAVED_MAX_LENGTH.
+        """
+        cfg = cls(**{k: v for k, v in values.items() if k in FIELDS})
+        if not isinstance(cfg.max_length, int):
+            cfg.max_length = SAVED_MAX_LENGTH
+        return cfg
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

@@ -119,11 +119,12 @@ def test_registry_lists_names_on_an_unknown_one():
 
 
 def test_freeze_options(tiny_model):
+    from mtlcli.config import TrainConfig
     from mtlcli.model.builder import build
     from mtlcli.model.network import apply_freeze, load_pretrained_backbone
 
     def fresh():
-        return build(load_pretrained_backbone(tiny_model), {"a": ["x", "y"], "b": ["p", "q"]}, {})[0]
+        return build(load_pretrained_backbone(tiny_model), {"a": ["x", "y"], "b": ["p", "q"]}, TrainConfig())[0]
 
     m = fresh()
     apply_freeze(m, ["bottom:1"])

@@ -175,8 +175,62 @@ def test_export_errors_are_one_line(cli, trained_run, st_export, onnx_export, tm
 
 
 def test_plugin_pooler_cannot_go_to_sentence_transformers():
+    from mtlcli.config import TrainConfig
     from mtlcli.errors import UserError
     from mtlcli.export.sentence_transformers import check_exportable
 
     with pytest.raises(UserError, match="pools with 'attention'.*--format onnx"):
-        check_exportable({"pooling": "attention"})
+        check_exportable(TrainConfig(pooling="attention"))
+
+
+def test_saved_settings_are_read_leniently():
+    from mtlcli.config import SAVED_MAX_LENGTH, TrainConfig
+
+    # a run from another version of mtl: a key this one does not know, none for max_length, text_column, pooling
+    old = TrainConfig.from_saved({"head": "mlp", "retired_key": 1})
+    assert old == TrainConfig(head="mlp", max_length=SAVED_MAX_LENGTH)
+    assert TrainConfig.from_saved({"max_length": "auto"}).max_length == SAVED_MAX_LENGTH
+    assert TrainConfig.from_saved({"max_length": 12, "text_column": "review"}).text_column == "review"
+
+
+def test_a_runs_max_length_and_text_column_hold_in_every_format(tiny_model, tmp_path_factory):
+    """Read back once (TrainConfig.from_saved), a run's settings are the same from its checkpoint,
+    a sentence-transformers export and an ONNX export: texts cut where the run cut them, tables read
+    from the run's text column."""
+    from typer.testing import CliRunner
+
+    from mtlcli.cli.app import app
+
+    folder = tmp_path_factory.mktemp("review")
+    data = write_csv(folder / "train.csv", sample_rows(120), header=["review", "class_label", "sentiment_label"])
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(data), "--out", str(folder), "--name", "run", "--model", tiny_model,
+                                 "--epochs", "1", "--text-column", "review", "--max-length", "12", "--precision", "fp32",
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    paths = {"run": folder / "run"}
+    for kind in ("sentence-transformers", "onnx"):
+        paths[kind] = folder / kind
+        result = runner.invoke(app, ["export", str(folder / "run"), "--format", kind, "--out", str(paths[kind])])
+        assert result.exit_code == 0, result.output
+    assert json.loads((paths["sentence-transformers"] / "sentence_bert_config.json").read_text())["max_seq_length"] == 12
+    assert "| max length | 12 tokens |" in (paths["onnx"] / "README.md").read_text()
+    texts = [TEXTS[0], "ok"]
+    cut = ["one two three four five six seven eight nine ten eleven twelve", "ok"]  # beyond 12 tokens: same ids
+    longer = [cut[0] + " and many more words that a run cut at 12 tokens never reads", "ok"]
+    table = write_csv(folder / "in.csv", [[t] for t in texts], header=["review"])
+    want = Model.load(paths["run"], device="cpu", precision="fp32").probs(texts)
+    for kind, path in paths.items():
+        model = Model.load(path, device="cpu", precision="fp32")
+        assert (model.max_length, model.text_column) == (12, "review"), kind
+        assert model.saved.settings.max_length == 12 and model.config["text_column"] == "review"
+        assert {model.info()[k] for k in ("max_length", "text_column")} == {12, "review"}
+        a, b = model.probs(cut, with_embeddings=True), model.probs(longer, with_embeddings=True)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=kind)
+        result = runner.invoke(app, ["predict", str(path), "--input", str(table), "--format", "jsonl"])
+        assert result.exit_code == 0, result.output
+        got = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [r["text"] for r in got] == texts
+        for task, probs in want.items():
+            assert [r[task]["score"] for r in got] == pytest.approx(probs.max(axis=1), abs=1e-4), kind

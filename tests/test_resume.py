@@ -166,7 +166,7 @@ def test_last_checkpoint_is_plain_data_and_serves_eval(cli, small_csv, train_arg
     assert set(state["rng"]) >= {"python", "numpy", "torch"} and len(state["metrics_rows"]) == 2
     assert state["best_checkpoint"]["name"] == json.loads((run / "summary.json").read_text())["best_checkpoint"].split("/")[-1]
     loaded = load_run(run, device="cpu", precision="fp32", checkpoint=run / "checkpoints" / "last.pt")
-    assert loaded.ckpt.epoch == 2
+    assert loaded.saved.epoch == 2
 
 
 

@@ -43,7 +43,7 @@ def predict(
     if not texts and not input_:
         raise UserError("no texts: give TEXT arguments, or --input FILE (- for standard input)")
     model = Model.load(run, device, precision)
-    column = text_column or model.config.get("text_column", "sentence")
+    column = text_column or model.text_column
     source = predict_io.open_input(input_, column, delimiter) if input_ else predict_io.from_texts(list(texts))
     if source.warning:
         print_warning(source.warning)
@@ -70,9 +70,8 @@ def predict(
 
         if not is_out_of_memory(exc):
             raise
-        max_length = model.config.get("max_length", 128)
         raise RunFailed(f"out of memory during prediction: lower --batch-size (now {batch_size or model.batch_size}); "
-                        f"texts are cut at {max_length} tokens, the run's --max-length") from None
+                        f"texts are cut at {model.max_length} tokens, the run's --max-length") from None
     finally:
         if npy:
             npy.discard()

@@ -33,7 +33,7 @@ def export(run: str | Path, kind: str, out: str | Path) -> dict:
     if kind == "sentence-transformers":
         from mtlcli.export import sentence_transformers
 
-        sentence_transformers.check_exportable(loaded.config)
+        sentence_transformers.check_exportable(loaded.saved.settings)
     with folder.staged(out) as tmp:
         if kind == "onnx":
             from mtlcli.export import onnx_graph
@@ -46,20 +46,20 @@ def export(run: str | Path, kind: str, out: str | Path) -> dict:
         dim = int(getattr(loaded.model.pooler, "output_size", loaded.model.backbone.config.hidden_size))
         from mtlcli.export.card import model_card
 
-        (tmp / "README.md").write_text(model_card(meta, loaded.label_sets, out, dim), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(meta, loaded.saved, out, dim), encoding="utf-8")
     return report
 
 
 def load(path: Path, device: str = "auto", precision: str = "auto"):
     """An export folder opened for prediction: a LoadedRun (sentence-transformers) or an OnnxPredictor."""
-    meta, label_sets = folder.read(path)
-    if meta["kind"] == "onnx":
+    kind, saved = folder.read(path)
+    if kind == "onnx":
         from mtlcli.errors import UserError
         from mtlcli.export.onnx_predictor import OnnxPredictor
 
         if precision not in ("auto", "fp32", "run"):
             raise UserError(f"--precision {precision}: an ONNX export runs in fp32")
-        return OnnxPredictor(path, meta, label_sets, device)
+        return OnnxPredictor(path, saved, device)
     from mtlcli.export import sentence_transformers
 
-    return sentence_transformers.load(path, meta, label_sets, device, precision)
+    return sentence_transformers.load(path, saved, device, precision)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtlcli import vocabulary as vocab
+from mtlcli.config import BUNDLED_MODEL
+
+if TYPE_CHECKING:
+    from mtlcli.model.checkpoint import SavedRun
 
 SCORES = (vocab.ACCURACY, vocab.MACRO_F1)  # each task's validation scores in the card's table
 
@@ -52,29 +56,30 @@ or `mtl predict {folder} "The battery died after a day."`, or `mtl serve {folder
 }
 
 
-def model_card(meta: dict[str, Any], labels: dict[str, list[str]], folder: Path, dim: int) -> str:
-    cfg = meta["config"]
+def model_card(meta: dict[str, Any], saved: SavedRun, folder: Path, dim: int) -> str:
+    """``meta``: the export's mtl_config.json; ``saved``: the run it holds."""
+    cfg = saved.settings
     kind = meta["kind"]
     lines = [f"# {folder.name}", "",
              f"A multi-task text classifier trained with mtl {meta['mtl_version']} ({kind} export of run "
              f"`{meta['run']}`, epoch {meta['epoch']}).", "",
              "| | |", "|---|---|",
-             f"| base model | `{_name(cfg.get('model')) or 'all-MiniLM-L6-v2 (bundled)'}` |",
-             f"| training data | `{_name(cfg.get('data'))}`" + (f", validation `{_name(cfg['val'])}`" if cfg.get("val") else "") + " |",
-             f"| text column | `{cfg.get('text_column', 'sentence')}` |",
-             f"| pooling | {cfg.get('pooling')}{', L2-normalized' if cfg.get('normalize') else ''} |",
-             f"| head | {cfg.get('head')} |",
-             f"| max length | {cfg.get('max_length')} tokens |",
+             f"| base model | `{_name(cfg.model) or f'{BUNDLED_MODEL} (bundled)'}` |",
+             f"| training data | `{_name(cfg.data)}`" + (f", validation `{_name(cfg.val)}`" if cfg.val else "") + " |",
+             f"| text column | `{cfg.text_column}` |",
+             f"| pooling | {cfg.pooling}{', L2-normalized' if cfg.normalize else ''} |",
+             f"| head | {cfg.head} |",
+             f"| max length | {cfg.max_length} tokens |",
              f"| trained in | {meta['precision']} |", "",
              "## Tasks", "", "| task | labels | " + " | ".join(f"validation {m.label}" for m in SCORES) + " |",
              "|---|---|" + "---|" * len(SCORES)]
-    val = meta.get("validation") or {}
-    for task, names in labels.items():
+    val = saved.validation
+    for task, names in saved.labels.items():
         shown = " | ".join(_fmt(val.get(vocab.key(vocab.VAL, task, m))) for m in SCORES)
         lines.append(f"| {task} | {', '.join(names)} | {shown} |")
     if vocab.VAL_LOSS in val:
         lines += ["", f"Validation loss (all tasks combined): {_fmt(val[vocab.VAL_LOSS])}."]
-    lines += ["", _LOAD[kind].format(folder=folder.name, max_length=cfg.get("max_length"), dim=dim)]
+    lines += ["", _LOAD[kind].format(folder=folder.name, max_length=cfg.max_length, dim=dim)]
     return "\n".join(lines).rstrip() + "\n"
 
 

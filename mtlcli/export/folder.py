@@ -8,11 +8,14 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from mtlcli import __version__
 from mtlcli.errors import UserError
 from mtlcli import vocabulary as vocab
+
+if TYPE_CHECKING:
+    from mtlcli.model.checkpoint import SavedRun
 
 CONFIG = "mtl_config.json"
 LABELS = "labels.json"
@@ -26,19 +29,18 @@ def is_export(path: Path) -> bool:
 
 
 def describe(loaded, kind: str) -> dict[str, Any]:
-    """The ``mtl_config.json`` of an export of ``loaded`` (a LoadedRun): plain JSON, nothing to unpickle."""
-    ckpt = loaded.ckpt
-    row = ckpt.metrics
+    """The ``mtl_config.json`` of an export of ``loaded`` (a LoadedRun): plain JSON, nothing to unpickle.
+    With labels.json it is the run's ``SavedRun``, as ``read`` gives it back."""
+    saved = loaded.saved
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "mtl_version": __version__,
-        "run": loaded.run.name, "epoch": ckpt.epoch, "precision": ckpt.precision or "fp32",
-        "validation": vocab.of_split(row, vocab.VAL),
-        "components": ckpt.components, "config": loaded.config,
+        "run": loaded.run.name, "epoch": saved.epoch, "precision": saved.precision or "fp32",
+        "validation": saved.validation, "components": saved.components, "config": saved.config,
     }
 
 
-def read(folder: Path) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """``(mtl_config, label_sets)`` of an export folder, checked."""
+def read(folder: Path) -> tuple[str, SavedRun]:
+    """The kind of an export folder and the run it holds (``describe`` and labels.json read back), checked."""
     meta = _read_json(folder / CONFIG)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"{folder / CONFIG}: not an mtl export")
@@ -50,7 +52,11 @@ def read(folder: Path) -> tuple[dict[str, Any], dict[str, list[str]]]:
     if not isinstance(labels, dict) or not labels or not all(
             isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in labels.values()):
         raise UserError(f"{folder / LABELS}: must map each task to its list of labels")
-    return meta, labels
+    from mtlcli.model.checkpoint import SavedRun  # torch: not on import, `mtl --help` reads KINDS
+
+    return meta["kind"], SavedRun(meta["config"], labels, epoch=meta.get("epoch"),
+                                  validation=meta.get("validation") or {}, precision=meta.get("precision"),
+                                  components=meta.get("components") or {})
 
 
 def _read_json(path: Path) -> Any:

@@ -67,8 +67,7 @@ def write(loaded, out: Path) -> float:
 
 
 def _encode(loaded, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    enc = loaded.tokenizer(texts, truncation=True, max_length=int(loaded.config.get("max_length", 128)),
-                           padding=True, return_tensors="np")
+    enc = loaded.tokenizer(texts, truncation=True, max_length=loaded.max_length, padding=True, return_tensors="np")
     return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
 
 

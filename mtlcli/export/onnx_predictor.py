@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from mtlcli.errors import UserError
 from mtlcli.export.onnx_graph import MODEL, output_names
+from mtlcli.inference.predictor import OnBatch, Predictor
+from mtlcli.model.checkpoint import SavedRun
 
 
-class OnnxPredictor:
-    def __init__(self, path: Path, meta: dict[str, Any], label_sets: dict[str, list[str]], device: str = "auto"):
+class OnnxPredictor(Predictor):
+    def __init__(self, path: Path, saved: SavedRun, device: str = "auto"):
         from mtlcli.extras import require
         from mtlcli.model.network import load_tokenizer
 
@@ -33,11 +35,11 @@ class OnnxPredictor:
             self.session = ort.InferenceSession(str(path / MODEL), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
             raise UserError(f"{path / MODEL}: cannot load it ({str(exc).splitlines()[0][:200]})") from None
-        self.outputs = output_names(list(label_sets))
+        self.outputs = output_names(list(saved.labels))
         have = {o.name for o in self.session.get_outputs()}
         if not set(self.outputs) <= have:
             raise UserError(f"{path / MODEL}: its outputs ({', '.join(sorted(have))}) do not match labels.json's tasks")
-        self.run, self.config, self.label_sets, self.meta = path, meta["config"], label_sets, meta
+        self.run, self.saved = path, saved
         self.tokenizer = load_tokenizer(str(path))
         self.device = self.session.get_providers()[0].replace("ExecutionProvider", "").lower()
         self.precision = "fp32"
@@ -47,21 +49,24 @@ class OnnxPredictor:
         return self.tokenizer.pad_token_id or 0
 
     @property
+    def label_sets(self) -> dict[str, list[str]]:
+        return self.saved.labels
+
+    @property
     def max_length(self) -> int:
-        return int(self.config.get("max_length", 128))
+        return self.saved.settings.max_length
+
+    @property
+    def text_column(self) -> str:
+        return self.saved.settings.text_column
 
     def encode(self, texts: Sequence[str]):
         from mtlcli.data.batching import encode
 
         return encode(self.tokenizer, texts, {}, self.max_length)
 
-    def probs(self, texts: Sequence[str], batch_size: int | None = None, with_embeddings: bool = False,
-              on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-        """As ``mtlcli.inference.loaded_run.predict_batches``: texts sorted by length, results in input order."""
-        return self.probs_encoded(self.encode(texts), batch_size, with_embeddings, on_batch)
-
     def probs_encoded(self, data, batch_size: int | None = None, with_embeddings: bool = False,
-                      on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+                      on_batch: OnBatch | None = None) -> dict[str, np.ndarray]:
         import torch
 
         from mtlcli.data.batching import iterate, sorted_batches

@@ -11,15 +11,17 @@ from pathlib import Path
 
 import torch
 
+from mtlcli.config import TrainConfig
 from mtlcli.errors import UserError
 from mtlcli.export import folder as export_folder
+from mtlcli.model.checkpoint import SavedRun
 
 HEADS = "heads.safetensors"
 ST_POOLING = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens"}
 
 
-def check_exportable(config: dict) -> None:
-    pooling = config.get("pooling")
+def check_exportable(settings: TrainConfig) -> None:
+    pooling = settings.pooling
     if pooling not in ST_POOLING:
         raise UserError(f"the run pools with '{pooling}', which sentence-transformers has no module for "
                         f"(it has {', '.join(ST_POOLING)}); export it with --format onnx instead")
@@ -29,7 +31,7 @@ def write(loaded, out: Path) -> None:
     """The backbone (safetensors), tokenizer, pooling and normalize modules, and the heads."""
     from safetensors.torch import save_file
 
-    cfg = loaded.config
+    cfg = loaded.saved.settings
     check_exportable(cfg)
     model = loaded.model
     model.backbone.save_pretrained(str(out))  # config.json + model.safetensors
@@ -37,16 +39,16 @@ def write(loaded, out: Path) -> None:
     hidden = model.backbone.config.hidden_size
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-    if cfg.get("normalize"):
+    if cfg.normalize:
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
         (out / "2_Normalize").mkdir()
     export_folder.write_json(out / "modules.json", modules)
-    export_folder.write_json(out / "sentence_bert_config.json", {"max_seq_length": int(cfg.get("max_length", 128)),
+    export_folder.write_json(out / "sentence_bert_config.json", {"max_seq_length": cfg.max_length,
                                                                  "do_lower_case": False})
     (out / "1_Pooling").mkdir()
     pooling = {"word_embedding_dimension": hidden, **{mode: False for mode in ST_POOLING.values()},
                "pooling_mode_mean_sqrt_len_tokens": False}
-    pooling[ST_POOLING[cfg["pooling"]]] = True
+    pooling[ST_POOLING[cfg.pooling]] = True
     export_folder.write_json(out / "1_Pooling" / "config.json", pooling)
     tensors = {f"heads.{k}": v for k, v in model.heads.state_dict().items()}
     tensors.update({f"pooler.{k}": v for k, v in model.pooler.state_dict().items()})
@@ -54,20 +56,18 @@ def write(loaded, out: Path) -> None:
               metadata={"format": "pt"})
 
 
-def load(path: Path, meta: dict, label_sets: dict[str, list[str]], device: str, precision: str):
+def load(path: Path, saved: SavedRun, device: str, precision: str):
     """The export as a LoadedRun (what eval and predict use), built from safetensors and JSON only."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     from transformers import AutoModel
 
     from mtlcli.model import builder
-    from mtlcli.model.checkpoint import Checkpoint
     from mtlcli.runtime.hardware import resolve_device
     from mtlcli.inference.loaded_run import LoadedRun, ready
     from mtlcli.model.network import _quiet_transformers, load_tokenizer
 
-    cfg = meta["config"]
-    builder.check_installed(meta.get("components") or {}, path / export_folder.CONFIG)
+    builder.check_installed(saved.components, path / export_folder.CONFIG)
     dev = resolve_device(device)
     _quiet_transformers()
     tokenizer = load_tokenizer(str(path))
@@ -77,7 +77,7 @@ def load(path: Path, meta: dict, label_sets: dict[str, list[str]], device: str, 
     except (OSError, ValueError, SafetensorError) as exc:
         raise UserError(f"{path}: cannot load the exported weights ({str(exc).splitlines()[0][:200]})") from None
     try:
-        model, combiner = builder.build(backbone, label_sets, cfg)  # the combiner untrained: exports keep no losses
+        model, combiner = builder.build(backbone, saved.labels, saved.settings)  # the combiner untrained: exports keep no losses
         missing, unexpected = model.load_state_dict(heads, strict=False)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise UserError(f"{path / HEADS}: does not match the export's config ({str(exc).splitlines()[0][:200]})") from None
@@ -85,8 +85,6 @@ def load(path: Path, meta: dict, label_sets: dict[str, list[str]], device: str, 
     if missing or unexpected:
         raise UserError(f"{path / HEADS}: does not match the export's config "
                         f"(missing {', '.join(missing) or 'nothing'}; unexpected {', '.join(unexpected) or 'nothing'})")
-    precision = ready(model, dev, precision, meta.get("precision"))
-    # what the run's checkpoint said of itself, as the export's config keeps it (the heads are in the model)
-    ckpt = Checkpoint(cfg, label_sets, {}, metrics=meta.get("validation") or {}, epoch=meta.get("epoch"),
-                      precision=meta.get("precision"), components=meta.get("components") or {})
-    return LoadedRun(path, path / HEADS, model, combiner.to(dev), tokenizer, ckpt, dev, precision)
+    precision = ready(model, dev, precision, saved.precision)
+    return LoadedRun(run=path, checkpoint=path / HEADS, model=model, combiner=combiner.to(dev), tokenizer=tokenizer,
+                     saved=saved, device=dev, precision=precision)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -12,7 +12,8 @@ import torch
 from mtlcli import runs
 from mtlcli.model import builder
 from mtlcli.data.batching import Encoded, encode, inference_batch_size, iterate, sorted_batches, width_multiple
-from mtlcli.model.checkpoint import Checkpoint
+from mtlcli.inference.predictor import OnBatch, Predictor
+from mtlcli.model.checkpoint import Checkpoint, SavedRun
 from mtlcli.runtime.cuda_graphs import ForwardGraphs, graph_blocker
 from mtlcli.errors import UserError
 from mtlcli.model.losses import Objective
@@ -21,13 +22,15 @@ from mtlcli.runtime.hardware import autocast, configure_device, cpu_has_native_b
 
 
 @dataclass
-class LoadedRun:
+class LoadedRun(Predictor):
+    """A run's checkpoint, or a sentence-transformers export, rebuilt in PyTorch."""
+
     run: Path
     checkpoint: Path
     model: MultiTaskModel
     combiner: torch.nn.Module  # the run's loss combiner, trained: eval's combined loss is training's objective
     tokenizer: Any
-    ckpt: Checkpoint
+    saved: SavedRun
     device: torch.device
     precision: str
     _graphs: ForwardGraphs | bool | None = field(default=None, init=False, repr=False)  # False: not here
@@ -53,11 +56,11 @@ class LoadedRun:
 
     @property
     def label_sets(self) -> dict[str, list[str]]:
-        return self.ckpt.labels
+        return self.saved.labels
 
     @property
     def config(self) -> dict[str, Any]:
-        return self.ckpt.config
+        return self.saved.config
 
     @property
     def pad_id(self) -> int:
@@ -65,25 +68,47 @@ class LoadedRun:
 
     @property
     def max_length(self) -> int:
-        return self.ckpt.max_length
+        return self.saved.settings.max_length
+
+    @property
+    def text_column(self) -> str:
+        return self.saved.settings.text_column
 
     @property
     def objective(self) -> Objective:
-        return Objective.from_dict(self.ckpt.objective)
+        return Objective.from_dict(self.saved.objective)
 
-    # what every predictor offers (this one, the ONNX one, mtlcli.Model): tokenize, then predict;
-    # predict_io tokenizes the next chunk while the current one runs
     def encode(self, texts: Sequence[str]) -> Encoded:
-        return encode_texts(self, texts)
+        return encode(self.tokenizer, texts, {}, self.max_length)
 
+    @torch.inference_mode()
     def probs_encoded(self, data: Encoded, batch_size: int | None = None, with_embeddings: bool = False,
-                      on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-        return predict_encoded(self, data, batch_size, with_embeddings, on_batch)
-
-    def probs(self, texts: Sequence[str], batch_size: int | None = None, with_embeddings: bool = False,
-              on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-        """See ``predict_batches``."""
-        return predict_batches(self, texts, batch_size, with_embeddings, on_batch)
+                      on_batch: OnBatch | None = None) -> dict[str, np.ndarray]:
+        n = len(data)
+        multiple = width_multiple(self.device)
+        out = {t: np.zeros((n, len(labels)), dtype=np.float32) for t, labels in self.label_sets.items()}
+        if with_embeddings:
+            out["_embeddings"] = None  # sized on the first batch
+        done = 0
+        batch_size = batch_size or inference_batch_size(self.device)
+        batches = sorted_batches(data.lengths, batch_size, multiple, self.max_length)
+        found: dict[str, list[torch.Tensor]] = {t: [] for t in out}  # on the device until the end: no sync per batch
+        for batch in iterate(data, batches, self.pad_id, self.device, multiple, self.max_length):
+            pooled, logits = self.forward(batch.input_ids, batch.attention_mask, batch_size)
+            for t in self.label_sets:
+                found[t].append(torch.softmax(logits[t].float(), dim=-1))
+            if with_embeddings:
+                found["_embeddings"].append(pooled.float())
+            done += len(batch)
+            if on_batch is not None:
+                on_batch(done, n)
+        rows = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+        for t, parts in found.items():
+            if parts:
+                values = torch.cat(parts).cpu().numpy()
+                out[t] = np.zeros((n, values.shape[-1]), dtype=np.float32) if out[t] is None else out[t]
+                out[t][rows] = values
+        return out
 
 
 def load_run(run_dir: str | Path, device: str = "auto", precision: str = "auto",
@@ -97,9 +122,11 @@ def load_run(run_dir: str | Path, device: str = "auto", precision: str = "auto",
     if not (run / "backbone").is_dir():
         raise UserError(f"{run}: the run has no backbone/ folder (tokenizer and architecture)")
     tokenizer = load_tokenizer(str(run / "backbone"))
-    model, combiner = builder.from_checkpoint(ckpt, backbone_from_config(run / "backbone"), path)
-    precision = ready(model, dev, precision, ckpt.precision)
-    return LoadedRun(run, path, model, combiner.to(dev), tokenizer, ckpt, dev, precision)
+    saved = ckpt.saved_run()
+    model, combiner = builder.from_checkpoint(ckpt, saved, backbone_from_config(run / "backbone"), path)
+    precision = ready(model, dev, precision, saved.precision)
+    return LoadedRun(run=run, checkpoint=path, model=model, combiner=combiner.to(dev), tokenizer=tokenizer,
+                     saved=saved, device=dev, precision=precision)
 
 
 def ready(model: MultiTaskModel, dev: torch.device, requested: str, trained: str | None) -> str:
@@ -136,49 +163,6 @@ def _precision(requested: str, trained: str | None, dev: torch.device) -> str:
 
 
 def predict_batches(loaded: LoadedRun, texts: Sequence[str], batch_size: int | None = None,
-                    with_embeddings: bool = False,
-                    on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """Probabilities per task for ``texts`` (in input order); ``"_embeddings"`` too if asked.
-
-    ``on_batch(done, total)`` is called after each batch, for progress displays.
-
-    Texts are sorted by length for speed and put back in order; memory grows with ``len(texts)``
-    only, so callers stream a large input through this in chunks.
-    """
-    return predict_encoded(loaded, encode_texts(loaded, texts), batch_size, with_embeddings, on_batch)
-
-
-def encode_texts(loaded: LoadedRun, texts: Sequence[str]) -> Encoded:
-    """Token ids for ``texts``, cut as the run was trained."""
-    return encode(loaded.tokenizer, texts, {}, loaded.max_length)
-
-
-@torch.inference_mode()
-def predict_encoded(loaded: LoadedRun, data: Encoded, batch_size: int | None = None, with_embeddings: bool = False,
-                    on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """``predict_batches`` for texts already tokenized with ``encode_texts``."""
-    n = len(data)
-    multiple = width_multiple(loaded.device)
-    out = {t: np.zeros((n, len(labels)), dtype=np.float32) for t, labels in loaded.label_sets.items()}
-    if with_embeddings:
-        out["_embeddings"] = None  # sized on the first batch
-    done = 0
-    batch_size = batch_size or inference_batch_size(loaded.device)
-    batches = sorted_batches(data.lengths, batch_size, multiple, loaded.max_length)
-    found: dict[str, list[torch.Tensor]] = {t: [] for t in out}  # on the device until the end: no sync per batch
-    for batch in iterate(data, batches, loaded.pad_id, loaded.device, multiple, loaded.max_length):
-        pooled, logits = loaded.forward(batch.input_ids, batch.attention_mask, batch_size)
-        for t in loaded.label_sets:
-            found[t].append(torch.softmax(logits[t].float(), dim=-1))
-        if with_embeddings:
-            found["_embeddings"].append(pooled.float())
-        done += len(batch)
-        if on_batch is not None:
-            on_batch(done, n)
-    rows = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
-    for t, parts in found.items():
-        if parts:
-            values = torch.cat(parts).cpu().numpy()
-            out[t] = np.zeros((n, values.shape[-1]), dtype=np.float32) if out[t] is None else out[t]
-            out[t][rows] = values
-    return out
+                    with_embeddings: bool = False, on_batch: OnBatch | None = None) -> dict[str, np.ndarray]:
+    """``loaded.probs``: the streaming core of `mtl predict` under the name benchmarks and tests use."""
+    return loaded.probs(texts, batch_size, with_embeddings, on_batch)

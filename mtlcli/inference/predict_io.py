@@ -23,6 +23,7 @@ import numpy as np
 from mtlcli.data import rows
 from mtlcli.atomic import replacing, temporary_name
 from mtlcli.errors import UserError, shown
+from mtlcli.inference.predictor import Predictor
 
 CHUNK = 4096  # texts read, predicted and written at a time
 MAYBE_PLAIN = ("", ".txt")  # extensions whose file may be a table or plain text; so may standard input
@@ -129,12 +130,12 @@ def chunks(source: Source, size: int) -> Iterator[tuple[list[list[str]] | None, 
         yield (rows if source.columns is not None else None), texts
 
 
-def predict_chunks(predictor, source: Source, batch_size: int | None = None, with_embeddings: bool = False,
+def predict_chunks(predictor: Predictor, source: Source, batch_size: int | None = None, with_embeddings: bool = False,
                    chunk_size: int | None = None, on_batch: Callable[[int, int], None] | None = None) -> Iterator[Chunk]:
     """Predictions chunk by chunk; ``on_batch(done, total)`` reports progress within each chunk.
 
-    ``predictor``: anything with ``encode(texts)`` and ``probs_encoded(data, batch_size,
-    with_embeddings, on_batch)``: a loaded run, an ONNX export, or a ``mtlcli.Model``. The next
+    ``predictor``: a ``mtlcli.inference.predictor.Predictor`` (a loaded run, an ONNX export, or a
+    ``mtlcli.Model``); only its ``encode`` and ``probs_encoded`` are used. The next
     chunk is read and tokenized in a background thread while this one runs through the model (the
     fast tokenizer does its work outside the GIL), so the model seldom waits for the file or the
     tokenizer. A bad row is reported when its chunk is reached, as before.

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from torch import nn
 
 import mtlcli.components  # noqa: F401  (built-ins registered before lookups)
-from mtlcli.model.checkpoint import Checkpoint
+from mtlcli.model.checkpoint import Checkpoint, SavedRun
 from mtlcli.config import TrainConfig
 from mtlcli.errors import UserError
 from mtlcli.model.network import MultiTaskModel
@@ -52,29 +52,30 @@ def check_installed(components: Mapping[str, Mapping[str, str]], where: Path) ->
 
 
 def build(backbone: nn.Module, label_sets: dict[str, list[str]],
-          config: Mapping[str, Any]) -> tuple[MultiTaskModel, nn.Module]:
+          settings: TrainConfig) -> tuple[MultiTaskModel, nn.Module]:
     """The model (backbone -> pooler -> optional L2 norm -> one head per task) and the loss combiner,
-    untrained, as ``config`` (a TrainConfig's dict or a checkpoint's config) describes them."""
-    settings = {**TrainConfig().to_dict(), **config}
+    untrained, as ``settings`` (a new run's, or a saved run's SavedRun.settings) describe them."""
     hidden = backbone.config.hidden_size
-    pooling, head = settings["pooling"], settings["head"]
+    pooling, head = settings.pooling, settings.head
     try:
-        pooler = poolers.get(pooling)(hidden, **(settings["pooler_options"] or {}))
+        pooler = poolers.get(pooling)(hidden, **(settings.pooler_options or {}))
         size = getattr(pooler, "output_size", hidden)
-        task_heads = {t: heads.get(head)(size, len(labels), **(settings["head_options"] or {}))
+        task_heads = {t: heads.get(head)(size, len(labels), **(settings.head_options or {}))
                       for t, labels in label_sets.items()}
     except TypeError as exc:
         raise UserError(f"pooler '{pooling}' or head '{head}' does not accept these options: {exc}") from None
-    model = MultiTaskModel(backbone, pooler, task_heads, bool(settings["normalize"]))
-    combiner = loss_combiners.get(settings["loss_combiner"])(list(label_sets), settings["task_weights"])
+    model = MultiTaskModel(backbone, pooler, task_heads, bool(settings.normalize))
+    combiner = loss_combiners.get(settings.loss_combiner)(list(label_sets), settings.task_weights)
     return model, combiner
 
 
-def from_checkpoint(ckpt: Checkpoint, backbone: nn.Module, path: Path) -> tuple[MultiTaskModel, nn.Module]:
-    """The model and combiner of a checkpoint, with its trained weights; ``backbone`` may be untrained."""
-    check_installed(ckpt.components, path)
+def from_checkpoint(ckpt: Checkpoint, saved: SavedRun, backbone: nn.Module,
+                    path: Path) -> tuple[MultiTaskModel, nn.Module]:
+    """The model and combiner of a checkpoint (``saved``: its ``saved_run()``), with its trained
+    weights; ``backbone`` may be untrained."""
+    check_installed(saved.components, path)
     try:
-        model, combiner = build(backbone, ckpt.labels, ckpt.config)
+        model, combiner = build(backbone, saved.labels, saved.settings)
         model.load_state_dict(ckpt.model)
         if ckpt.combiner:
             combiner.load_state_dict(ckpt.combiner)

@@ -1,6 +1,7 @@
 """Checkpoints are plain dicts of tensors and built-in types: they load with weights_only=True.
 
 ``Checkpoint`` declares what one holds; one loader serves eval, predict, export and resume.
+``SavedRun`` is what a checkpoint and an export both say of their run besides the weights.
 """
 
 from __future__ import annotations
@@ -14,11 +15,35 @@ from typing import Any
 
 import torch
 
+from mtlcli import vocabulary as vocab
 from mtlcli.atomic import replacing
+from mtlcli.config import TrainConfig
 from mtlcli.errors import RunFailed, UserError
 
 FORMAT = "mtl-checkpoint"
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A trained run as a checkpoint or an export (mtl_config.json) describes it, weights aside.
+
+    ``settings`` is ``config`` read by ``TrainConfig.from_saved`` once, here: every reader of a
+    saved run (eval, predict, serve, export, the Python API) takes its max length, text column and
+    model from it, with the defaults of the one schema.
+    """
+
+    config: dict[str, Any]  # as saved: exports copy it, mtlcli.Model.config shows it
+    labels: dict[str, list[str]]  # task -> its labels, in the order of the head's outputs
+    epoch: int | None = None  # the epoch the weights are from
+    validation: dict[str, Any] = field(default_factory=dict)  # that epoch's val_ metrics
+    precision: str | None = None  # what the run trained in
+    components: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> name, source package, version
+    objective: dict[str, Any] = field(default_factory=dict)  # eval's loss; exports keep none
+    settings: TrainConfig = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", TrainConfig.from_saved(self.config))
 
 
 @dataclass
@@ -37,11 +62,10 @@ class Checkpoint:
     mtl_version: str = ""
     resume: dict[str, Any] | None = None  # last.pt only: all it takes to go on (training.resume.TrainingState)
 
-    @property
-    def max_length(self) -> int:
-        """Tokens a text is cut to, as in training (checkpoints hold the resolved number, never auto)."""
-        value = self.config.get("max_length", 128)
-        return value if isinstance(value, int) else 128
+    def saved_run(self) -> SavedRun:
+        return SavedRun(self.config, self.labels, epoch=self.epoch,
+                        validation=vocab.of_split(self.metrics, vocab.VAL),
+                        precision=self.precision, components=self.components, objective=self.objective)
 
     def save(self, path: str | Path) -> None:
         payload = {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict: it would copy every tensor

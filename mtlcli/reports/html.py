@@ -19,6 +19,7 @@ from typing import Any, Callable
 import yaml
 
 from mtlcli import __version__, runs
+from mtlcli.config import BUNDLED_MODEL
 from mtlcli.reports import plots
 from mtlcli.reports import charts as report_charts
 from mtlcli.errors import UserError
@@ -89,7 +90,7 @@ def settings(view: RunView) -> dict[str, Any]:
     """The settings that matter, in reading order."""
     c, s = view.config, view.summary
     return {
-        "model": c.get("model") or s.get("model") or "bundled all-MiniLM-L6-v2",
+        "model": c.get("model") or s.get("model") or f"bundled {BUNDLED_MODEL}",
         "pooling": c.get("pooling"), "normalize": c.get("normalize"), "head": c.get("head"),
         "loss combiner": c.get("loss_combiner"), "task weights": c.get("task_weights") or "1.0 each",
         "scheduler": c.get("scheduler"), "lr backbone": c.get("lr_backbone"), "lr heads": c.get("lr_heads"),

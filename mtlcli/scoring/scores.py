@@ -40,7 +40,7 @@ def score(loaded, path: str | Path, text_column: str | None = None, ignore_unkno
     """
     from mtlcli.data.batching import encode
 
-    text_column = text_column or loaded.config.get("text_column", "sentence")
+    text_column = text_column or loaded.text_column
     tasks = list(loaded.label_sets)
     header = data_mod.read_header(path, delimiter)
     present = [t for t in tasks if t in header]

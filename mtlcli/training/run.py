@@ -194,7 +194,7 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
         _write_run_files(run, cfg, label_sets, data.tokenizer, data.backbone)
 
     # ---- model and optimisation
-    model, combiner = builder.build(data.backbone, label_sets, cfg.to_dict())
+    model, combiner = builder.build(data.backbone, label_sets, cfg)
     apply_freeze(model, cfg.freeze)
     model.to(device)
     combiner.to(device)
@@ -231,17 +231,20 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
 
     def checkpoint(epoch: int, row: dict[str, Any]) -> Checkpoint:
         # the config as trained: --max-length auto resolved, so eval and predict cut texts alike
-        return Checkpoint({**cfg.to_dict(), "max_length": data.max_length}, label_sets, model.state_dict(),
-                          combiner.state_dict(), epoch, row, data.objective.to_dict(), inputs.components, precision,
-                          __version__)
+        return Checkpoint(config={**cfg.to_dict(), "max_length": data.max_length}, labels=label_sets,
+                          model=model.state_dict(), combiner=combiner.state_dict(), epoch=epoch, metrics=row,
+                          objective=data.objective.to_dict(), components=inputs.components, precision=precision,
+                          mtl_version=__version__)
 
     writer = CheckpointWriter(checkpoint, state, main)
     hooks = Hooks(writer.on_best, log.append, writer.save_state, lambda: stop.requested, reporter)
     # DDP averages gradients over processes; checkpoints keep saving the unwrapped ``model``
-    parts = LoopParts(distributed.wrap(model, dist, device), combiner, optimizer, scheduler, data.train, data.val,
-                      label_sets, device, partial(autocast, device, precision), data.tokenizer.pad_token_id or 0,
-                      cfg.batch_size, cfg.max_grad_norm, cfg.seed, cfg.lr_backbone, cfg.lr_heads, data.max_length,
-                      data.objective, dist, scaler, cuda_graphs=graphs_off is None)
+    parts = LoopParts(model=distributed.wrap(model, dist, device), combiner=combiner, optimizer=optimizer,
+                      scheduler=scheduler, train=data.train, val=data.val, label_sets=label_sets, device=device,
+                      amp=partial(autocast, device, precision), pad_id=data.tokenizer.pad_token_id or 0,
+                      batch_size=cfg.batch_size, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
+                      lr_backbone=cfg.lr_backbone, lr_heads=cfg.lr_heads, max_length=data.max_length,
+                      objective=data.objective, dist=dist, scaler=scaler, cuda_graphs=graphs_off is None)
     return Session(cfg, run, main, parts, stopper, saver, log, hooks, start, tally, info, writer.best_row)
 
 

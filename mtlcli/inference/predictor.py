@@ -1,0 +1,56 @@
+"""What a model ready to predict offers: the contract `mtl predict`, `mtl serve` and ``mtlcli.Model``
+rely on, kept by a run's checkpoint (``LoadedRun``) and an ONNX export (``OnnxPredictor``) alike.
+
+Tokenizing and predicting are separate steps so that `mtl predict` tokenizes the next chunk of
+input while the model runs on this one (mtlcli/inference/predict_io.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from mtlcli.data.batching import Encoded
+    from mtlcli.model.checkpoint import SavedRun
+
+OnBatch = Callable[[int, int], None]  # (texts done, texts in all), after each batch: for progress displays
+
+
+class Predictor(Protocol):
+    saved: SavedRun  # what the run saved of itself: its settings, labels, epoch and validation metrics
+    precision: str  # what the model runs in: fp32, bf16 or fp16
+    device: Any  # where it runs: a torch.device, or the ONNX Runtime provider's name; str() names it
+
+    @property
+    def label_sets(self) -> dict[str, list[str]]:
+        """Task -> its labels, in the order of the outputs; the tasks in the run's order."""
+        ...
+
+    @property
+    def max_length(self) -> int:
+        """Tokens a text is cut to, as in training."""
+        ...
+
+    @property
+    def text_column(self) -> str:
+        """The column of a table that holds the text, as in training."""
+        ...
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        """Token ids of ``texts``, cut as the run was trained."""
+        ...
+
+    def probs_encoded(self, data: Encoded, batch_size: int | None = None, with_embeddings: bool = False,
+                      on_batch: OnBatch | None = None) -> dict[str, np.ndarray]:
+        """Task -> probabilities [n, labels] for texts from ``encode``, in input order, and
+        ``"_embeddings"`` [n, dim] if asked. Texts run sorted by length, in batches of at most
+        ``batch_size`` (by default as eval and validation batch)."""
+        ...
+
+    def probs(self, texts: Sequence[str], batch_size: int | None = None, with_embeddings: bool = False,
+              on_batch: OnBatch | None = None) -> dict[str, np.ndarray]:
+        """``probs_encoded`` of ``encode(texts)``; memory grows with ``len(texts)`` only, so callers
+        stream a large input through this in chunks."""
+        return self.probs_encoded(self.encode(texts), batch_size, with_embeddings, on_batch)
