@@ -17,7 +17,7 @@ import yaml
 
 from mtlcli.config.schema import DEFAULTS, FIELDS, HINTS, SETTINGS, TrainConfig, flag_of, is_argument
 from mtlcli.config.values import SWITCH, coerce, is_choice
-from mtlcli.errors import UserError, shown
+from mtlcli.errors import UserError, first_line, shown
 
 
 Blame = Callable[[str, Any, str], str]  # (key, value, what is wrong) -> the message, naming where the value came from
@@ -111,7 +111,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise UserError(f"{path}{line}: not valid YAML ({problem})") from None
     if values is None:
         return {}

@@ -14,7 +14,7 @@ from torch import nn
 import mtlcli.components  # noqa: F401  (built-ins registered before lookups)
 from mtlcli.model.checkpoint import Checkpoint
 from mtlcli.config import TrainConfig
-from mtlcli.errors import UserError
+from mtlcli.errors import UserError, first_line
 from mtlcli.model.network import MultiTaskModel
 from mtlcli.registry import Registry, heads, loss_combiners, poolers, schedulers, singular
 
@@ -76,5 +76,5 @@ def from_checkpoint(ckpt: Checkpoint, backbone: nn.Module, path: Path) -> tuple[
         if ckpt.combiner:
             combiner.load_state_dict(ckpt.combiner)
     except (RuntimeError, KeyError, TypeError) as exc:
-        raise UserError(f"{path}: the checkpoint does not match its run's model ({str(exc).splitlines()[0][:200]})") from None
+        raise UserError(f"{path}: the checkpoint does not match its run's model ({first_line(exc, 200)})") from None
     return model, combiner
