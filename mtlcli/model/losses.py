@@ -61,8 +61,3 @@ def task_losses(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
             (y != MISSING).sum(),
         )
     return out
-
-
-def mean_losses(summed: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Mean loss per task over its labelled rows; tasks without any are left out."""
-    return {t: s / n for t, (s, n) in summed.items() if int(n) > 0}
