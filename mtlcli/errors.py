@@ -17,3 +17,18 @@ def shown(value: str, limit: int = 60) -> str:
     """A value from a file as a one-line message can show it: control characters escaped, long ones cut."""
     text = value if len(value) <= limit else value[:limit] + "..."
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def first_line(problem: BaseException | str, limit: int | None = None) -> str:
+    """The first line of an exception's message (or of a text), cut to ``limit`` characters.
+
+    Library errors often run to many lines; a one-line message keeps the first. An exception whose
+    message is empty gives its type name (``KeyError``), so a message never shows ``()``; an empty
+    text gives "".
+    """
+    text = str(problem).strip()
+    if text:
+        line = text.splitlines()[0]
+    else:
+        line = type(problem).__name__ if isinstance(problem, BaseException) else ""
+    return line[:limit]

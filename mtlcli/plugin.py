@@ -6,7 +6,7 @@ per kind; the entry point's name is the name users pass to ``mtl train``::
     [project.entry-points."mtlcli.heads"]
     prototype = "mtl_plugin_example.heads:PrototypeHead"
 
-The five kinds and what mtlcli calls (``docs/components.md`` has the full contracts):
+The kinds and what mtlcli calls (``docs/components.md`` has the full contracts):
 
 ``mtlcli.poolers``
     ``Pooler(hidden_size, **pooler_options)``, an ``nn.Module``;
@@ -41,9 +41,9 @@ from mtlcli.components.heads import Head
 from mtlcli.components.poolers import Pooler
 from mtlcli.components.trackers import Tracker
 from mtlcli.errors import UserError
-from mtlcli.registry import CONTRACTS, KINDS, check_component
+from mtlcli.registry import CONTRACTS, KINDS, REGISTRIES, check_component
 
-ENTRY_POINT_GROUPS = {kind: f"mtlcli.{kind}" for kind in KINDS}
+ENTRY_POINT_GROUPS = {kind: registry.group for kind, registry in REGISTRIES.items()}
 """Kind -> the entry-point group a package declares its components in."""
 
 

@@ -23,7 +23,6 @@ from typing import Any, Callable, Iterator
 
 from mtlcli.errors import UserError
 
-KINDS = ("poolers", "heads", "loss_combiners", "schedulers", "trackers")
 BUILTIN = "built-in"
 STRICT_ENV = "MTL_STRICT_PLUGINS"
 
@@ -32,24 +31,27 @@ STRICT_ENV = "MTL_STRICT_PLUGINS"
 class Contract:
     """What a component of one kind must be: how it is called, and whether it builds an nn.Module."""
 
-    call: str  # how mtlcli calls it, for messages
-    arguments: tuple[str, ...]  # positional arguments mtlcli passes
+    call: str  # how mtlcli calls it, for messages: 'Name(positional, ..., **options)'
     module: bool  # True: a torch.nn.Module subclass or a factory that returns one
 
+    @property
+    def arguments(self) -> tuple[str, ...]:
+        """The positional arguments mtlcli passes, as ``call`` names them."""
+        inside = self.call[self.call.index("(") + 1:self.call.rindex(")")]
+        return tuple(a for a in (part.strip() for part in inside.split(",")) if a and not a.startswith("*"))
 
-CONTRACTS = {
-    "poolers": Contract("Pooler(hidden_size, **pooler_options)", ("hidden_size",), True),
-    "heads": Contract("Head(in_features, num_labels, **head_options)", ("in_features", "num_labels"), True),
-    "loss_combiners": Contract("LossCombiner(tasks, weights)", ("tasks", "weights"), True),
-    "schedulers": Contract("scheduler(optimizer, num_training_steps, num_warmup_steps)",
-                           ("optimizer", "num_training_steps", "num_warmup_steps"), False),
-    "trackers": Contract("Tracker()", (), False),
-}
+
+CONTRACTS: dict[str, Contract] = {}  # kind -> its contract, filled by declare() at the end of this module
 
 
 def singular(kind: str) -> str:
+    """'loss_combiners' -> 'loss_combiner': one component of the kind, as checkpoints record it."""
+    return kind[:-1] if kind.endswith("s") else kind
+
+
+def spoken(kind: str) -> str:
     """'loss_combiners' -> 'loss combiner', for messages."""
-    return kind[:-1].replace("_", " ") if kind.endswith("s") else kind.replace("_", " ")
+    return singular(kind).replace("_", " ")
 
 
 def check_component(kind: str, obj: Any) -> str | None:
@@ -152,7 +154,7 @@ class Registry:
         def add(target: Any) -> Any:
             problem = check_component(self.kind, target)
             if problem:
-                raise TypeError(f"{singular(self.kind)} '{name}' {problem}")
+                raise TypeError(f"{spoken(self.kind)} '{name}' {problem}")
             self._add(Entry(self.kind, name, BUILTIN, _own_version(), obj=target))
             return target
 
@@ -221,7 +223,7 @@ class Registry:
 
     def _report(self, entry: Entry, problem: str) -> None:
         """Warn once about a plugin that cannot be used; in strict mode, stop instead."""
-        message = f"{singular(self.kind)} '{entry.name}' from {entry.origin}: {problem}"
+        message = f"{spoken(self.kind)} '{entry.name}' from {entry.origin}: {problem}"
         if strict_plugins():
             raise UserError(f"{message} ({STRICT_ENV}=1 makes this an error)")
         key = (entry.name, entry.source)
@@ -246,7 +248,7 @@ class Registry:
         self._discover()
         if name not in self._entries:
             available = ", ".join(self.names()) or "none"
-            raise UserError(f"unknown {singular(self.kind)} '{name}' (available: {available})")
+            raise UserError(f"unknown {spoken(self.kind)} '{name}' (available: {available})")
         conflict = self._conflict(name)
         if conflict:
             raise UserError(conflict)
@@ -258,7 +260,7 @@ class Registry:
         """The class or factory registered as ``name``; a plugin that failed to load is an error."""
         entry = self.entry(name)
         if entry.error is not None:
-            raise UserError(f"{singular(self.kind)} '{name}' from {entry.origin} failed to load: {entry.error}")
+            raise UserError(f"{spoken(self.kind)} '{name}' from {entry.origin} failed to load: {entry.error}")
         return entry.obj
 
     def entries(self, load: bool = False) -> Iterator[Entry]:
@@ -285,14 +287,25 @@ def _own_version() -> str:
     return __version__
 
 
-# All extension points, declared in one place.
-poolers = Registry("poolers")
-heads = Registry("heads")
-loss_combiners = Registry("loss_combiners")
-schedulers = Registry("schedulers")
-trackers = Registry("trackers")
+REGISTRIES: dict[str, Registry] = {}  # kind -> its registry, in the order declared
 
-REGISTRIES = {r.kind: r for r in (poolers, heads, loss_combiners, schedulers, trackers)}
+
+def declare(kind: str, call: str, module: bool) -> Registry:
+    """A kind of component: its registry (entry-point group ``mtlcli.<kind>``) and its contract."""
+    CONTRACTS[kind] = Contract(call, module)
+    REGISTRIES[kind] = Registry(kind)
+    return REGISTRIES[kind]
+
+
+# All extension points, declared in one place, one line per kind: what mtlcli calls, and whether
+# that builds a torch.nn.Module. KINDS, the entry-point groups and the names in messages follow.
+poolers = declare("poolers", "Pooler(hidden_size, **pooler_options)", module=True)
+heads = declare("heads", "Head(in_features, num_labels, **head_options)", module=True)
+loss_combiners = declare("loss_combiners", "LossCombiner(tasks, weights)", module=True)
+schedulers = declare("schedulers", "scheduler(optimizer, num_training_steps, num_warmup_steps)", module=False)
+trackers = declare("trackers", "Tracker()", module=False)
+
+KINDS = tuple(REGISTRIES)
 
 
 def refresh_all() -> None:

@@ -8,7 +8,6 @@ files written go to standard error, so a pipe carries only the result.
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Any, Callable
 
 import typer
@@ -169,7 +168,3 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
-
-
-def is_terminal() -> bool:
-    return console.is_terminal and sys.stdout.isatty()

@@ -9,14 +9,14 @@ import typer
 
 from mtlcli.cli.common import choices_metavar, console, handles_errors, option
 from mtlcli.errors import UserError
-from mtlcli.registry import KINDS
+from mtlcli.registry import KINDS, singular
 
 
 def _kind(value: str | None) -> list[str]:
     if value is None:
         return list(KINDS)
     for kind in KINDS:  # "head", "heads", "loss-combiner" all name one kind
-        if value.replace("-", "_") in (kind, kind[:-1]):
+        if value.replace("-", "_") in (kind, singular(kind)):
             return [kind]
     raise UserError(f"--kind {value}: not one of {', '.join(KINDS)}")
 

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtlcli.errors import UserError
+from mtlcli.errors import UserError, first_line
 from mtlcli.export.onnx_graph import MODEL, output_names
 from mtlcli.inference.predictor import OnBatch, Predictor
 from mtlcli.model.checkpoint import SavedRun
@@ -34,7 +34,7 @@ class OnnxPredictor(Predictor):
         try:
             self.session = ort.InferenceSession(str(path / MODEL), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
-            raise UserError(f"{path / MODEL}: cannot load it ({str(exc).splitlines()[0][:200]})") from None
+            raise UserError(f"{path / MODEL}: cannot load it ({first_line(exc, 200)})") from None
         self.outputs = output_names(list(saved.labels))
         have = {o.name for o in self.session.get_outputs()}
         if not set(self.outputs) <= have:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from mtlcli.config import TrainConfig
-from mtlcli.errors import UserError
+from mtlcli.errors import UserError, first_line
 from mtlcli.export import folder as export_folder
 from mtlcli.model.checkpoint import SavedRun
 
@@ -75,12 +75,12 @@ def load(path: Path, saved: SavedRun, device: str, precision: str):
         backbone = AutoModel.from_pretrained(str(path), use_safetensors=True, dtype=torch.float32)
         heads = load_file(str(path / HEADS))
     except (OSError, ValueError, SafetensorError) as exc:
-        raise UserError(f"{path}: cannot load the exported weights ({str(exc).splitlines()[0][:200]})") from None
+        raise UserError(f"{path}: cannot load the exported weights ({first_line(exc, 200)})") from None
     try:
         model, combiner = builder.build(backbone, saved.labels, saved.settings)  # the combiner untrained: exports keep no losses
         missing, unexpected = model.load_state_dict(heads, strict=False)
     except (RuntimeError, KeyError, TypeError) as exc:
-        raise UserError(f"{path / HEADS}: does not match the export's config ({str(exc).splitlines()[0][:200]})") from None
+        raise UserError(f"{path / HEADS}: does not match the export's config ({first_line(exc, 200)})") from None
     missing = [k for k in missing if not k.startswith("backbone.")]
     if missing or unexpected:
         raise UserError(f"{path / HEADS}: does not match the export's config "

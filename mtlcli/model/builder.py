@@ -14,17 +14,14 @@ from torch import nn
 import mtlcli.components  # noqa: F401  (built-ins registered before lookups)
 from mtlcli.model.checkpoint import Checkpoint, SavedRun
 from mtlcli.config import TrainConfig
-from mtlcli.errors import UserError
+from mtlcli.errors import UserError, first_line
 from mtlcli.model.network import MultiTaskModel
-from mtlcli.registry import Registry, heads, loss_combiners, poolers, schedulers
+from mtlcli.registry import Registry, heads, loss_combiners, poolers, schedulers, singular
 
-# kind (as checkpoints record it) -> (the config key naming it, its registry)
-COMPONENTS: dict[str, tuple[str, Registry]] = {
-    "pooler": ("pooling", poolers),
-    "head": ("head", heads),
-    "loss_combiner": ("loss_combiner", loss_combiners),
-    "scheduler": ("scheduler", schedulers),
-}
+# the config key naming each component a run is built with -> the registry it is looked up in
+CONFIG_KEYS = {"pooling": poolers, "head": heads, "loss_combiner": loss_combiners, "scheduler": schedulers}
+# kind as checkpoints record it ("loss_combiner") -> (the config key naming it, its registry)
+COMPONENTS: dict[str, tuple[str, Registry]] = {singular(r.kind): (key, r) for key, r in CONFIG_KEYS.items()}
 
 
 def look_up_components(config: Mapping[str, Any]) -> dict[str, dict[str, str]]:
@@ -80,5 +77,5 @@ def from_checkpoint(ckpt: Checkpoint, saved: SavedRun, backbone: nn.Module,
         if ckpt.combiner:
             combiner.load_state_dict(ckpt.combiner)
     except (RuntimeError, KeyError, TypeError) as exc:
-        raise UserError(f"{path}: the checkpoint does not match its run's model ({str(exc).splitlines()[0][:200]})") from None
+        raise UserError(f"{path}: the checkpoint does not match its run's model ({first_line(exc, 200)})") from None
     return model, combiner

@@ -18,7 +18,7 @@ import torch
 from mtlcli import vocabulary as vocab
 from mtlcli.atomic import replacing
 from mtlcli.config import TrainConfig
-from mtlcli.errors import RunFailed, UserError
+from mtlcli.errors import RunFailed, UserError, first_line
 
 FORMAT = "mtl-checkpoint"
 FORMAT_VERSION = 1
@@ -96,7 +96,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     except (OSError, RuntimeError) as exc:
         # torch reports a failed write as an opaque RuntimeError; the OSError under it says why
         cause = out.error if out is not None and out.error is not None else exc
-        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause).splitlines()[0]
+        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else first_line(cause)
         raise RunFailed(f"{path}: cannot write the checkpoint ({why}); the previous one is kept") from None
 
 
@@ -131,8 +131,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"{path}: refused to load: the checkpoint holds more than weights and plain data "
                         f"({_refusal_reason(exc)}); only load checkpoints from sources you trust") from None
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})") from None
+        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first_line(str(exc), 200)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not an mtl checkpoint")
     if not isinstance(ckpt.get("format_version", 0), int):

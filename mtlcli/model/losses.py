@@ -67,7 +67,3 @@ def _cross_entropy(task: str, logits: torch.Tensor, y: torch.Tensor, objective: 
     return F.cross_entropy(logits.float(), y, weight=objective.weight(task, y.device), ignore_index=MISSING,
                            reduction=reduction, label_smoothing=objective.label_smoothing)
 
-
-def mean_losses(summed: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Mean loss per task over its labelled rows; tasks without any are left out."""
-    return {t: s / n for t, (s, n) in summed.items() if int(n) > 0}

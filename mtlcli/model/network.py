@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mtlcli.errors import UserError
+from mtlcli.errors import UserError, first_line
 
 
 class MultiTaskModel(nn.Module):
@@ -56,7 +56,7 @@ def load_tokenizer(path: str):
     try:
         return AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
-        raise UserError(f"model '{path}': cannot load its tokenizer ({_first_line(exc)})") from None
+        raise UserError(f"model '{path}': cannot load its tokenizer ({first_line(exc)})") from None
 
 
 # Where Hugging Face configs keep the dropout on attention weights (BERT family; DistilBERT and newer; GPT-2).
@@ -83,7 +83,7 @@ def load_pretrained_backbone(path: str, attention_dropout: float | None = None) 
         except (ValueError, ImportError):  # this architecture has no SDPA attention
             return AutoModel.from_pretrained(path, **overrides)
     except Exception as exc:
-        raise UserError(f"model '{path}': cannot load it ({_first_line(exc)})") from None
+        raise UserError(f"model '{path}': cannot load it ({first_line(exc)})") from None
 
 
 def backbone_from_config(folder: str | Path) -> nn.Module:
@@ -95,11 +95,6 @@ def backbone_from_config(folder: str | Path) -> nn.Module:
         return AutoModel.from_config(config, attn_implementation="sdpa")
     except (ValueError, ImportError):
         return AutoModel.from_config(config)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # ---- freezing ---------------------------------------------------------------------------------

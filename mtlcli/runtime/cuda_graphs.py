@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mtlcli.data.tables import MISSING
+from mtlcli.errors import first_line
 
 # op-by-op passes on a side stream before a shape is recorded, so that lazy set-up (autograd's, the
 # libraries' handles and workspaces) stays out of the graph; a forward pass alone has less of it
@@ -88,7 +89,7 @@ class _Graphs:
             except RuntimeError as exc:  # an operation that cannot be recorded (a host sync, say)
                 self.failed = True
                 self.reset()
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                reason = first_line(exc)
                 self.warn(f"CUDA graphs are off for the rest of this run: recording {self.what} failed ({reason}); "
                           "it runs op by op")
                 return None

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtlcli import errors
+
 # A peer that died leaves the others waiting in a collective; this bounds the wait.
 COLLECTIVE_TIMEOUT = timedelta(minutes=int(os.environ.get("MTL_DIST_TIMEOUT_MIN", "10")))
 
@@ -185,6 +187,6 @@ def first_line(exc: BaseException) -> str:
     """The gist of a backend error: its first sentence, without the C++ source location in front."""
     import re
 
-    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    line = errors.first_line(exc)
     line = re.sub(r"^\[[^\]]*\]\s*", "", line)
     return line.split(". ")[0][:160]

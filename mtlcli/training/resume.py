@@ -19,7 +19,7 @@ import torch
 from mtlcli import config as config_mod, runs
 from mtlcli.model.checkpoint import Checkpoint
 from mtlcli.config import TrainConfig
-from mtlcli.errors import UserError
+from mtlcli.errors import UserError, first_line
 from mtlcli.training.loop import Position
 from mtlcli.training.policies import BestCheckpoint, EarlyStopping
 
@@ -122,7 +122,7 @@ class TrainingState:
             rows = [dict(r) for r in state["metrics_rows"]]
             set_rng_state(state["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
-            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            why = first_line(exc, 200)
             raise UserError(f"{last_checkpoint(self.run)}: cannot resume from it; it does not fit this run ({why})") from None
         self.log.restore(rows)  # a crash may have logged an epoch after last.pt was written: it runs again
         return start, tally

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mtlcli.errors import UserError
+from mtlcli.errors import UserError, first_line
 from mtlcli.training.reporter import Reporter
 
 
@@ -76,5 +76,5 @@ class TrackingReporter(Reporter):
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    line = first_line(str(exc), 300)
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
