@@ -24,6 +24,8 @@ from conftest import sample_rows, write_csv
 from mtlcli.model.checkpoint import load_checkpoint
 from mtlcli.inference.loaded_run import load_run
 
+pytestmark = pytest.mark.slow  # each test starts a training process, and then resumes it
+
 DRIVER = Path(__file__).with_name("crash_driver.py")
 TIMING = ("seconds", "train_seconds", "train_sentences_per_s")
 EPOCHS = 6
