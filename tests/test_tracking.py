@@ -17,6 +17,8 @@ import pytest
 
 from conftest import sample_rows, write_csv
 
+pytestmark = pytest.mark.slow  # MLflow and TensorBoard (heavy imports), an MLflow server, two training processes
+
 SERVER_START = 120  # seconds: an mlflow server on a busy 2-core machine can take a while
 
 
@@ -150,7 +152,6 @@ def mlflow_server(tmp_path):
         log.close()
 
 
-@pytest.mark.slow  # starts an MLflow server
 def test_mlflow_server_receives_the_run_and_a_server_gone_only_warns(
         cli, small_csv, train_args, tmp_path, mlflow_server, monkeypatch):
     from mlflow.tracking import MlflowClient
@@ -241,7 +242,6 @@ def test_mtl_plugins_lists_the_trackers(cli):
     assert all(r["status"] == "ok" and r["source"] == "built-in" for r in rows.values())
 
 
-@pytest.mark.slow  # two training processes under torch.distributed
 def test_under_two_processes_only_rank_0_tracks(tmp_path, tiny_model):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
