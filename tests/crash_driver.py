@@ -1,4 +1,5 @@
-"""Run `mtl ARGS` in this process with a kill -9 at an exact moment of a file write.
+"""Run `mtl ARGS` in this process with a kill -9 at an exact moment of a file write, or held still
+at an exact batch for the test to kill it there.
 
     python tests/crash_driver.py FAULT -- ARGS...
 
@@ -11,9 +12,12 @@ FAULT is one of
                             (RLIMIT_AS): the allocations after it fail as on a machine that is full
   clock:STAMP               the wall clock reads STAMP (YYYYmmdd-HHMMSS) for run-folder names, as
                             for processes started in the same second
+  hold-after-batch:E:S:MARK once batch S of epoch E has trained, write "epoch E batch S of N" to the
+                            file MARK and wait there, in the middle of the epoch, for the test's
+                            kill -9 (after 10 minutes without one, exit with code 3)
 
 Nothing in mtlcli is changed: the driver wraps the standard library's open(), os.replace() and
-time.strftime() in this process only, and the process really dies (SIGKILL cannot be caught or
+time.strftime(), and the reporter that the training loop calls after each batch, in this process only, and the process really dies (SIGKILL cannot be caught or
 cleaned up after).
 """
 
@@ -68,10 +72,37 @@ def limit_memory_from(target: str, mb: int) -> None:
     setattr(module, func_name, limited)
 
 
+def hold_after_batch(epoch: int, step: int, mark: str) -> None:
+    from mtlcli.training import run
+
+    real_fit = run.fit
+
+    def fit(parts, epochs, stopper, hooks, *args, **kwargs):
+        real_batch_end = hooks.reporter.batch_end
+
+        def batch_end(e, s, steps, *rest):
+            real_batch_end(e, s, steps, *rest)
+            if (e, s) == (epoch, step):
+                with open(f"{mark}.tmp", "w") as f:  # then renamed: the test never reads half a line
+                    f.write(f"epoch {e} batch {s} of {steps}\n")
+                os.replace(f"{mark}.tmp", mark)
+                time.sleep(600)
+                os._exit(3)
+
+        hooks.reporter.batch_end = batch_end
+        return real_fit(parts, epochs, stopper, hooks, *args, **kwargs)
+
+    run.fit = fit
+
+
 def install(fault: str) -> None:
     if fault.startswith("clock:"):
         stamp, real_strftime = fault.split(":", 1)[1], time.strftime
         time.strftime = lambda fmt, *t: stamp if fmt == "%Y%m%d-%H%M%S" and not t else real_strftime(fmt, *t)
+        return
+    if fault.startswith("hold-after-batch:"):
+        _, epoch, step, mark = fault.split(":", 3)
+        hold_after_batch(int(epoch), int(step), mark)
         return
     if fault.startswith("memory:"):
         _, target, mb = fault.split(":")

@@ -114,6 +114,7 @@ def test_eval_and_predict_agree_on_every_row_with_default_options(cli, trained_r
         assert cm.tolist() == report["tasks"][task]["confusion_matrix"], task
 
 
+@pytest.mark.slow  # trains on the real data set
 @pytest.mark.skipif(not (SHARED_DATA / "sentiment_labelled_sentences.csv").is_file(), reason="../shared/data is absent")
 def test_eval_and_predict_agree_on_the_real_validation_split(cli, tmp_path):
     """The bundled MiniLM, default options: every row of sentiment_labelled_sentences.csv's own

@@ -14,9 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import sample_rows, write_csv
+
+pytestmark = pytest.mark.slow  # several training processes at once
 
 DRIVER = Path(__file__).with_name("crash_driver.py")
 STAMP = "20260101-120000"

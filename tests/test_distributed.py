@@ -19,6 +19,8 @@ import pytest
 
 from conftest import sample_rows, write_csv
 
+pytestmark = pytest.mark.slow  # each test starts two or three Python processes that train
+
 EPOCHS = 6  # of 120 rows: a signal sent once epoch 1 is logged lands mid-run, with epochs to spare
 WAIT = 600  # seconds: generous for a loaded machine, and shorter than the 10-minute collective timeout
 COMPARED = ("train_loss", "val_loss", "val_class_label_loss", "val_class_label_acc", "val_class_label_f1",

@@ -54,7 +54,8 @@ def cli_rejects(cli, path: Path) -> str:
     result = cli("train", path, *NO_MODEL)
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     return lines[0]
 

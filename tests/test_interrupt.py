@@ -3,7 +3,7 @@
 After every fault the run folder must serve `load_run` (what eval and predict use) and
 `mtl train --resume`, and the resumed run must log exactly what a run that was never stopped logs.
 Faults injected: SIGINT and SIGTERM mid-training, a second SIGINT while the first is being handled,
-SIGKILL at a moment in an epoch, and SIGKILL (via tests/crash_driver.py) halfway through writing a
+SIGKILL in the middle of an epoch, and SIGKILL (via tests/crash_driver.py) halfway through writing a
 best checkpoint, halfway through writing last.pt, and between writing metrics.jsonl and last.pt.
 """
 
@@ -23,6 +23,8 @@ import torch
 from conftest import sample_rows, write_csv
 from mtlcli.model.checkpoint import load_checkpoint
 from mtlcli.inference.loaded_run import load_run
+
+pytestmark = pytest.mark.slow  # each test starts a training process, and then resumes it
 
 DRIVER = Path(__file__).with_name("crash_driver.py")
 TIMING = ("seconds", "train_seconds", "train_sentences_per_s")
@@ -132,15 +134,33 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_complete_checkpoint(se
     resume_and_compare(folder, run)
 
 
-def test_kill_9_during_an_epoch(setup):
+def test_kill_9_during_an_epoch(setup, tmp_path):
+    # the process holds still after batch 3 of epoch 3 (tests/crash_driver.py) and says so in a file;
+    # the kill then lands in the middle of that epoch however loaded the machine is
     folder, args = setup
     run = folder / "runs" / "killed"
-    proc = start(args, run.name)
-    wait_for_epoch(run, 2, proc)
-    time.sleep(0.05)  # into epoch 3
-    proc.kill()
-    proc.communicate(timeout=WAIT)
-    assert proc.returncode == -signal.SIGKILL
+    mark = tmp_path / "holding"
+    proc = start(args, run.name, f"hold-after-batch:3:3:{mark}")
+    try:
+        deadline = time.monotonic() + WAIT
+        while not mark.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mark.is_file(), f"never reached epoch 3 (exit code {proc.returncode}): {proc.stderr.read()}"
+        epoch, step, steps = (int(w) for w in mark.read_text().split()[1::2])
+        assert (epoch, step) == (3, 3) and steps > step  # the epoch is under way, with batches still to go
+        assert proc.poll() is None  # and the process is still in it
+        proc.kill()
+        out, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, err
+    # on disk: epochs 1 and 2 complete, nothing of epoch 3, and the run never got to its summary
+    assert [row["epoch"] for row in metrics(run)] == [1, 2]
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["resume"]
+    assert (state["epoch"], state["step"]) == (3, 0)
+    assert not (run / "summary.json").exists()
     resume_and_compare(folder, run)
 
 

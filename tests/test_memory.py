@@ -108,6 +108,7 @@ def test_a_batch_that_cannot_fit_is_refused_before_a_run_folder_exists(cli, tiny
     assert not (tmp_path / "runs" / "big").exists()
 
 
+@pytest.mark.slow  # training and prediction processes
 def test_running_out_of_memory_in_training_and_predict_is_one_line(tiny_model, tmp_path):
     data = write_csv(tmp_path / "long.csv", long_rows(300))
     common = ["--model", tiny_model, "--batch-size", "240", "--max-length", str(LONG), "--precision", "fp32",

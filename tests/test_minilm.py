@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import sample_rows, write_csv
+
+pytestmark = pytest.mark.slow  # trains the real 22M-parameter model
 
 
 def test_bundled_minilm_trains_end_to_end(cli, tmp_path):

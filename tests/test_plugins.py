@@ -21,6 +21,8 @@ import torch
 from mtlcli.errors import UserError
 from mtlcli.registry import PluginWarning, Registry, check_component, heads, refresh_all, set_warning_handler
 
+pytestmark = pytest.mark.slow  # pip-installs packages, then trains with them
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "mtl-plugin-example"
 PLUGIN_COMPONENTS = {("heads", "prototype"), ("poolers", "attention"), ("loss_combiners", "geometric"),
                      ("schedulers", "inverse_sqrt"), ("trackers", "csv")}

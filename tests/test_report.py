@@ -14,6 +14,8 @@ import pytest
 
 from conftest import sample_rows, write_csv
 
+pytestmark = pytest.mark.slow  # trains two runs (13 epochs) for its fixture, and drives a real Chromium
+
 HOSTILE = '<script>alert("x")</script> & <b>bold</b> review'
 SECTIONS = ("settings", "data", "curves", "best", "validation", "examples")
 

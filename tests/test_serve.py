@@ -154,6 +154,7 @@ def test_an_oversize_chunked_body_is_cut_off(server):
     assert server.predict(TEXTS[:1])[0] == 200
 
 
+@pytest.mark.slow  # a server process of its own, and a 3-second batching wait
 def test_sigterm_answers_the_requests_in_flight_then_exits_0(trained_run, expected, tmp_path):
     # a long batching wait keeps the request in flight while the signal arrives
     s = Server(trained_run[0], tmp_path / "server.log", "--max-wait-ms", "3000")

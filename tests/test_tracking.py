@@ -17,6 +17,8 @@ import pytest
 
 from conftest import sample_rows, write_csv
 
+pytestmark = pytest.mark.slow  # MLflow and TensorBoard (heavy imports), an MLflow server, two training processes
+
 SERVER_START = 120  # seconds: an mlflow server on a busy 2-core machine can take a while
 
 
