@@ -21,6 +21,7 @@ import numpy as np
 if TYPE_CHECKING:  # torch comes with Model.load, not with `import mtlcli`
     from mtlcli.inference.predictor import OnBatch, Predictor
     from mtlcli.model.checkpoint import SavedRun
+    from mtlcli.tasks.base import Task
 
 
 class Model:
@@ -59,6 +60,11 @@ class Model:
         return {t: list(v) for t, v in self._predictor.label_sets.items()}
 
     label_sets = labels  # the name the Predictor contract gives them
+
+    @property
+    def tasks(self) -> dict[str, "Task"]:
+        """Task -> its type and what it learned (a regression's units, a multi-label task's thresholds)."""
+        return self._predictor.tasks
 
     @property
     def saved(self) -> SavedRun:
@@ -124,7 +130,7 @@ class Model:
             raise ValueError(f"top_k must be at least 1, not {top_k}")
         probs = self.probs(texts, batch_size, device=device)
         chunk = predict_io.Chunk(texts, None, probs, None)
-        return list(predict_io.records(chunk, self._predictor.label_sets, top_k))
+        return list(predict_io.records(chunk, self._predictor.tasks, top_k))
 
     def embed(self, texts: Sequence[str], batch_size: int | None = None, device: str | None = None) -> np.ndarray:
         """The sentence vectors the heads see (after the L2 normalization if the run uses it): float32 [n, dim]."""

@@ -304,6 +304,7 @@ heads = declare("heads", "Head(in_features, num_labels, **head_options)", module
 loss_combiners = declare("loss_combiners", "LossCombiner(tasks, weights)", module=True)
 schedulers = declare("schedulers", "scheduler(optimizer, num_training_steps, num_warmup_steps)", module=False)
 trackers = declare("trackers", "Tracker()", module=False)
+task_types = declare("task_types", "TaskType()", module=False)
 
 KINDS = tuple(REGISTRIES)
 

@@ -41,8 +41,30 @@ LOSS = Metric("loss", "loss", "loss", "loss", higher_is_better=False)
 ACCURACY = Metric("accuracy", "acc", "accuracy", "acc")
 MACRO_F1 = Metric("macro_f1", "f1", "macro-F1", "macro-F1")
 
-CLASSIFICATION = (LOSS, ACCURACY, MACRO_F1)  # what a single-label task logs, in the file's order
-METRICS = {m.suffix: m for m in CLASSIFICATION}  # every metric a row may hold, by its suffix
+MICRO_F1 = Metric("micro_f1", "microf1", "micro-F1", "micro-F1")
+SAMPLES_F1 = Metric("samples_f1", "samplesf1", "samples-F1", "samp-F1")
+SUBSET_ACCURACY = Metric("subset_accuracy", "subsetacc", "subset accuracy", "subset")
+MAE = Metric("mae", "mae", "MAE", "MAE", higher_is_better=False)
+RMSE = Metric("rmse", "rmse", "RMSE", "RMSE", higher_is_better=False)
+SPEARMAN = Metric("spearman", "spearman", "Spearman", "Spearman")
+R2 = Metric("r2", "r2", "R²", "R²")
+
+# What each built-in task type logs, in the file's order (a suffix never holds '_', so keys parse
+# without doubt whatever the task is called)
+CLASSIFICATION = (LOSS, ACCURACY, MACRO_F1)
+MULTILABEL = (LOSS, MACRO_F1, MICRO_F1, SAMPLES_F1, SUBSET_ACCURACY)
+REGRESSION = (LOSS, RMSE, MAE, SPEARMAN, R2)
+METRICS = {m.suffix: m for m in CLASSIFICATION + MULTILABEL + REGRESSION}  # every metric a row may hold, by suffix
+
+
+def add_metrics(metrics: Iterable[Metric]) -> None:
+    """Make a plugin task type's own metrics known, so rows holding them parse like the built-ins'."""
+    for metric in metrics:
+        if "_" in metric.suffix:
+            raise ValueError(f"metric suffix '{metric.suffix}' holds '_': keys would not parse")
+        known = METRICS.setdefault(metric.suffix, metric)
+        if known != metric:
+            raise ValueError(f"metric suffix '{metric.suffix}' is taken by {known.name}")
 
 
 class Key(NamedTuple):

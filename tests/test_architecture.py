@@ -16,6 +16,7 @@ LAYERS = [
     ["errors", "atomic", "extras", "vocabulary"],
     ["config", "registry", "runs"],
     ["data"],
+    ["tasks"],
     ["runtime"],
     ["components", "plugin"],
     ["model"],

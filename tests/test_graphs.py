@@ -16,10 +16,8 @@ from torch import nn
 
 from mtlcli.components.combiners import DynamicWeightAverage
 from mtlcli.runtime.cuda_graphs import ForwardGraphs, graph_blocker, padded_rows
-from mtlcli.data.tables import MISSING
 
 CUDA = torch.device("cuda")  # a device object needs no GPU; only running on it does
-LABELS = {"class_label": np.array([0, 1, 2]), "sentiment_label": np.array([1, 0, 1])}
 
 
 class PluginHead(nn.Linear):
@@ -27,18 +25,18 @@ class PluginHead(nn.Linear):
 
 
 def test_graphs_are_used_on_one_cuda_process_with_every_row_labelled_and_built_in_parts():
-    assert graph_blocker(CUDA, [nn.Linear(4, 2), DynamicWeightAverage(["a", "b"])], labels=LABELS) is None
+    assert graph_blocker(CUDA, [nn.Linear(4, 2), DynamicWeightAverage(["a", "b"])]) is None
 
 
 @pytest.mark.parametrize("change, reason", [
     ({"device": torch.device("cpu")}, "not on CUDA"),
     ({"loss_scaling": True}, "fp16 (loss scaling reads"),
     ({"distributed": True}, "several processes"),
-    ({"labels": {**LABELS, "sentiment_label": np.array([1, MISSING, 1])}}, "some training rows lack a task's label"),
+    ({"partial_labels": True}, "some training rows lack a task's label"),
     ({"modules": [nn.Sequential(PluginHead(4, 2))]}, "components from mtl_plugin_example"),
 ])
 def test_what_keeps_the_model_op_by_op(change, reason):
-    args = {"device": CUDA, "modules": [nn.Linear(4, 2)], "labels": LABELS, **change}
+    args = {"device": CUDA, "modules": [nn.Linear(4, 2)], **change}
     assert graph_blocker(**args).startswith(reason)
 
 

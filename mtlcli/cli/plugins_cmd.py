@@ -24,6 +24,7 @@ def _kind(value: str | None) -> list[str]:
 def component_rows(kinds: list[str]) -> list[dict[str, Any]]:
     """One row per component, plugins imported and checked; a failure is a row, not a crash."""
     import mtlcli.components  # noqa: F401  (the built-ins are listed too)
+    import mtlcli.tasks  # noqa: F401
     from mtlcli.registry import REGISTRIES
 
     rows = []

@@ -47,14 +47,14 @@ def predict(
     source = predict_io.open_input(input_, column, delimiter) if input_ else predict_io.from_texts(list(texts))
     if source.warning:
         print_warning(source.warning)
-    label_sets = model.labels
-    k = min(top_k, max(len(v) for v in label_sets.values()))
+    tasks = model.tasks
+    k = min(top_k, max(1, *(len(t.labels) for t in tasks.values())))
 
     npy = predict_io.NpyWriter(embeddings) if embeddings else None
     total = 0
     try:
         with predict_io.open_output(str(output) if output else None) as out, _progress(source, bool(input_)) as progress:
-            write = _writer(fmt, out, source.columns, label_sets, k)
+            write = _writer(fmt, out, source.columns, tasks, k)
             for chunk in predict_io.predict_chunks(model, source, batch_size, npy is not None, on_batch=progress.batch):
                 write(chunk)
                 if npy:
@@ -88,31 +88,38 @@ def _pick_format(fmt: str | None, output: Path | None) -> str:
     return "table" if console.is_terminal and sys.stdout.isatty() else "jsonl"
 
 
-def _writer(fmt: str, out, columns, label_sets, k) -> Callable:
+def _writer(fmt: str, out, columns, tasks, k) -> Callable:
     from mtlcli.inference import predict_io
 
     if fmt == "jsonl":
-        return lambda chunk: (predict_io.write_jsonl(out, chunk, label_sets, k), out.flush())
+        return lambda chunk: (predict_io.write_jsonl(out, chunk, tasks, k), out.flush())
     if fmt == "csv":
-        writer = predict_io.CsvWriter(out, columns, label_sets, k)
+        writer = predict_io.CsvWriter(out, columns, tasks, k)
         return writer.write
     target = console if out is sys.stdout else Console(file=out, width=120, force_terminal=False)
-    return lambda chunk: target.print(prediction_table(predict_io.records(chunk, label_sets, k), label_sets))
+    return lambda chunk: target.print(prediction_table(predict_io.records(chunk, tasks, k), tasks))
 
 
-def prediction_table(records: Iterator[dict], label_sets: dict[str, list[str]]) -> Table:
+def prediction_table(records: Iterator[dict], tasks: dict) -> Table:
     table = Table(show_lines=False)
     table.add_column("text", overflow="fold", ratio=3)
-    for task in label_sets:
+    for task in tasks:
         table.add_column(escape(task), ratio=1)
     for r in records:
-        cells = []
-        for task in label_sets:
-            top = r[task]["top"]
-            lines = [f"[bold]{escape(top[0][0])}[/] {top[0][1]:.3f}"] + [f"{escape(label)} {p:.3f}" for label, p in top[1:]]
-            cells.append("\n".join(lines))
-        table.add_row(escape(r["text"]), *cells)
+        table.add_row(escape(r["text"]), *(_cell(r[task]) for task in tasks))
     return table
+
+
+def _cell(p: dict) -> str:
+    """One task's prediction in a table cell: the value; or the labels chosen in bold, then the top-k."""
+    if "value" in p:
+        return f"[bold]{p['value']:.4g}[/]"
+    if "labels" in p:
+        chosen = ", ".join(f"[bold]{escape(label)}[/] {s:.3f}" for label, s in zip(p["labels"], p["scores"]))
+        rest = [f"{escape(label)} {s:.3f}" for label, s in p["top"] if label not in p["labels"]]
+        return "\n".join([chosen or "[dim](none)[/]"] + rest)
+    top = p["top"]
+    return "\n".join([f"[bold]{escape(top[0][0])}[/] {top[0][1]:.3f}"] + [f"{escape(label)} {s:.3f}" for label, s in top[1:]])
 
 
 class _Progress:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from mtlcli.config.values import (AUTO_OR_WHOLE, CLASS_WEIGHT, DEVICES, MAPPING, NUMBER, NUMBER_OR_MODEL, PRECISIONS,
-                                  SWITCH, TEXT, TEXTS, WEIGHTS, WHOLE, Kind, at_least, class_weight_names,
-                                  not_negative, positive, seed_range, share_below_one, share_or_model,
+                                  SWITCH, TASK_TYPES, TEXT, TEXTS, WEIGHTS, WHOLE, Kind, at_least, class_weight_names,
+                                  not_negative, one_character, positive, seed_range, share_below_one, share_or_model,
                                   strictly_between_0_and_1, token_count, weights_not_negative)
 
 
@@ -51,8 +51,13 @@ class TrainConfig:
     text_column: str = setting("sentence", "Column with the text.")
     tasks: list[str] = setting([], "A task column to train (repeatable).", kind=TEXTS, flag="--task",
                                default_text="every other column")
-    val_split: float = setting(0.2, "Share of DATA held out for validation, stratified on the first task.", kind=NUMBER,
-                               check=strictly_between_0_and_1)
+    task_types: dict[str, str] = setting({}, "A task's type: classification, multilabel, regression or a plugin's "
+                                         "(repeatable); the others are inferred from their cells.", kind=TASK_TYPES,
+                                         flag="--task-type", default_text="inferred")
+    label_separator: str = setting("|", "What joins the labels of a multi-label cell in delimited text.",
+                                   metavar="CHAR", check=one_character)
+    val_split: float = setting(0.2, "Share of DATA held out for validation, stratified on the first class task.",
+                               kind=NUMBER, check=strictly_between_0_and_1)
     delimiter: str | None = setting(None, "Field delimiter of delimited text, one character (tab: \\t or tab).",
                                     metavar="CHAR", default_text="by extension: .csv comma, .tsv tab; else sniffed")
     # model
@@ -79,8 +84,10 @@ class TrainConfig:
     class_weight: str | dict[str, str] = setting("none", "balanced: weigh each label by how rare it is in the "
                                                  "training rows; for every task, or TASK=balanced (repeatable).",
                                                  kind=CLASS_WEIGHT, check=class_weight_names)
-    label_smoothing: float = setting(0.0, "Spread this share of each target over all labels.", kind=NUMBER,
+    label_smoothing: float = setting(0.0, "Spread this share of each class target over all labels.", kind=NUMBER,
                                      check=share_below_one)
+    regression_loss: str = setting("mse", "Loss of regression tasks on their standardised values: mse or huber.",
+                                   choices=("mse", "huber"))
     lr_backbone: float = setting(5e-5, "Learning rate of the backbone.", kind=NUMBER, check=not_negative)
     lr_heads: float = setting(1e-3, "Learning rate of the heads and the loss combiner.", kind=NUMBER, check=positive)
     weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms).", kind=NUMBER,

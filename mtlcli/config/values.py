@@ -83,6 +83,13 @@ def _task_and_weight(text: str) -> tuple[str, float]:
         raise ValueError("expected TASK=WEIGHT, for example class_label=2.0") from None
 
 
+def _task_and_type(text: str) -> tuple[str, str]:
+    task, sep, kind = text.rpartition("=")
+    if not sep or not task or not kind:
+        raise ValueError("expected TASK=TYPE, for example rating=regression")
+    return task, kind
+
+
 def _class_weight_item(text: str) -> tuple[str | None, str]:
     task, sep, how = text.rpartition("=")
     if sep and not task:
@@ -123,6 +130,7 @@ TEXTS = Kind("TEXT", str, write=list, join=list)
 WEIGHTS = Kind("TASK=W", _task_and_weight, write=_pairs_written, join=dict)
 CLASS_WEIGHT = Kind("[TASK=]HOW", _class_weight_item,
                     write=lambda v: [v] if isinstance(v, str) else _pairs_written(v), join=_class_weights)
+TASK_TYPES = Kind("TASK=TYPE", _task_and_type, write=_pairs_written, join=dict)
 MAPPING = Kind("YAML", _yaml_mapping, write=lambda v: [json.dumps(v)])
 
 
@@ -170,6 +178,10 @@ def class_weight_names(v: str | dict[str, str]) -> str | None:
 def weights_not_negative(v: dict[str, float]) -> str | None:
     negative = [task for task, w in v.items() if w < 0]
     return f"weight of task '{negative[0]}' must not be negative" if negative else None
+
+
+def one_character(v: str) -> str | None:
+    return None if len(v) == 1 and not v.isspace() else "must be one character, not a space"
 
 
 def is_choice(value: str, choices: tuple[str, ...]) -> bool:

@@ -80,11 +80,13 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.ndarr
     return np.concatenate(ids), np.concatenate(lengths)
 
 
-def encode(tokenizer, texts: Sequence[str], labels: dict[str, list[int]], max_length: int) -> Encoded:
+def encode(tokenizer, texts: Sequence[str], labels: dict[str, np.ndarray | list[int]], max_length: int) -> Encoded:
     ids, lengths = tokenize(tokenizer, texts, max_length)
     offsets = np.zeros(len(lengths), dtype=np.int64)
     np.cumsum(lengths[:-1], out=offsets[1:])
-    return Encoded(ids, offsets, lengths, {t: np.asarray(v, dtype=np.int64) for t, v in labels.items()})
+    # class ids stay int64 (what cross-entropy takes); a task type's float targets stay float32
+    return Encoded(ids, offsets, lengths, {t: np.asarray(v, dtype=np.float32 if np.asarray(v).dtype.kind == "f"
+                                                        else np.int64) for t, v in labels.items()})
 
 
 def model_length_limit(tokenizer, backbone) -> int | None:

@@ -1,4 +1,4 @@
-"""A table of texts in, validated examples out: reading, label sets, partial labels, the validation split.
+"""A table of texts in, checked rows out: reading, partial labels, the validation split.
 
 Everything here runs before the model loads, so bad input is reported in seconds. A table is kept
 compact (a million short rows in a few hundred MB): the texts, and per task each distinct label
@@ -12,7 +12,7 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -140,60 +140,16 @@ def _task_columns(rows: rows_mod.Rows, text_column: str, tasks: list[str] | None
     return {t: header.index(t) for t in (tasks or [c for c in header if c != text_column])}
 
 
-# ---- label sets -------------------------------------------------------------------------------
-
-
-def _label_key(label: str):
-    """Integer labels sort as numbers (2 before 10); others as strings."""
-    try:
-        return (0, int(label), "")
-    except ValueError:
-        return (1, 0, label)
-
-
-def build_label_sets(table: Table) -> dict[str, list[str]]:
-    """Each task's labels, sorted, from the training rows; every task needs two or more."""
-    sets = {task: sorted(values.present(), key=_label_key) for task, values in table.labels.items()}
-    for task, labels in sets.items():
-        if len(labels) < 2:
-            found = f"only '{shown(labels[0])}'" if labels else "no labels"
-            trainable = [t for t, other in sets.items() if len(other) >= 2]
-            fix = ("; leave it out by naming the tasks to train: " + " ".join(f"--task {shown(t)}" for t in trainable)
-                   if trainable else "; add rows with other labels")
-            raise UserError(f"{table.path}: task '{shown(task)}' has {found} in the training rows; "
-                            f"a task needs at least two labels{fix}")
-    return sets
-
-
-def encode_labels(table: Table, label_sets: dict[str, list[str]], ignore_unknown: bool = False,
-                  unknown_hint: str = "") -> dict[str, np.ndarray]:
-    """Label strings -> ids per task; an empty cell is MISSING, an unseen label an error
-    (``unknown_hint`` ends its message) or, with ``ignore_unknown``, MISSING too."""
-    unknown = MISSING if ignore_unknown else -1
-    out = {}
-    for task, labels in label_sets.items():
-        if task not in table.labels:
-            continue
-        index = {label: i for i, label in enumerate(labels)}
-        column = table.labels[task]
-        lookup = np.array([index.get(name, unknown) if name else MISSING for name in column.names], dtype=np.int64)
-        ids = lookup[column.codes]
-        bad = np.flatnonzero(ids == -1)
-        if len(bad):
-            raise UserError(
-                f"{table.where(bad[0])}: label '{shown(column[bad[0]])}' of task '{shown(task)}' is not one the model "
-                f"knows (known: {rows_mod.listed(labels)}){unknown_hint}"
-            )
-        out[task] = ids
-    return out
-
-
 # ---- the validation split ---------------------------------------------------------------------
 
 
-def stratified_split(table: Table, val_split: float, seed: int) -> tuple[Table, Table]:
-    """Hold out ``val_split`` of each label of the first task (rows with no label form a group)."""
-    first = table.labels[next(iter(table.labels))]
+def stratified_split(table: Table, val_split: float, seed: int, on: str | None = "") -> tuple[Table, Table]:
+    """Hold out ``val_split`` of each label of column ``on`` (rows with no label form a group); the
+    first task's column by default, a plain random share with ``on`` None (no class column)."""
+    if on is None:
+        first = Labels([""], np.zeros(len(table), dtype=np.int32))  # one group: a plain random share
+    else:
+        first = table.labels[on or next(iter(table.labels))]
     rng = random.Random(seed)
     train, val = [], []
     for label in sorted(set(first.names)):
@@ -213,32 +169,19 @@ def stratified_split(table: Table, val_split: float, seed: int) -> tuple[Table, 
     return table.subset(np.sort(train)), table.subset(np.sort(val))
 
 
-def _keep_labels_trainable(train: Table, validation: Table) -> tuple[Table, Table]:
-    """The split is stratified on the first task only: a rare label of another task can land in
-    the held-out rows alone, where the model could never learn it. Such rows go back to training."""
+def keep_labels_trainable(train: Table, validation: Table,
+                          labels_of: dict[str, Callable[[str], Iterable[str]]]) -> tuple[Table, Table]:
+    """The split is stratified on one column only: a rare label of another task can land in the
+    held-out rows alone, where the model could never learn it. Such rows go back to training.
+    ``labels_of``: for each column with labels, the labels a cell holds."""
     back = np.zeros(len(validation), dtype=bool)
-    for task, values in validation.labels.items():
-        seen = set(train.labels[task].present())
-        unseen = [code for code, name in enumerate(values.names) if name and name not in seen]
+    for task, labels in labels_of.items():
+        seen = {label for cell in train.labels[task].present() for label in labels(cell)}
+        values = validation.labels[task]
+        unseen = [code for code, cell in enumerate(values.names) if cell and not set(labels(cell)) <= seen]
         back |= np.isin(values.codes, unseen)
     if not back.any():
         return train, validation
     merged = train.joined(validation.subset(np.flatnonzero(back)))
     order = np.argsort(merged.lines, kind="stable")  # file order, as the split keeps it
     return merged.subset(order), validation.subset(np.flatnonzero(~back))
-
-
-def load_train_val(
-    data: str, val: str | None, text_column: str, tasks: list[str], val_split: float, seed: int,
-    delimiter: str | None = None,
-) -> tuple[Table, Table, dict[str, list[str]]]:
-    """The training and validation tables and the label sets, fully checked."""
-    train = read_table(data, text_column, tasks, delimiter)
-    if val:
-        validation = read_table(val, text_column, list(train.labels), delimiter)
-    else:
-        train, validation = stratified_split(train, val_split, seed)
-        train, validation = _keep_labels_trainable(train, validation)
-    label_sets = build_label_sets(train)
-    encode_labels(validation, label_sets)  # an unseen validation label is reported now
-    return train, validation, label_sets

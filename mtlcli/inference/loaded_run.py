@@ -17,6 +17,8 @@ from mtlcli.model.checkpoint import Checkpoint, SavedRun
 from mtlcli.runtime.cuda_graphs import ForwardGraphs, graph_blocker
 from mtlcli.errors import UserError
 from mtlcli.model.losses import Objective
+from mtlcli.tasks.base import Task
+from mtlcli.tasks.columns import kind
 from mtlcli.model.network import MultiTaskModel, backbone_from_config, load_tokenizer
 from mtlcli.runtime.hardware import autocast, configure_device, cpu_has_native_bf16, resolve_device, resolve_precision
 
@@ -59,6 +61,10 @@ class LoadedRun(Predictor):
         return self.saved.labels
 
     @property
+    def tasks(self) -> dict[str, Task]:
+        return self.saved.tasks
+
+    @property
     def config(self) -> dict[str, Any]:
         return self.saved.config
 
@@ -86,17 +92,18 @@ class LoadedRun(Predictor):
                       on_batch: OnBatch | None = None) -> dict[str, np.ndarray]:
         n = len(data)
         multiple = width_multiple(self.device)
-        out = {t: np.zeros((n, len(labels)), dtype=np.float32) for t, labels in self.label_sets.items()}
+        tasks = self.tasks
+        out: dict[str, np.ndarray | None] = {t: None for t in tasks}  # each sized on the first batch
         if with_embeddings:
-            out["_embeddings"] = None  # sized on the first batch
+            out["_embeddings"] = None
         done = 0
         batch_size = batch_size or inference_batch_size(self.device)
         batches = sorted_batches(data.lengths, batch_size, multiple, self.max_length)
         found: dict[str, list[torch.Tensor]] = {t: [] for t in out}  # on the device until the end: no sync per batch
         for batch in iterate(data, batches, self.pad_id, self.device, multiple, self.max_length):
             pooled, logits = self.forward(batch.input_ids, batch.attention_mask, batch_size)
-            for t in self.label_sets:
-                found[t].append(torch.softmax(logits[t].float(), dim=-1))
+            for t, task in tasks.items():
+                found[t].append(kind(task).outputs(task, logits[t]))
             if with_embeddings:
                 found["_embeddings"].append(pooled.float())
             done += len(batch)
@@ -106,8 +113,10 @@ class LoadedRun(Predictor):
         for t, parts in found.items():
             if parts:
                 values = torch.cat(parts).cpu().numpy()
-                out[t] = np.zeros((n, values.shape[-1]), dtype=np.float32) if out[t] is None else out[t]
+                out[t] = np.zeros((n,) + values.shape[1:], dtype=np.float32)
                 out[t][rows] = values
+            elif t in tasks:  # no texts: an empty array of the task's shape
+                out[t] = np.zeros((n, len(tasks[t].labels)) if tasks[t].labels else (n,), dtype=np.float32)
         return out
 
 

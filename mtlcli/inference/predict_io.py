@@ -22,6 +22,8 @@ import numpy as np
 
 from mtlcli.data import rows
 from mtlcli.atomic import replacing, temporary_name
+from mtlcli.tasks.base import Task
+from mtlcli.tasks.columns import kind
 from mtlcli.errors import UserError, shown
 from mtlcli.inference.predictor import Predictor
 
@@ -162,22 +164,23 @@ def predict_chunks(predictor: Predictor, source: Source, batch_size: int | None 
 # ---- what a prediction is ---------------------------------------------------------------------
 
 
-def top_labels(probs: np.ndarray, labels: list[str], k: int) -> list[list[tuple[str, float]]]:
-    """The ``k`` most likely labels per row, most likely first: the first is the argmax."""
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return [[(labels[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
-
-
-def records(chunk: Chunk, label_sets: dict[str, list[str]], top_k: int) -> Iterator[dict[str, Any]]:
-    """One dict per text: ``{"text": ..., task: {"label", "score", "top": [[label, p], ...]}}``."""
-    tops = {t: top_labels(chunk.probs[t], labels, top_k) for t, labels in label_sets.items()}
+def records(chunk: Chunk, tasks: dict[str, Task], top_k: int) -> Iterator[dict[str, Any]]:
+    """One dict per text: ``{"text": ..., task: its type's prediction}``, numbers to 6 decimals:
+    classification ``{"label", "score", "top": [[label, p], ...]}``, multi-label ``{"labels",
+    "scores", "top"}``, regression ``{"value"}`` (docs/predict.md)."""
+    decided = {t: kind(task).decide(task, chunk.probs[t], top_k) for t, task in tasks.items()}
     for i, text in enumerate(chunk.texts):
-        record: dict[str, Any] = {"text": text}
-        for t in label_sets:
-            top = tops[t][i]
-            record[t] = {"label": top[0][0], "score": round(top[0][1], 6),
-                         "top": [[label, round(p, 6)] for label, p in top]}
-        yield record
+        yield {"text": text, **{t: _rounded(decided[t][i]) for t in tasks}}
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
 
 
 # ---- writing ----------------------------------------------------------------------------------
@@ -197,41 +200,52 @@ def open_output(path: str | None) -> Iterator[IO[str]]:
         yield f
 
 
-def write_jsonl(out: IO[str], chunk: Chunk, label_sets: dict[str, list[str]], top_k: int) -> None:
-    out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records(chunk, label_sets, top_k)))
+def write_jsonl(out: IO[str], chunk: Chunk, tasks: dict[str, Task], top_k: int) -> None:
+    out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records(chunk, tasks, top_k)))
 
 
 class CsvWriter:
-    """The input's columns (or ``text``), then ``T`` and ``T_score`` per task (``T_top`` with top-k > 1: a JSON
-    array of [label, score] pairs).
+    """The input's columns (or ``text``), then per task: ``T`` and ``T_score`` (a class task: the label and
+    its probability; a multi-label task: the labels at or above their thresholds and their
+    probabilities, each joined by the run's separator), ``T_top`` with top-k > 1 (a JSON array of
+    [label, score] pairs); a regression task: ``T``, the value.
 
     When the input already has a column ``T`` (labelled data), the prediction goes in
     ``T_predicted`` so both can be compared.
     """
 
-    def __init__(self, out: IO[str], columns: list[str] | None, label_sets: dict[str, list[str]], top_k: int):
+    def __init__(self, out: IO[str], columns: list[str] | None, tasks: dict[str, Task], top_k: int):
         self.writer = csv.writer(out)
-        self.label_sets = label_sets
+        self.tasks = tasks
         self.top_k = top_k
         self.columns = columns
         taken = set(columns or ["text"])
         header = list(columns or ["text"])
-        for t in label_sets:
+        for t, task in tasks.items():
             name = t if t not in taken else f"{t}_predicted"
-            header += [name, f"{name}_score"] + ([f"{name}_top"] if top_k > 1 else [])
+            header += [name] if not task.labels else [name, f"{name}_score"] + ([f"{name}_top"] if top_k > 1 else [])
         self.writer.writerow(header)
 
     def write(self, chunk: Chunk) -> None:
         rows = chunk.rows if chunk.rows is not None else [[t] for t in chunk.texts]
-        tops = {t: top_labels(chunk.probs[t], labels, self.top_k) for t, labels in self.label_sets.items()}
+        decided = {t: kind(task).decide(task, chunk.probs[t], self.top_k) for t, task in self.tasks.items()}
         for i, row in enumerate(rows):
             cells = list(row)
-            for t in self.label_sets:
-                top = tops[t][i]
-                cells += [top[0][0], f"{top[0][1]:.4f}"]
-                if self.top_k > 1:  # JSON: a label may hold spaces, colons or commas
-                    cells.append(json.dumps([[label, round(float(p), 4)] for label, p in top], ensure_ascii=False))
+            for t, task in self.tasks.items():
+                cells += self._cells(task, decided[t][i])
             self.writer.writerow(cells)
+
+    def _cells(self, task: Task, p: dict[str, Any]) -> list[str]:
+        if "value" in p:
+            return [f"{p['value']:.6g}"]
+        if "labels" in p:
+            joined = task.params.get("separator", "|")
+            cells = [joined.join(p["labels"]), joined.join(f"{s:.4f}" for s in p["scores"])]
+        else:
+            cells = [p["label"], f"{p['score']:.4f}"]
+        if self.top_k > 1:  # JSON: a label may hold spaces, colons or commas
+            cells.append(json.dumps([[label, round(float(s), 4)] for label, s in p["top"]], ensure_ascii=False))
+        return cells
 
 
 class NpyWriter:

@@ -14,6 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from mtlcli.data.batching import Encoded
     from mtlcli.model.checkpoint import SavedRun
+    from mtlcli.tasks.base import Task
 
 OnBatch = Callable[[int, int], None]  # (texts done, texts in all), after each batch: for progress displays
 
@@ -27,6 +28,11 @@ class Predictor(Protocol):
     def label_sets(self) -> dict[str, list[str]]:
         """Task -> its labels, in the order of the outputs; the tasks in the run's order."""
         ...
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """Task -> its type and what it learned (a regression's units, a multi-label task's thresholds)."""
+        return self.saved.tasks
 
     @property
     def max_length(self) -> int:
@@ -44,7 +50,8 @@ class Predictor(Protocol):
 
     def probs_encoded(self, data: Encoded, batch_size: int | None = None, with_embeddings: bool = False,
                       on_batch: OnBatch | None = None) -> dict[str, np.ndarray]:
-        """Task -> probabilities [n, labels] for texts from ``encode``, in input order, and
+        """Task -> its outputs for texts from ``encode``, in input order (its type's: probabilities
+        [n, labels] of a class or multi-label task, values [n] of a regression task), and
         ``"_embeddings"`` [n, dim] if asked. Texts run sorted by length, in batches of at most
         ``batch_size`` (by default as eval and validation batch)."""
         ...

@@ -12,11 +12,14 @@ from typing import Any, Mapping
 from torch import nn
 
 import mtlcli.components  # noqa: F401  (built-ins registered before lookups)
+import mtlcli.tasks  # noqa: F401
 from mtlcli.model.checkpoint import Checkpoint, SavedRun
 from mtlcli.config import TrainConfig
 from mtlcli.errors import UserError, first_line
 from mtlcli.model.network import MultiTaskModel
 from mtlcli.registry import Registry, heads, loss_combiners, poolers, schedulers, singular
+from mtlcli.tasks.base import Task
+from mtlcli.tasks.columns import kind
 
 # the config key naming each component a run is built with -> the registry it is looked up in
 CONFIG_KEYS = {"pooling": poolers, "head": heads, "loss_combiner": loss_combiners, "scheduler": schedulers}
@@ -48,7 +51,7 @@ def check_installed(components: Mapping[str, Mapping[str, str]], where: Path) ->
                         f"which is not installed; install it with: pip install '{package}=={version}'")
 
 
-def build(backbone: nn.Module, label_sets: dict[str, list[str]],
+def build(backbone: nn.Module, tasks: dict[str, Task],
           settings: TrainConfig) -> tuple[MultiTaskModel, nn.Module]:
     """The model (backbone -> pooler -> optional L2 norm -> one head per task) and the loss combiner,
     untrained, as ``settings`` (a new run's, or a saved run's SavedRun.settings) describe them."""
@@ -57,12 +60,12 @@ def build(backbone: nn.Module, label_sets: dict[str, list[str]],
     try:
         pooler = poolers.get(pooling)(hidden, **(settings.pooler_options or {}))
         size = getattr(pooler, "output_size", hidden)
-        task_heads = {t: heads.get(head)(size, len(labels), **(settings.head_options or {}))
-                      for t, labels in label_sets.items()}
+        task_heads = {t: heads.get(head)(size, kind(task).size(task), **(settings.head_options or {}))
+                      for t, task in tasks.items()}
     except TypeError as exc:
         raise UserError(f"pooler '{pooling}' or head '{head}' does not accept these options: {exc}") from None
     model = MultiTaskModel(backbone, pooler, task_heads, bool(settings.normalize))
-    combiner = loss_combiners.get(settings.loss_combiner)(list(label_sets), settings.task_weights)
+    combiner = loss_combiners.get(settings.loss_combiner)(list(tasks), settings.task_weights)
     return model, combiner
 
 
@@ -72,7 +75,7 @@ def from_checkpoint(ckpt: Checkpoint, saved: SavedRun, backbone: nn.Module,
     weights; ``backbone`` may be untrained."""
     check_installed(saved.components, path)
     try:
-        model, combiner = build(backbone, saved.labels, saved.settings)
+        model, combiner = build(backbone, saved.tasks, saved.settings)
         model.load_state_dict(ckpt.model)
         if ckpt.combiner:
             combiner.load_state_dict(ckpt.combiner)

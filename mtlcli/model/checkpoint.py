@@ -19,6 +19,7 @@ from mtlcli import vocabulary as vocab
 from mtlcli.atomic import replacing
 from mtlcli.config import TrainConfig
 from mtlcli.errors import RunFailed, UserError, first_line
+from mtlcli.tasks.base import Task
 
 FORMAT = "mtl-checkpoint"
 FORMAT_VERSION = 1
@@ -40,10 +41,14 @@ class SavedRun:
     precision: str | None = None  # what the run trained in
     components: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> name, source package, version
     objective: dict[str, Any] = field(default_factory=dict)  # eval's loss; exports keep none
+    task_types: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> Task.to_dict(); none: classification
     settings: TrainConfig = field(init=False, repr=False, compare=False)
+    tasks: dict[str, Task] = field(init=False, repr=False, compare=False)  # each task's type and what it learned
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", TrainConfig.from_saved(self.config))
+        object.__setattr__(self, "tasks", {name: Task.from_saved(name, labels, self.task_types.get(name))
+                                           for name, labels in self.labels.items()})
 
 
 @dataclass
@@ -59,13 +64,15 @@ class Checkpoint:
     objective: dict[str, Any] = field(default_factory=dict)  # class_weights and label_smoothing of the losses
     components: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> name, source package, version
     precision: str | None = None  # what the run trained in
+    task_types: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> Task.to_dict(); none: classification
     mtl_version: str = ""
     resume: dict[str, Any] | None = None  # last.pt only: all it takes to go on (training.resume.TrainingState)
 
     def saved_run(self) -> SavedRun:
         return SavedRun(self.config, self.labels, epoch=self.epoch,
                         validation=vocab.of_split(self.metrics, vocab.VAL),
-                        precision=self.precision, components=self.components, objective=self.objective)
+                        precision=self.precision, components=self.components, objective=self.objective,
+                        task_types=self.task_types)
 
     def save(self, path: str | Path) -> None:
         payload = {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict: it would copy every tensor

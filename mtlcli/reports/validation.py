@@ -19,11 +19,14 @@ import numpy as np
 from mtlcli import atomic, config as config_mod, runs
 from mtlcli.data import tables as data_mod
 from mtlcli.reports.eval_files import dumps
+from mtlcli.tasks import columns, multilabel
+from mtlcli.tasks.base import Task
+from mtlcli.tasks.columns import kind
 from mtlcli.scoring import scores as scoring
 from mtlcli.errors import RunFailed, UserError
 
 CACHE = "validation.json"
-VERSION = 2  # raise when the cached layout or its numbers change (2: losses are the run's objective)
+VERSION = 3  # raise when the cached layout or its numbers change (2: losses are the run's objective; 3: task types)
 EXAMPLES = 5  # per task and list
 TEXT_LIMIT = 300  # characters of an example's text kept in the cache and the page
 
@@ -67,51 +70,94 @@ def compute(run: Path, device: str = "auto", batch_size: int | None = None) -> d
     cfg = config_mod.resolve(run / "config.yaml", {})
     if not cfg.data:
         raise UserError(f"{run / 'config.yaml'}: names no training data")
-    train, val, _ = data_mod.load_train_val(cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed,
-                                            cfg.delimiter)
+    train, val, _, _ = columns.load_train_val(cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed,
+                                              cfg.delimiter, cfg.task_types, cfg.to_dict())
     loaded = load_run(run, device, "run")  # the precision it trained with: the numbers match its validation
-    ids = data_mod.encode_labels(val, loaded.label_sets, ignore_unknown=True)
-    encoded = encode(loaded.tokenizer, val.texts, ids, loaded.max_length)
+    targets = columns.encode_targets(val, loaded.tasks, ignore_unknown=True)
+    encoded = encode(loaded.tokenizer, val.texts, targets, loaded.max_length)
     scored, result = scoring.score_encoded(loaded, encoded, batch_size, per_row=True)  # batched as validation was
-    tasks = {}
-    for task, labels in loaded.label_sets.items():
-        tasks[task] = task_analysis(scored["tasks"][task], result["tasks"][task], np.asarray(encoded.labels[task]),
-                                    labels, val)
-    return {"key": key, "data": data_summary(train, val, loaded.label_sets), "val_rows": len(val), "tasks": tasks}
+    tasks = {name: task_analysis(task, scored["tasks"][name], result["tasks"][name], np.asarray(encoded.labels[name]), val)
+             for name, task in loaded.tasks.items()}
+    return {"key": key, "data": data_summary(train, val, loaded.tasks), "val_rows": len(val), "tasks": tasks}
 
 
-def task_analysis(report: dict[str, Any], rows: dict[str, Any], y: np.ndarray, labels: list[str],
+def task_analysis(task: Task, report: dict[str, Any], rows: dict[str, Any], y: np.ndarray,
                   table: data_mod.Table) -> dict[str, Any]:
     """A task's scores (``report``, as ``mtl eval`` gives them) with its hardest examples, found from
-    evaluation's per-row result (``rows``: predictions, probabilities and losses)."""
-    labelled = np.flatnonzero(y != data_mod.MISSING)
-    pred, p = rows["predictions"], rows["probs"]
-    truth = y[labelled]
+    evaluation's per-row result (``rows``: outputs and losses)."""
+    kind_ = kind(task)
+    labelled = np.flatnonzero(np.asarray(kind_.labelled(y)))
+    out = rows["outputs"]
     loss = rows["row_losses"][labelled]  # each example's term of the task's loss
-
-    def example(i: int, example_loss: float) -> dict[str, Any]:
-        text = table.texts[i]
-        return {"line": int(table.lines[i]), "text": text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "...",
-                "true": labels[y[i]], "predicted": labels[pred[i]], "confidence": float(p[i, pred[i]]),
-                "p_true": float(p[i, y[i]]), "loss": float(example_loss)}
-
     hardest = np.argsort(-loss, kind="stable")[:EXAMPLES]
-    wrong = np.flatnonzero(pred[labelled] != truth)
-    confident = wrong[np.argsort(-p[labelled[wrong], pred[labelled[wrong]]], kind="stable")][:EXAMPLES]
+    if task.type == "classification":
+        pred = out.argmax(-1)
+
+        def example(i: int, example_loss: float) -> dict[str, Any]:
+            return {**_line(table, i), "true": task.labels[y[i]], "predicted": task.labels[pred[i]],
+                    "confidence": float(out[i, pred[i]]), "p_true": float(out[i, y[i]]), "loss": float(example_loss)}
+
+        wrong = np.flatnonzero(pred[labelled] != y[labelled])
+        confident = wrong[np.argsort(-out[labelled[wrong], pred[labelled[wrong]]], kind="stable")][:EXAMPLES]
+        report["confidently_wrong"] = [example(int(labelled[k]), loss[k]) for k in confident]
+    else:
+        truth = kind_.decide(task, _as_outputs(task, y), 1)
+        decided = kind_.decide(task, out, 1)
+
+        def example(i: int, example_loss: float) -> dict[str, Any]:
+            return {**_line(table, i), "true": _shown(truth[i]), "predicted": _shown(decided[i]),
+                    "loss": float(example_loss)}
+
+        if task.type == "regression":  # the predicted-vs-true chart's points
+            report["points"] = {"true": [float(v) for v in kind_.values(task, y[labelled])],
+                                "predicted": [float(v) for v in out[labelled]]}
     report["hardest"] = [example(int(labelled[k]), loss[k]) for k in hardest]
-    report["confidently_wrong"] = [example(int(labelled[k]), loss[k]) for k in confident]
     return report
 
 
-def data_summary(train: data_mod.Table, val: data_mod.Table, label_sets: dict[str, list[str]]) -> dict[str, Any]:
-    """Rows, label counts (in the run's label order) and unlabelled (partial-label) rows per task."""
+def _line(table: data_mod.Table, i: int) -> dict[str, Any]:
+    text = table.texts[i]
+    return {"line": int(table.lines[i]), "text": text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "..."}
+
+
+def _as_outputs(task: Task, y: np.ndarray) -> np.ndarray:
+    """Targets as the outputs that would state them exactly (for showing the truth as a prediction)."""
+    if task.type == "regression":
+        return kind(task).values(task, y)
+    return np.nan_to_num(y, nan=0.0)  # a multi-label row's 0/1: probabilities at 0 and 1
+
+
+def _shown(prediction: dict[str, Any]) -> str:
+    if "value" in prediction:
+        return f"{prediction['value']:.4g}"
+    if "labels" in prediction:
+        return ", ".join(prediction["labels"]) or "(none)"
+    return str(prediction.get("label", ""))
+
+
+def data_summary(train: data_mod.Table, val: data_mod.Table, tasks: dict[str, Task]) -> dict[str, Any]:
+    """Rows, label counts (in the run's label order; a multi-label row counts for each of its labels;
+    a regression task's values summarised) and unlabelled (partial-label) rows per task."""
 
     def counts(table: data_mod.Table) -> dict[str, Any]:
         out = {}
-        for task, values in table.labels.items():
-            found = Counter(v for v in values if v)
-            order = [label for label in label_sets.get(task, []) if label in found] + sorted(set(found) - set(label_sets.get(task, [])))
-            out[task] = {"labels": {label: found[label] for label in order}, "unlabelled": sum(1 for v in values if not v)}
+        for name, values in table.labels.items():
+            task = tasks.get(name)
+            cells = [v for v in values if v]
+            entry: dict[str, Any] = {"unlabelled": len(values) - len(cells)}
+            if task is not None and task.type == "regression":
+                numbers = np.asarray([float(v) for v in cells], dtype=np.float64)
+                entry["labels"] = {}
+                entry["values"] = {k: float(f(numbers)) if len(numbers) else None
+                                   for k, f in (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max))}
+            else:
+                split = (lambda c: multilabel.split_cell(c, task.params["separator"]) or []) \
+                    if task is not None and task.type == "multilabel" else (lambda c: [c])
+                found = Counter(label for cell in cells for label in split(cell))
+                known = task.labels if task is not None else []
+                order = [label for label in known if label in found] + sorted(set(found) - set(known))
+                entry["labels"] = {label: found[label] for label in order}
+            out[name] = entry
         return out
 
     return {"train_rows": len(train), "val_rows": len(val), "train": counts(train), "val": counts(val)}

@@ -26,7 +26,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from mtlcli.data.tables import MISSING
 from mtlcli.errors import first_line
 
 # op-by-op passes on a side stream before a shape is recorded, so that lazy set-up (autograd's, the
@@ -36,7 +35,7 @@ MIN_ROWS = 64  # inference pads a batch's rows up to a power of two from here: f
 
 
 def graph_blocker(device: torch.device, modules: list[torch.nn.Module], *, loss_scaling: bool = False,
-                  distributed: bool = False, labels: dict[str, np.ndarray] | None = None) -> str | None:
+                  distributed: bool = False, partial_labels: bool = False) -> str | None:
     """Why the model cannot run as CUDA graphs here, or None when it can."""
     if device.type != "cuda":
         return "not on CUDA"
@@ -44,7 +43,7 @@ def graph_blocker(device: torch.device, modules: list[torch.nn.Module], *, loss_
         return "several processes (gradients are averaged between the passes)"
     if loss_scaling:
         return "fp16 (loss scaling reads the GPU's result on the host every step)"
-    if any((v == MISSING).any() for v in (labels or {}).values()):
+    if partial_labels:
         # a batch without a task's rows leaves that task out of the loss: another computation
         return "some training rows lack a task's label"
     plugins = sorted({type(m).__module__.split(".")[0] for top in modules for m in top.modules()

@@ -12,46 +12,44 @@ from typing import Any
 import numpy as np
 
 from mtlcli.data import tables as data_mod
-from mtlcli.scoring import metrics
+from mtlcli import vocabulary as vocab
+from mtlcli.tasks import columns, metrics
+from mtlcli.tasks.base import Task
+from mtlcli.tasks.columns import kind
 from mtlcli.scoring import quality
 from mtlcli.errors import UserError
 
 
-def unknown_labels(table: data_mod.Table, label_sets: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+def unknown_labels(table: data_mod.Table, tasks: dict[str, Task]) -> dict[str, dict[str, int]]:
     """Per task, the labels in ``table`` the run never saw and how many rows carry each."""
-    found: dict[str, dict[str, int]] = {}
-    for task, values in table.labels.items():
-        known = set(label_sets[task])
-        counts = np.bincount(values.codes, minlength=len(values.names))  # rows per distinct cell
-        unseen = {name: int(counts[code]) for code, name in enumerate(values.names)
-                  if name and name not in known and counts[code]}
-        if unseen:
-            found[task] = unseen
-    return found
+    found = {name: kind(task).unknown(task, table.labels[name]) for name, task in tasks.items() if name in table.labels}
+    return {name: labels for name, labels in found.items() if labels}
 
 
 def score(loaded, path: str | Path, text_column: str | None = None, ignore_unknown: bool = False,
           batch_size: int | None = None, delimiter: str | None = None) -> dict[str, Any]:
-    """Loss, accuracy, macro-F1, per-class P/R/F1/support and the confusion matrix per task.
+    """Each task's loss and its type's metrics: for classification accuracy, macro-F1, per-class
+    P/R/F1/support and the confusion matrix; for multi-label the F1s, subset accuracy and per-label
+    scores at the run's thresholds; for regression MAE, RMSE, Spearman and R².
 
-    Every task of the run that has a column in the CSV is scored; a row with an empty cell is left
+    Every task of the run that has a column in the file is scored; a row with an empty cell is left
     out of that task. A label the run never saw is an error, or with ``ignore_unknown`` that row is
     left out of that task (the counts come back under ``"ignored"``).
     """
     from mtlcli.data.batching import encode
 
     text_column = text_column or loaded.text_column
-    tasks = list(loaded.label_sets)
+    tasks = loaded.tasks
     header = data_mod.read_header(path, delimiter)
     present = [t for t in tasks if t in header]
     if not present:
         raise UserError(f"{path}:1: no column for any task of the run (tasks: {', '.join(tasks)}; "
                         f"columns: {', '.join(header)})")
     table = data_mod.read_table(path, text_column, present, delimiter)
-    ignored = unknown_labels(table, loaded.label_sets) if ignore_unknown else {}
-    label_ids = data_mod.encode_labels(table, loaded.label_sets, ignore_unknown=ignore_unknown,
-                                       unknown_hint="; --ignore-unknown leaves such rows out of that task")
-    encoded = encode(loaded.tokenizer, table.texts, label_ids, loaded.max_length)
+    ignored = unknown_labels(table, tasks) if ignore_unknown else {}
+    targets = columns.encode_targets(table, tasks, ignore_unknown=ignore_unknown,
+                                     hint="; --ignore-unknown leaves such rows out of that task")
+    encoded = encode(loaded.tokenizer, table.texts, targets, loaded.max_length)
     report, _ = score_encoded(loaded, encoded, batch_size)
     if ignored:
         report["ignored"] = ignored
@@ -61,25 +59,40 @@ def score(loaded, path: str | Path, text_column: str | None = None, ignore_unkno
 def score_encoded(loaded, encoded, batch_size: int | None = None,
                   per_row: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """The one scoring routine of a run on labelled rows, for ``mtl eval`` and the report's validation
-    analysis: validation's evaluation with the run's objective (class weights, label smoothing), so
-    every loss is the one training minimised. Returns the JSON-ready report, and evaluation's own
-    result (with each row's probabilities and loss when ``per_row``)."""
+    analysis: validation's evaluation with the run's objective (class weights, label smoothing) and
+    decisions (thresholds), so every loss is the one training minimised. Returns the JSON-ready
+    report, and evaluation's own result (with each row's outputs, and loss when ``per_row``)."""
     from mtlcli.scoring.evaluation import evaluate
 
-    result = evaluate(loaded.model, loaded.combiner, encoded, loaded.label_sets, loaded.device, loaded.amp,
+    result = evaluate(loaded.model, loaded.combiner, encoded, loaded.tasks, loaded.device, loaded.amp,
                       loaded.pad_id, loaded.max_length, loaded.objective, batch_size=batch_size, per_row=per_row)
     report: dict[str, Any] = {"n": len(encoded), "loss": _finite(result["loss"]), "tasks": {}}
-    for task, r in result["tasks"].items():
-        report["tasks"][task] = task_report(r["confusion_matrix"], loaded.label_sets[task], r["loss"])
-        check = quality.check_task(task, report["tasks"][task]["accuracy"], report["tasks"][task]["macro_f1"],
-                                   encoded.labels[task], loaded.label_sets[task])
+    for name, r in result["tasks"].items():
+        task = loaded.tasks[name]
+        entry = task_entry(task, r)
+        check = quality.check_task(task, r, encoded.labels[name])
         if check:
-            report["tasks"][task]["baseline"] = {k: check[k] for k in ("majority_label", "majority_accuracy",
-                                                                       "majority_macro_f1", "chance_macro_f1",
-                                                                       "learned")}
+            entry["baseline"] = {k: v for k, v in check.items() if k != "warning" and k not in r}
             if "warning" in check:
-                report["tasks"][task]["warning"] = check["warning"]
+                entry["warning"] = check["warning"]
+        report["tasks"][name] = entry
     return report, result
+
+
+def task_entry(task: Task, r: dict[str, Any]) -> dict[str, Any]:
+    """One task's part of the report: its type, rows, loss and metrics, and its type's details."""
+    if "confusion_matrix" in r:
+        return {"type": task.type, **task_report(r["confusion_matrix"], task.labels, r["loss"])}
+    entry = {"type": task.type, "n": r["n"], "loss": _finite(r["loss"]),
+             **{m.name: _finite(r[m.name]) for m in kind(task).metrics if m.name in r and m != vocab.LOSS}}
+    if task.labels:
+        entry["labels"] = list(task.labels)
+    for key in ("thresholds",):
+        if key in task.params:
+            entry[key] = [round(float(v), 6) for v in task.params[key]]
+    if "per_label" in r:
+        entry["per_label"] = r["per_label"]
+    return entry
 
 
 def task_report(cm: np.ndarray, labels: list[str], loss: float) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def create_app(model: Any, limits: Limits, log: TextIO = sys.stderr) -> Any:
         if note is not None:
             note["note"] = f"{len(texts)} texts, batch of {batched}"
         chunk = predict_io.Chunk(texts, None, probs, None)
-        return JSONResponse({"predictions": list(predict_io.records(chunk, model.labels, top_k))})
+        return JSONResponse({"predictions": list(predict_io.records(chunk, model.tasks, top_k))})
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -17,8 +17,9 @@ import torch
 
 from mtlcli.data.batching import Encoded, collate, train_batches, width_multiple
 from mtlcli.runtime.cuda_graphs import StepGraphs
-from mtlcli.data.tables import MISSING
 from mtlcli.model.losses import Objective, task_losses
+from mtlcli.tasks.base import Task
+from mtlcli.tasks.columns import kind
 from mtlcli.training.distributed import (Dist, all_gather_object, all_reduce_max, average_grads, shard, sum_in_place,
                                         usable_batches)
 from mtlcli import vocabulary as vocab
@@ -39,7 +40,7 @@ class LoopParts:
     scheduler: Any
     train: Encoded
     val: Encoded
-    label_sets: dict[str, list[str]]
+    tasks: dict[str, Task]
     device: torch.device
     amp: Callable  # () -> autocast context
     pad_id: int
@@ -82,8 +83,10 @@ class Tally:
     the same everywhere) until ``reduce`` adds the shares up.
     """
 
-    def __init__(self, tasks: list[str], device: torch.device, state: dict | None = None):
+    def __init__(self, tasks: dict[str, Task], device: torch.device, state: dict | None = None):
         zero = lambda: torch.zeros((), device=device)  # noqa: E731
+        # tasks whose type counts a metric on training batches (classification: accuracy)
+        self.hits = {t: partial(kind(task).train_hits, task) for t, task in tasks.items() if kind(task).train_metric}
         self.loss_sum = {t: zero() for t in tasks}
         self.correct = {t: zero() for t in tasks}
         self.counted = {t: 0 for t in tasks}
@@ -102,8 +105,8 @@ class Tally:
         self.combined_sum += loss.detach() * size / world  # each process's loss is W x its share
         for t in self.loss_sum:
             self.loss_sum[t] += summed[t][0].detach()
-            y = labels[t]
-            self.correct[t] += ((logits[t].argmax(-1) == y) & (y != MISSING)).sum()
+            if t in self.hits:
+                self.correct[t] += self.hits[t](logits[t], labels[t])
             self.counted[t] += counts[t]
         self.seen += size
 
@@ -179,7 +182,7 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
         tally_state: dict | None = None) -> dict[str, Any]:
     """Train from ``start`` to ``epochs``; returns how it ended (done, stopped early, interrupted, diverged)."""
     p, reporter, d = parts, hooks.reporter, parts.dist
-    tasks = list(p.label_sets)
+    tasks = list(p.tasks)
     multiple = width_multiple(p.device)
     trim_heap = HeapTrimmer(p.device)
     kept, dropped = gradient_buffers(p.model, p.optimizer)
@@ -187,7 +190,7 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
     def forward_backward(input_ids, attention_mask, labels, counts, clear: Callable[[], None]) -> tuple:
         with p.amp():
             logits = p.model(input_ids, attention_mask)
-        summed = task_losses(logits, labels, p.objective)
+        summed = task_losses(logits, labels, p.tasks, p.objective)
         loss = p.combiner({t: summed[t][0] * d.world_size / counts[t] for t in tasks if counts[t]})
         clear()
         p.scaler.scale(loss).backward()  # fp16: scaled up so small gradients do not underflow
@@ -207,7 +210,7 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
             graphs.reset()  # recorded anew each epoch: the combiner's epoch_end may have changed its tensors
         batches = usable_batches(train_batches(p.train.lengths, p.batch_size, p.seed, epoch), d)
         resumed = epoch == start.epoch and start.step > 0
-        tally = Tally(tasks, p.device, Tally.resumed_state(tally_state, d) if resumed else None)
+        tally = Tally(p.tasks, p.device, Tally.resumed_state(tally_state, d) if resumed else None)
         reporter.epoch_start(epoch, len(batches))
         t0, seen_before = time.perf_counter(), tally.seen
         for step in range(start.step + 1 if resumed else 1, len(batches) + 1):
@@ -215,7 +218,7 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
             # labelled rows per task in the whole batch (host side: no sync); dividing each
             # process's summed loss by these, times W, makes DDP's gradient average exactly the
             # single-process gradient of the whole batch
-            counts = {t: int((p.train.labels[t][rows] != MISSING).sum()) for t in tasks}
+            counts = {t: int(kind(p.tasks[t]).labelled(p.train.labels[t][rows]).sum()) for t in tasks}
             batch = collate(p.train, shard(rows, d), p.pad_id, p.device, multiple, p.max_length)
             loss, summed, logits = step_pass(batch.input_ids, batch.attention_mask, batch.labels, counts)
             average_grads(p.combiner.parameters(), d)
@@ -247,17 +250,19 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
         train_task_loss = {t: float(tally.loss_sum[t]) / tally.counted[t] for t in tasks if tally.counted[t]}
         p.combiner.epoch_end(train_task_loss)
         reporter.validation_start(epoch)
-        val = evaluate(getattr(p.model, "module", p.model), p.combiner, p.val, p.label_sets, p.device, p.amp, p.pad_id,
-                       p.max_length, p.objective, d)
+        val = evaluate(getattr(p.model, "module", p.model), p.combiner, p.val, p.tasks, p.device, p.amp, p.pad_id,
+                       p.max_length, p.objective, d, tune=True)
         row = {vocab.EPOCH: epoch, **_current_lrs(p), vocab.SECONDS: round(time.perf_counter() - t0, 3),
                vocab.TRAIN_SECONDS: round(train_seconds, 3),
                vocab.TRAIN_SPEED: round((tally.seen - seen_before) / train_seconds, 2),
                vocab.TRAIN_LOSS: float(tally.combined_sum) / tally.seen, vocab.VAL_LOSS: val["loss"]}
         for t in tasks:
-            accuracy = float(tally.correct[t]) / tally.counted[t] if tally.counted[t] else float("nan")
-            row.update(vocab.scores(t, vocab.TRAIN, {vocab.LOSS.name: train_task_loss.get(t, float("nan")),
-                                                     vocab.ACCURACY.name: accuracy}))
-            row.update(vocab.scores(t, vocab.VAL, {m.name: val["tasks"][t][m.name] for m in vocab.CLASSIFICATION}))
+            trained = {vocab.LOSS.name: train_task_loss.get(t, float("nan"))}
+            if t in tally.hits:
+                hits = float(tally.correct[t]) / tally.counted[t] if tally.counted[t] else float("nan")
+                trained[kind(p.tasks[t]).train_metric.name] = hits
+            row.update(vocab.scores(t, vocab.TRAIN, trained))
+            row.update(vocab.scores(t, vocab.VAL, {m.name: val["tasks"][t][m.name] for m in kind(p.tasks[t]).metrics}))
         if any(v["n"] and not math.isfinite(v["loss"]) for v in val["tasks"].values()):
             return {**ended, "diverged": {"epoch": epoch, "batch": None, "loss": row[vocab.VAL_LOSS]}}
 

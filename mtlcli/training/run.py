@@ -26,10 +26,13 @@ from mtlcli.config import TrainConfig
 from mtlcli.runtime.cuda_graphs import graph_blocker
 from mtlcli.errors import RunFailed, UserError
 from mtlcli.runtime.hardware import autocast, configure_device, is_out_of_memory, resolve_device, resolve_precision
-from mtlcli.model.losses import Objective, balanced_weights
+from mtlcli.model.losses import Objective
 from mtlcli.model.network import apply_freeze, check_freeze, default_model_path, load_pretrained_backbone, load_tokenizer, parameter_groups
 from mtlcli.scoring.quality import task_checks
-from mtlcli.registry import schedulers
+from mtlcli.registry import schedulers, task_types
+from mtlcli.tasks import columns
+from mtlcli.tasks.base import Task
+from mtlcli.tasks.columns import kind
 from mtlcli.training import distributed, memory
 from mtlcli.training.grad_scaling import grad_scaler
 from mtlcli.training.interrupt import StopSignals, TrainingInterrupted
@@ -77,7 +80,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, resume: Path | Non
 class Inputs:
     train: data_mod.Table
     val: data_mod.Table
-    label_sets: dict[str, list[str]]
+    tasks: dict[str, Task]  # each task column's type and what it learned from the training rows
+    why: dict[str, str]  # why each task has its type (chosen, or what its cells show)
     components: dict[str, dict[str, str]]  # kind -> name, package, version: saved in every checkpoint
     device: torch.device
     precision: str
@@ -99,11 +103,13 @@ def check_inputs(cfg: TrainConfig, resume: Path | None, nproc: int = 1, new_fold
                         "process takes one; use at most that many (or --device cpu)")
     if resume is None and new_folder:
         runs.check_run_target(cfg.out, cfg.name)
-    train_table, val_table, label_sets = data_mod.load_train_val(
-        cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed, cfg.delimiter)
+    check_task_types(cfg)
+    train_table, val_table, tasks, why = columns.load_train_val(
+        cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed, cfg.delimiter, cfg.task_types,
+        cfg.to_dict())
     components = builder.look_up_components(cfg.to_dict())
-    check_task_settings(cfg, list(label_sets))
-    return Inputs(train_table, val_table, label_sets, components, device, precision)
+    check_task_settings(cfg, tasks)
+    return Inputs(train_table, val_table, tasks, why, components, device, precision)
 
 
 def preflight(cfg: TrainConfig, resume: Path | None, nproc: int) -> None:
@@ -112,14 +118,22 @@ def preflight(cfg: TrainConfig, resume: Path | None, nproc: int) -> None:
     build_trackers(cfg.track)  # a missing extra is one line here, not one per process
 
 
-def check_task_settings(cfg: TrainConfig, tasks: list[str]) -> None:
+def check_task_types(cfg: TrainConfig) -> None:
+    """--task-type names a type that exists (before the data is read: the type reads the cells)."""
+    for task, type_name in cfg.task_types.items():
+        if type_name not in task_types:
+            raise UserError(f"--task-type {task}={type_name}: unknown task type '{type_name}' "
+                            f"(available: {', '.join(task_types.names())})")
+
+
+def check_task_settings(cfg: TrainConfig, tasks: dict[str, Task]) -> None:
     """Settings that name tasks must name tasks the data has."""
-    for option, named in (("--task-weight", cfg.task_weights),
+    for option, named in (("--task-weight", cfg.task_weights), ("--task-type", cfg.task_types),
                           ("--class-weight", cfg.class_weight if isinstance(cfg.class_weight, dict) else {})):
         for task in named:
             if task not in tasks:
                 raise UserError(f"{option} {task}=...: no task '{task}' (tasks: {', '.join(tasks)})")
-    check_freeze(cfg.freeze, tasks)
+    check_freeze(cfg.freeze, list(tasks))
 
 
 def resolve_max_length(cfg: TrainConfig, tokenizer, backbone, model_path: str, texts: list[str]) -> int:
@@ -134,11 +148,14 @@ def resolve_max_length(cfg: TrainConfig, tokenizer, backbone, model_path: str, t
     return cfg.max_length
 
 
-def class_weights(cfg: TrainConfig, label_ids: dict[str, list[int]], label_sets: dict[str, list[str]]) -> dict[str, list[float]]:
-    """--class-weight: balanced weights from the training rows for the tasks that ask for them."""
-    wanted = cfg.class_weight if isinstance(cfg.class_weight, dict) else {t: cfg.class_weight for t in label_sets}
-    return {t: balanced_weights(np.asarray(label_ids[t]), len(label_sets[t]))
-            for t, how in wanted.items() if how == "balanced"}
+def class_weights(cfg: TrainConfig, targets: dict[str, np.ndarray], tasks: dict[str, Task]) -> dict[str, list[float]]:
+    """--class-weight: balanced weights from the training rows for the tasks that ask for them
+    (``--class-weight balanced`` for every task weighs the tasks whose type has classes to weigh)."""
+    if isinstance(cfg.class_weight, dict):
+        wanted = [t for t, how in cfg.class_weight.items() if how == "balanced"]
+    else:
+        wanted = [t for t, task in tasks.items() if cfg.class_weight == "balanced" and task.labels]
+    return {t: kind(tasks[t]).class_weights(tasks[t], targets[t]) for t in wanted}
 
 
 def checkpoint_bytes(model: torch.nn.Module) -> tuple[int, int]:
@@ -173,12 +190,14 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     inputs = check_inputs(cfg, resume, new_folder=distributed.is_main_process())
     dist, device = distributed.init(inputs.device)  # under torchrun: join the others, take this process's GPU
     configure_device(device)
-    main, label_sets, precision = dist.is_main, inputs.label_sets, inputs.precision
+    main, tasks, precision = dist.is_main, inputs.tasks, inputs.precision
+    label_sets = {t: task.labels for t, task in tasks.items()}
     reporter = reporter if main else Reporter()  # one display, from the main process
     trackers = build_trackers(cfg.track) if main else []  # one record of the run
     cfg.data = str(Path(cfg.data).resolve())
     cfg.val = str(Path(cfg.val).resolve()) if cfg.val else None
-    cfg.tasks = list(label_sets)
+    cfg.tasks = list(tasks)
+    cfg.task_types = {t: task.type for t, task in tasks.items()}  # as inferred: config.yaml repeats the run
     fingerprint = data_fingerprint(cfg)
 
     # ---- the backbone and the tokenized data, then the run folder: a model that does not load, or a
@@ -194,7 +213,7 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
         _write_run_files(run, cfg, label_sets, data.tokenizer, data.backbone)
 
     # ---- model and optimisation
-    model, combiner = builder.build(data.backbone, label_sets, cfg)
+    model, combiner = builder.build(data.backbone, tasks, cfg)
     apply_freeze(model, cfg.freeze)
     model.to(device)
     combiner.to(device)
@@ -218,10 +237,13 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
                                 "the checkpoints of this model (a best one and last.pt, each written beside the old)")
 
     graphs_off = graph_blocker(device, [model, combiner], loss_scaling=scaler.is_enabled(), distributed=dist.enabled,
-                               labels=data.train.labels) if cfg.cuda_graphs else "--no-cuda-graphs"
+                               partial_labels=not all(np.asarray(kind(tasks[t]).labelled(y)).all()
+                                                      for t, y in data.train.labels.items())) \
+        if cfg.cuda_graphs else "--no-cuda-graphs"
     info = {"run": str(run), "device": str(device), "precision": precision, "model": data.model_path,
             "max_length": data.max_length, "max_length_auto": cfg.max_length == "auto",
             "train_rows": len(data.train), "val_rows": len(data.val), "tasks": label_sets, "epochs": cfg.epochs,
+            "task_types": {t: {"type": task.type, "why": inputs.why.get(t, "")} for t, task in tasks.items()},
             "steps_per_epoch": steps_per_epoch, "components": inputs.components,
             "resumed_from": [start.epoch, start.step] if saved else None, "processes": dist.world_size,
             "cuda_graphs": graphs_off or "on"}
@@ -234,13 +256,13 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
         return Checkpoint(config={**cfg.to_dict(), "max_length": data.max_length}, labels=label_sets,
                           model=model.state_dict(), combiner=combiner.state_dict(), epoch=epoch, metrics=row,
                           objective=data.objective.to_dict(), components=inputs.components, precision=precision,
-                          mtl_version=__version__)
+                          task_types={t: task.to_dict() for t, task in tasks.items()}, mtl_version=__version__)
 
     writer = CheckpointWriter(checkpoint, state, main)
     hooks = Hooks(writer.on_best, log.append, writer.save_state, lambda: stop.requested, reporter)
     # DDP averages gradients over processes; checkpoints keep saving the unwrapped ``model``
     parts = LoopParts(model=distributed.wrap(model, dist, device), combiner=combiner, optimizer=optimizer,
-                      scheduler=scheduler, train=data.train, val=data.val, label_sets=label_sets, device=device,
+                      scheduler=scheduler, train=data.train, val=data.val, tasks=tasks, device=device,
                       amp=partial(autocast, device, precision), pad_id=data.tokenizer.pad_token_id or 0,
                       batch_size=cfg.batch_size, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
                       lr_backbone=cfg.lr_backbone, lr_heads=cfg.lr_heads, max_length=data.max_length,
@@ -268,12 +290,12 @@ def tokenize_inputs(cfg: TrainConfig, inputs: Inputs) -> Tokenized:
     own = cfg.attention_dropout == "model"
     backbone = load_pretrained_backbone(model_path, None if own else cfg.attention_dropout)
     max_length = resolve_max_length(cfg, tokenizer, backbone, model_path, inputs.train.texts)
-    train_ids = data_mod.encode_labels(inputs.train, inputs.label_sets)
-    val_ids = data_mod.encode_labels(inputs.val, inputs.label_sets)
+    train_ids = columns.encode_targets(inputs.train, inputs.tasks)
+    val_ids = columns.encode_targets(inputs.val, inputs.tasks)
     return Tokenized(model_path, tokenizer, backbone, max_length,
                      encode(tokenizer, inputs.train.texts, train_ids, max_length),
                      encode(tokenizer, inputs.val.texts, val_ids, max_length),
-                     Objective(class_weights(cfg, train_ids, inputs.label_sets), cfg.label_smoothing))
+                     Objective(class_weights(cfg, train_ids, inputs.tasks), cfg.label_smoothing))
 
 
 def _write_run_files(run: Path, cfg: TrainConfig, label_sets: dict[str, list[str]], tokenizer, backbone) -> None:
@@ -340,7 +362,7 @@ def finish(session: Session, result: dict[str, Any], stop: StopSignals) -> Path:
                "last_checkpoint": str(last.relative_to(run)) if last.is_file() else None,
                **{k: info[k] for k in ("device", "precision", "model", "max_length")},
                "class_weights": parts.objective.class_weights, "best_metrics": best_row}
-    checks = task_checks(best_row, parts.val, parts.label_sets)
+    checks = task_checks(best_row, parts.val, parts.tasks)
     if checks:
         summary["task_checks"] = checks
         summary["warnings"] = [c["warning"] for c in checks.values() if c.get("warning")]
