@@ -83,13 +83,14 @@ def _eval_labels(run, csv_path) -> dict[str, list[str]]:
     from mtlcli.data import tables as data_mod
     from mtlcli.data.batching import encode
     from mtlcli.scoring.evaluation import evaluate
+    from mtlcli.tasks.columns import encode_targets
 
     loaded = load_run(run, precision="run")
     table = data_mod.read_table(csv_path, "sentence", list(loaded.label_sets))
-    encoded = encode(loaded.tokenizer, table.texts, data_mod.encode_labels(table, loaded.label_sets), loaded.max_length)
-    result = evaluate(loaded.model, loaded.combiner, encoded, loaded.label_sets, loaded.device,
+    encoded = encode(loaded.tokenizer, table.texts, encode_targets(table, loaded.tasks), loaded.max_length)
+    result = evaluate(loaded.model, loaded.combiner, encoded, loaded.tasks, loaded.device,
                       loaded.amp, loaded.pad_id, loaded.max_length, loaded.objective)
-    return {t: [loaded.label_sets[t][i] for i in r["predictions"]] for t, r in result["tasks"].items()}
+    return {t: [loaded.label_sets[t][i] for i in r["outputs"].argmax(-1)] for t, r in result["tasks"].items()}
 
 
 def _predict_labels(cli, run, csv_path) -> dict[str, list[str]]:
@@ -119,12 +120,12 @@ def test_eval_and_predict_agree_on_every_row_with_default_options(cli, trained_r
 def test_eval_and_predict_agree_on_the_real_validation_split(cli, tmp_path):
     """The bundled MiniLM, default options: every row of sentiment_labelled_sentences.csv's own
     validation split gets the same labels from mtl eval's evaluation and from mtl predict."""
-    from mtlcli.data.tables import load_train_val
+    from mtlcli.tasks.columns import load_train_val
 
     data = SHARED_DATA / "sentiment_labelled_sentences.csv"
     result = cli("train", data, "--epochs", "1", "--name", "real", "--quiet")
     assert result.exit_code == 0, result.output
-    _, val, _ = load_train_val(str(data), None, "sentence", [], 0.2, 42)
+    _, val, _, _ = load_train_val(str(data), None, "sentence", [], 0.2, 42)
     val_csv = write_csv(tmp_path / "val.csv", [[t, *labels] for t, *labels in zip(val.texts, *val.labels.values())],
                         ["sentence", *val.labels])
     run = tmp_path / "runs" / "real"

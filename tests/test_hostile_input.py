@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 from conftest import sample_rows, write_csv
 from mtlcli import config as config_mod
 from mtlcli.data import tables as data_mod
+from mtlcli.tasks.columns import load_train_val
 from mtlcli.errors import UserError
 
 NO_MODEL = ["--model", "/nonexistent/model", "--quiet"]
@@ -44,7 +45,7 @@ def one_line(message: str) -> None:
 def read(path: Path):
     """The reader as training calls it; returns the table or the UserError's message."""
     try:
-        return data_mod.load_train_val(str(path), None, "sentence", [], 0.2, 42)
+        return load_train_val(str(path), None, "sentence", [], 0.2, 42)
     except UserError as exc:
         one_line(str(exc))
         return str(exc)
@@ -180,7 +181,7 @@ def test_error_messages_quote_hostile_values_on_one_line(tmp_path):
     train = write_csv(tmp_path / "t.csv", [["one", "a"], ["two", "b"]], header=["sentence", "class_label"])
     val = write_csv(tmp_path / "v.csv", [["three", label]], header=["sentence", "class_label"])
     with pytest.raises(UserError) as err:
-        data_mod.load_train_val(str(train), str(val), "sentence", [], 0.2, 42)
+        load_train_val(str(train), str(val), "sentence", [], 0.2, 42)
     one_line(str(err.value))
     assert "\x1b" not in str(err.value) and "v.csv:2: label 'bad\\nlabel" in str(err.value)
 

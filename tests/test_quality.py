@@ -12,10 +12,14 @@ import torch
 from conftest import sample_rows, write_csv
 from mtlcli.data.batching import choose_max_length, tokenize
 from mtlcli.model.checkpoint import load_checkpoint
-from mtlcli.data.tables import MISSING, load_train_val
-from mtlcli.model.losses import Objective, balanced_weights, task_losses
+from mtlcli.data.tables import MISSING
+from mtlcli.model.losses import Objective, task_losses
 from mtlcli.model.network import load_tokenizer
-from mtlcli.scoring.quality import check_task, majority_baseline
+from mtlcli.scoring.quality import check_task
+from mtlcli.tasks.base import Task
+from mtlcli.tasks.columns import load_train_val, task_type
+
+CLASSES = task_type("classification")
 
 
 def test_auto_max_length_covers_95_percent_of_texts_rounded_up_to_8(tiny_model):
@@ -51,7 +55,7 @@ def test_train_resolves_auto_prints_it_and_eval_cuts_texts_alike(cli, small_csv,
 
 def test_balanced_weights_follow_the_training_rows():
     y = np.array([0, 0, 0, 1, MISSING, 2, 2, 0])
-    w = balanced_weights(y, 3)
+    w = CLASSES.class_weights(Task("t", "classification", ["a", "b", "c"]), y)
     assert w == pytest.approx([7 / (3 * 4), 7 / (3 * 1), 7 / (3 * 2)])
     counts = np.bincount(y[y != MISSING])
     assert float(np.dot(counts, w)) == pytest.approx(len(y[y != MISSING]))  # average weight over rows is 1
@@ -60,13 +64,14 @@ def test_balanced_weights_follow_the_training_rows():
 def test_class_weights_and_label_smoothing_change_the_loss():
     logits = {"t": torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])}
     labels = {"t": torch.tensor([0, 1, MISSING])}
-    plain = task_losses(logits, labels)["t"][0]
+    tasks = {"t": Task("t", "classification", ["a", "b"])}
+    plain = task_losses(logits, labels, tasks)["t"][0]
     expected = torch.nn.functional.cross_entropy(logits["t"][:2], labels["t"][:2], reduction="sum")
     assert plain == pytest.approx(float(expected))
-    weighted = task_losses(logits, labels, Objective({"t": [1.0, 3.0]}))["t"][0]
+    weighted = task_losses(logits, labels, tasks, Objective({"t": [1.0, 3.0]}))["t"][0]
     each = torch.nn.functional.cross_entropy(logits["t"][:2], labels["t"][:2], reduction="none")
     assert weighted == pytest.approx(float(each[0] + 3 * each[1]))
-    smoothed = task_losses(logits, labels, Objective(label_smoothing=0.2))["t"][0]
+    smoothed = task_losses(logits, labels, tasks, Objective(label_smoothing=0.2))["t"][0]
     assert smoothed > plain
 
 
@@ -86,7 +91,7 @@ def test_class_weight_is_saved_with_the_run_and_eval_scores_with_it(cli, tmp_pat
     ckpt = load_checkpoint(run / summary["best_checkpoint"])
     assert ckpt["objective"] == {"class_weights": weights, "label_smoothing": 0.1}
     # eval on the run's own validation rows repeats the logged validation loss: same objective
-    train_t, val_t, _ = load_train_val(str(data), None, "sentence", [], 0.2, 42)
+    train_t, val_t, _, _ = load_train_val(str(data), None, "sentence", [], 0.2, 42)
     val_csv = write_csv(tmp_path / "val.csv", [[t, c, s] for t, c, s in zip(val_t.texts, *val_t.labels.values())])
     scored = cli("eval", run, val_csv, "--json")
     assert scored.exit_code == 0, scored.output
@@ -106,16 +111,17 @@ def test_class_weight_is_saved_with_the_run_and_eval_scores_with_it(cli, tmp_pat
 
 def test_majority_baseline_and_the_learned_check():
     y = np.array([0] * 8 + [1] * 2)
-    base = majority_baseline(y, 2)
+    task = Task("t", "classification", ["a", "b"])
+    base = CLASSES.baseline(task, y)
     assert base["label"] == 0 and base["accuracy"] == 0.8
     assert base["macro_f1"] == pytest.approx((2 * 0.8 / 1.8) / 2)
-    stuck = check_task("t", 0.8, base["macro_f1"], y, ["a", "b"])
+    stuck = check_task(task, {"accuracy": 0.8, "macro_f1": base["macro_f1"]}, y)
     assert not stuck["learned"] and "task 't' has not clearly learned" in stuck["warning"]
     assert "always answering 'a'" in stuck["warning"] and "--class-weight t=balanced" in stuck["warning"]
     assert base["chance_macro_f1"] == 0.5
-    guessing = check_task("t", 0.8, 0.55, y, ["a", "b"])  # beats the constant answer's F1, not random guessing's
+    guessing = check_task(task, {"accuracy": 0.8, "macro_f1": 0.55}, y)  # beats the constant answer's F1, not random guessing's
     assert not guessing["learned"] and "random guesses a macro-F1 of 0.500" in guessing["warning"]
-    good = check_task("t", 0.95, 0.9, y, ["a", "b"])
+    good = check_task(task, {"accuracy": 0.95, "macro_f1": 0.9}, y)
     assert good["learned"] and "warning" not in good
 
 
@@ -150,7 +156,7 @@ def test_a_label_only_in_the_held_out_rows_goes_back_to_training(tmp_path):
     rows[7][2] = "furious"  # one row of a label no other row has (file line 9)
     data = write_csv(tmp_path / "rare.csv", rows)
     seed = next(s for s in range(50) if 9 in stratified_split(read_table(data, "sentence", []), 0.5, s)[1].lines)
-    train, val, label_sets = load_train_val(str(data), None, "sentence", [], 0.5, seed)
-    assert "furious" in label_sets["sentiment_label"]
+    train, val, tasks, _ = load_train_val(str(data), None, "sentence", [], 0.5, seed)
+    assert "furious" in tasks["sentiment_label"].labels
     assert "furious" in train.labels["sentiment_label"] and "furious" not in val.labels["sentiment_label"]
     assert len(train) + len(val) == 100 and train.lines.tolist() == sorted(train.lines.tolist())
