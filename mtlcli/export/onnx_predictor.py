@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,23 +47,6 @@ class OnnxPredictor(Predictor):
     @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id or 0
-
-    @property
-    def label_sets(self) -> dict[str, list[str]]:
-        return self.saved.labels
-
-    @property
-    def max_length(self) -> int:
-        return self.saved.settings.max_length
-
-    @property
-    def text_column(self) -> str:
-        return self.saved.settings.text_column
-
-    def encode(self, texts: Sequence[str]):
-        from mtlcli.data.batching import encode
-
-        return encode(self.tokenizer, texts, {}, self.max_length)
 
     def probs_encoded(self, data, batch_size: int | None = None, with_embeddings: bool = False,
                       on_batch: OnBatch | None = None) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ import torch
 
 from mtlcli import runs
 from mtlcli.model import builder
-from mtlcli.data.batching import Encoded, encode, inference_batch_size, iterate, sorted_batches, width_multiple
+from mtlcli.data.batching import Encoded, inference_batch_size, iterate, sorted_batches, width_multiple
 from mtlcli.inference.predictor import OnBatch, Predictor
 from mtlcli.model.checkpoint import Checkpoint, SavedRun
 from mtlcli.runtime.cuda_graphs import ForwardGraphs, graph_blocker
@@ -57,14 +57,6 @@ class LoadedRun(Predictor):
             return pooled, {t: head(pooled) for t, head in self.model.heads.items()}
 
     @property
-    def label_sets(self) -> dict[str, list[str]]:
-        return self.saved.labels
-
-    @property
-    def tasks(self) -> dict[str, Task]:
-        return self.saved.tasks
-
-    @property
     def config(self) -> dict[str, Any]:
         return self.saved.config
 
@@ -73,19 +65,8 @@ class LoadedRun(Predictor):
         return self.tokenizer.pad_token_id or 0
 
     @property
-    def max_length(self) -> int:
-        return self.saved.settings.max_length
-
-    @property
-    def text_column(self) -> str:
-        return self.saved.settings.text_column
-
-    @property
     def objective(self) -> Objective:
         return Objective.from_dict(self.saved.objective)
-
-    def encode(self, texts: Sequence[str]) -> Encoded:
-        return encode(self.tokenizer, texts, {}, self.max_length)
 
     @torch.inference_mode()
     def probs_encoded(self, data: Encoded, batch_size: int | None = None, with_embeddings: bool = False,

@@ -24,10 +24,13 @@ class Predictor(Protocol):
     precision: str  # what the model runs in: fp32, bf16 or fp16
     device: Any  # where it runs: a torch.device, or the ONNX Runtime provider's name; str() names it
 
+    tokenizer: Any  # the run's tokenizer (Hugging Face)
+
+    # What the run saved says, the same for every kind of predictor: a subclass inherits these.
     @property
     def label_sets(self) -> dict[str, list[str]]:
         """Task -> its labels, in the order of the outputs; the tasks in the run's order."""
-        ...
+        return self.saved.labels
 
     @property
     def tasks(self) -> dict[str, Task]:
@@ -37,16 +40,18 @@ class Predictor(Protocol):
     @property
     def max_length(self) -> int:
         """Tokens a text is cut to, as in training."""
-        ...
+        return self.saved.settings.max_length
 
     @property
     def text_column(self) -> str:
         """The column of a table that holds the text, as in training."""
-        ...
+        return self.saved.settings.text_column
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Token ids of ``texts``, cut as the run was trained."""
-        ...
+        from mtlcli.data.batching import encode
+
+        return encode(self.tokenizer, texts, {}, self.max_length)
 
     def probs_encoded(self, data: Encoded, batch_size: int | None = None, with_embeddings: bool = False,
                       on_batch: OnBatch | None = None) -> dict[str, np.ndarray]:
