@@ -17,7 +17,6 @@ from mtlcli.model.checkpoint import Checkpoint, SavedRun
 from mtlcli.runtime.cuda_graphs import ForwardGraphs, graph_blocker
 from mtlcli.errors import UserError
 from mtlcli.model.losses import Objective
-from mtlcli.tasks.base import Task
 from mtlcli.tasks.columns import kind
 from mtlcli.model.network import MultiTaskModel, backbone_from_config, load_tokenizer
 from mtlcli.runtime.hardware import autocast, configure_device, cpu_has_native_bf16, resolve_device, resolve_precision
