@@ -22,6 +22,12 @@ The kinds and what mtlcli calls (``docs/components.md`` has the full contracts):
 ``mtlcli.trackers``
     ``Tracker()``, built on the main process only; ``start(config, run_dir, resumed)``,
     ``log_metrics(row, epoch)`` after every epoch, ``finish(run_dir, summary)`` at the end.
+``mtlcli.task_types``
+    ``TaskType()``, a ``TaskType`` subclass: what a kind of task column means (``--task-type
+    TASK=NAME``): ``fit`` a ``Task`` on the training cells, their ``targets``, the head's ``size``,
+    the ``loss``, the ``outputs`` a person reads, ``score`` (its ``metrics``, each a ``Metric`` whose
+    suffix holds no '_'), ``baseline``/``learned`` (did it learn?) and ``decide`` (a prediction per
+    row). ``metrics`` has the built-in types' scoring functions, ``read_number`` reads a cell as a number.
 
 Poolers, heads and combiners may also be factory functions that return a module. Subclassing the
 base classes below is optional; ``check_component`` tells whether an object fits its kind, the same
@@ -36,12 +42,17 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from mtlcli import __version__
+from mtlcli.vocabulary import ACCURACY, LOSS, MACRO_F1, MAE, Metric
 from mtlcli.components.combiners import LossCombiner
 from mtlcli.components.heads import Head
 from mtlcli.components.poolers import Pooler
 from mtlcli.components.trackers import Tracker
-from mtlcli.errors import UserError
+from mtlcli.errors import UserError, shown
 from mtlcli.registry import CONTRACTS, KINDS, REGISTRIES, check_component
+from mtlcli.data.tables import Labels
+from mtlcli.tasks import metrics
+from mtlcli.tasks.base import Task, TaskType, Where
+from mtlcli.tasks.regression import read_number
 
 ENTRY_POINT_GROUPS = {kind: registry.group for kind, registry in REGISTRIES.items()}
 """Kind -> the entry-point group a package declares its components in."""
@@ -54,15 +65,27 @@ class SchedulerFactory(Protocol):
 
 
 __all__ = [
+    "ACCURACY",
     "CONTRACTS",
     "ENTRY_POINT_GROUPS",
     "KINDS",
+    "LOSS",
+    "MACRO_F1",
+    "MAE",
     "Head",
+    "Labels",
     "LossCombiner",
+    "Metric",
     "Pooler",
     "SchedulerFactory",
+    "Task",
+    "TaskType",
     "Tracker",
     "UserError",
+    "Where",
     "__version__",
     "check_component",
+    "metrics",
+    "read_number",
+    "shown",
 ]

@@ -12,6 +12,7 @@ from mtlcli.data.tables import MISSING
 from mtlcli.errors import UserError
 from mtlcli.model.losses import task_losses
 from mtlcli.registry import Registry, heads, loss_combiners, poolers, schedulers
+from mtlcli.tasks.base import Task
 from mtlcli.training.policies import EarlyStopping, stopping_epoch
 
 
@@ -39,12 +40,13 @@ def test_heads_give_logits_per_label():
 def test_partial_labels_are_left_out_of_a_tasks_loss():
     logits = {"a": torch.tensor([[2.0, 0.0], [0.0, 2.0], [5.0, -5.0]])}
     labels = {"a": torch.tensor([0, 0, MISSING])}
-    summed, count = task_losses(logits, labels)["a"]
+    tasks = {"a": Task("a", "classification", ["x", "y"])}
+    summed, count = task_losses(logits, labels, tasks)["a"]
     expected = torch.nn.functional.cross_entropy(logits["a"][:2], labels["a"][:2], reduction="sum")
     assert int(count) == 2
     assert torch.allclose(summed, expected)
     # a batch with no label for the task contributes exactly nothing
-    empty, n = task_losses(logits, {"a": torch.full((3,), MISSING)})["a"]
+    empty, n = task_losses(logits, {"a": torch.full((3,), MISSING)}, tasks)["a"]
     assert float(empty) == 0.0 and int(n) == 0
 
 
@@ -123,8 +125,10 @@ def test_freeze_options(tiny_model):
     from mtlcli.model.builder import build
     from mtlcli.model.network import apply_freeze, load_pretrained_backbone
 
+    tasks = {"a": Task("a", "classification", ["x", "y"]), "b": Task("b", "classification", ["p", "q"])}
+
     def fresh():
-        return build(load_pretrained_backbone(tiny_model), {"a": ["x", "y"], "b": ["p", "q"]}, TrainConfig())[0]
+        return build(load_pretrained_backbone(tiny_model), tasks, TrainConfig())[0]
 
     m = fresh()
     apply_freeze(m, ["bottom:1"])

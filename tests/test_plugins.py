@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow  # pip-installs packages, then trains with them
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "mtl-plugin-example"
 PLUGIN_COMPONENTS = {("heads", "prototype"), ("poolers", "attention"), ("loss_combiners", "geometric"),
-                     ("schedulers", "inverse_sqrt"), ("trackers", "csv")}
+                     ("schedulers", "inverse_sqrt"), ("trackers", "csv"), ("task_types", "ordinal")}
 
 
 def pip_install(project: Path, target: Path) -> Path:
@@ -131,7 +131,8 @@ def test_mtl_plugins_lists_the_example_components_as_ok(cli, installed, example_
         ("poolers", "cls"), ("poolers", "mean"), ("poolers", "max"), ("heads", "linear"), ("heads", "mlp"),
         ("loss_combiners", "weighted"), ("loss_combiners", "uncertainty"), ("loss_combiners", "dwa"),
         ("schedulers", "linear"), ("schedulers", "cosine"), ("schedulers", "constant"),
-        ("trackers", "tensorboard"), ("trackers", "mlflow")}
+        ("trackers", "tensorboard"), ("trackers", "mlflow"),
+        ("task_types", "classification"), ("task_types", "multilabel"), ("task_types", "regression")}
 
     table = cli("plugins", "--kind", "head")
     assert table.exit_code == 0, table.output
@@ -139,7 +140,11 @@ def test_mtl_plugins_lists_the_example_components_as_ok(cli, installed, example_
     assert "mlp" in table.stdout and "attention" not in table.stdout
 
     bad = cli("plugins", "--kind", "widgets")
-    assert bad.exit_code == 2 and "--kind widgets: not one of poolers, heads, loss_combiners, schedulers, trackers" in bad.output
+    assert bad.exit_code == 2 and ("--kind widgets: not one of poolers, heads, loss_combiners, schedulers, "
+                                     "trackers, task_types") in bad.output
+
+    types = cli("plugins", "--kind", "task-type")
+    assert types.exit_code == 0 and "ordinal" in types.stdout and "regression" in types.stdout
 
 
 def test_train_with_plugin_components_then_predict(cli, installed, example_site, small_csv, train_args, tmp_path):
@@ -180,6 +185,53 @@ def test_train_with_plugin_components_then_predict(cli, installed, example_site,
         for task, labels in loaded.label_sets.items():
             assert record[task]["label"] == labels[int(probs[task][i].argmax())]
             assert record[task]["score"] == pytest.approx(float(probs[task][i].max()), abs=1e-5)
+
+
+def test_train_eval_and_predict_an_ordinal_task_from_the_plugin(cli, installed, example_site, train_args, tmp_path):
+    """A mixed table: a class column, and star ratings trained as ordered levels (--task-type rating=ordinal)."""
+    from conftest import sample_rows, write_csv
+
+    stars = {"negative": ("1", "2"), "neutral": ("3", "3"), "positive": ("4", "5")}
+    rows = [[text, topic, stars[sentiment][i % 2]] for i, (text, topic, sentiment) in enumerate(sample_rows())]
+    header = ["sentence", "topic", "rating"]
+    train = write_csv(tmp_path / "train.csv", rows[:240], header)
+    val = write_csv(tmp_path / "val.csv", rows[240:], header)
+    installed(example_site)
+
+    refused = cli("train", train, *train_args, "--task-type", "rating=ordinl")
+    assert refused.exit_code == 2 and "unknown task type 'ordinl' (available: classification, multilabel, ordinal, " \
+                                      "regression)" in refused.stderr
+
+    result = cli("train", train, "--val", val, *train_args, "--name", "stars", "--task-type", "rating=ordinal",
+                 "--epochs", "3", "--class-weight", "rating=balanced")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "stars"
+    assert "rating: ordinal" in (run / "config.yaml").read_text()
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"val_rating_mae", "val_rating_acc", "val_rating_f1", "val_rating_within1", "val_topic_acc"} <= set(last)
+    summary = json.loads((run / "summary.json").read_text())
+    best = summary["best_metrics"]  # the epoch eval and predict load
+    assert len(summary["class_weights"]["rating"]) == 4  # a positive weight per cut "rating > k"
+    check = summary["task_checks"]["rating"]  # did it learn: against always answering the median level
+    assert check["baseline"].startswith("always answering '") and check["mae"] == best["val_rating_mae"]
+
+    scored = cli("eval", run, val, "--json", "--device", "cpu")
+    assert scored.exit_code == 0, scored.output
+    report = json.loads(scored.stdout)["tasks"]
+    assert report["rating"]["type"] == "ordinal" and report["rating"]["labels"] == ["1", "2", "3", "4", "5"]
+    assert report["rating"]["mae"] == pytest.approx(best["val_rating_mae"], abs=1e-6)
+    assert report["topic"]["type"] == "classification"
+
+    texts = ["The laptop is excellent.", "The soup was a huge disappointment."]
+    predicted = cli("predict", run, *texts, "--format", "jsonl", "--top-k", "2", "--device", "cpu")
+    assert predicted.exit_code == 0, predicted.output
+    for record in map(json.loads, predicted.stdout.splitlines()):
+        rating = record["rating"]
+        assert rating["label"] in {"1", "2", "3", "4", "5"} and 0 < rating["score"] <= 1
+        assert 1 <= rating["expected"] <= 5 and len(rating["top"]) == 2
+        assert record["topic"]["label"]
+    as_csv = cli("predict", run, *texts, "--format", "csv", "--device", "cpu")
+    assert as_csv.exit_code == 0 and as_csv.stdout.splitlines()[0] == "text,topic,topic_score,rating,rating_score"
 
 
 def test_a_run_whose_plugin_is_gone_says_which_package_to_install(cli, installed, example_site, small_csv,

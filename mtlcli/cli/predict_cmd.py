@@ -111,15 +111,15 @@ def prediction_table(records: Iterator[dict], tasks: dict) -> Table:
 
 
 def _cell(p: dict) -> str:
-    """One task's prediction in a table cell: the value; or the labels chosen in bold, then the top-k."""
+    """One task's prediction in a table cell: the value; or the label(s) chosen in bold, then the rest of the top-k."""
     if "value" in p:
         return f"[bold]{p['value']:.4g}[/]"
     if "labels" in p:
         chosen = ", ".join(f"[bold]{escape(label)}[/] {s:.3f}" for label, s in zip(p["labels"], p["scores"]))
         rest = [f"{escape(label)} {s:.3f}" for label, s in p["top"] if label not in p["labels"]]
         return "\n".join([chosen or "[dim](none)[/]"] + rest)
-    top = p["top"]
-    return "\n".join([f"[bold]{escape(top[0][0])}[/] {top[0][1]:.3f}"] + [f"{escape(label)} {s:.3f}" for label, s in top[1:]])
+    rest = [f"{escape(label)} {s:.3f}" for label, s in p["top"] if label != p["label"]]
+    return "\n".join([f"[bold]{escape(p['label'])}[/] {p['score']:.3f}"] + rest[:len(p["top"]) - 1])
 
 
 class _Progress:

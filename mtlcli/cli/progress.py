@@ -38,6 +38,14 @@ def epoch_line(row: dict[str, Any], tasks: list[str], improved: bool) -> str:
     return " | ".join(parts) + (" | new best, saved" if improved else "")
 
 
+def task_types_line(types: dict[str, dict[str, str]]) -> str:
+    """Each task's type and why it has it, and how to choose another."""
+    from mtlcli.registry import task_types
+
+    each = "; ".join(f"{t} {v['type']} ({v['why']})" for t, v in types.items())
+    return f"Task types: {each}; --task-type TASK=TYPE to change ({', '.join(task_types.names())})"
+
+
 class PlainReporter(_ShowsWarnings):
     """One line per epoch: for pipes, CI logs and files."""
 
@@ -52,6 +60,8 @@ class PlainReporter(_ShowsWarnings):
         self.console.print(
             f"Training on {info['train_rows']} rows, validating on {info['val_rows']}; tasks: {labels}; "
             f"device {info['device']} ({info['precision']}); run folder {info['run']}", soft_wrap=True, markup=False)
+        if info.get("task_types"):
+            self.console.print(task_types_line(info["task_types"]), soft_wrap=True, markup=False)
         if info.get("max_length_auto"):
             self.console.print(f"Max length {info['max_length']} tokens (auto: 95% of the training texts fit whole; "
                                "--max-length N to change)", soft_wrap=True, markup=False)

@@ -330,7 +330,8 @@ def _json_records(lines: Lines, columns: list[str], text_at: int | None,
 
 def cell_text(value: Any, column: str, where: str) -> str:
     """A JSON or Parquet value as a cell: text as it is, numbers and true/false as JSON writes them,
-    null (or no value) as an empty cell; a list or an object is an error."""
+    null (or no value) as an empty cell, a list of strings (a multi-label cell) as its JSON text
+    (``[]``: none applies), which the multi-label type reads; any other list or an object is an error."""
     if value is None:
         return ""
     if isinstance(value, str):
@@ -344,9 +345,11 @@ def cell_text(value: Any, column: str, where: str) -> str:
             return value.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise UserError(f"{where}: column '{shown(column)}' is not UTF-8 text (byte 0x{value[exc.start]:02x})") from None
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return json.dumps(list(value), ensure_ascii=False)
     if isinstance(value, (dict, list, tuple)):
         raise UserError(f"{where}: column '{shown(column)}' holds {_json_kind(value)}; "
-                        "a cell must be text, a number, true/false or null")
+                        "a cell must be text, a number, true/false, null or a list of labels (strings)")
     return str(value)  # dates, decimals: as they print
 
 
