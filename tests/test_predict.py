@@ -13,6 +13,7 @@ import torch
 from conftest import sample_rows, write_csv
 from mtlcli.inference import predict_io
 from mtlcli.inference.loaded_run import load_run
+from mtlcli.tasks.base import Task
 
 TEXTS = ["The laptop is excellent.", "The soup was a huge disappointment. Never again.", "An average hotel."]
 
@@ -145,10 +146,10 @@ def test_csv_output_from_arguments_and_top_column(cli, trained_run):
 
 
 def test_csv_top_k_cells_keep_labels_with_spaces_and_colons_apart():
-    labels = {"reason": ["Can't Tell", "late: 2h", "other label"]}
+    tasks = {"reason": Task("reason", "classification", ["Can't Tell", "late: 2h", "other label"])}
     chunk = predict_io.Chunk(texts=["a"], rows=None, probs={"reason": np.array([[0.2, 0.5, 0.3]])}, embeddings=None)
     out = io.StringIO()
-    predict_io.CsvWriter(out, None, labels, 3).write(chunk)
+    predict_io.CsvWriter(out, None, tasks, 3).write(chunk)
     row = next(csv.DictReader(io.StringIO(out.getvalue())))
     assert json.loads(row["reason_top"]) == [["late: 2h", 0.5], ["other label", 0.3], ["Can't Tell", 0.2]]
 
