@@ -51,19 +51,16 @@ class Model:
     # ---- what the model is -------------------------------------------------------------------
 
     @property
-    def tasks(self) -> list[str]:
-        return list(self._predictor.label_sets)
-
-    @property
     def labels(self) -> dict[str, list[str]]:
-        """Task -> its labels, in the order of the head's outputs."""
+        """Task -> its labels, in the order of the head's outputs ([] for a regression task)."""
         return {t: list(v) for t, v in self._predictor.label_sets.items()}
 
     label_sets = labels  # the name the Predictor contract gives them
 
     @property
     def tasks(self) -> dict[str, "Task"]:
-        """Task -> its type and what it learned (a regression's units, a multi-label task's thresholds)."""
+        """Task name -> its ``Task``, in the run's order: its ``type`` and what it learned
+        (``params``: a regression's mean and std, a multi-label task's thresholds)."""
         return self._predictor.tasks
 
     @property
@@ -104,11 +101,13 @@ class Model:
         return self._predictor.precision
 
     def info(self) -> dict[str, Any]:
-        """Tasks, labels, base model, validation metrics of the checkpoint, and how it runs."""
+        """Tasks and their labels, each task's type (``task_types``, as mtl_config.json keeps them),
+        base model, validation metrics of the checkpoint, and how it runs."""
         from mtlcli.config import BUNDLED_MODEL
 
         saved = self.saved
         return {"path": str(self.path), "kind": self.kind, "tasks": self.labels,
+                "task_types": {name: task.to_dict() for name, task in self.tasks.items()},
                 "model": saved.settings.model or f"{BUNDLED_MODEL} (bundled)",
                 "text_column": self.text_column, "max_length": self.max_length, "epoch": saved.epoch,
                 "validation": dict(saved.validation), "device": self.device, "precision": self.precision}
@@ -117,11 +116,13 @@ class Model:
 
     def predict(self, texts: Sequence[str], top_k: int = 1, batch_size: int | None = None,
                 device: str | None = None) -> list[dict[str, Any]]:
-        """One dict per text, as ``mtl predict --format jsonl`` writes:
-        ``{"text": ..., task: {"label": ..., "score": p, "top": [[label, p], ...]}, ...}``.
+        """One dict per text, as ``mtl predict --format jsonl`` writes: ``{"text": ..., task: its
+        prediction, ...}``, by the task's type: a class task ``{"label", "score", "top": [[label, p],
+        ...]}``, a multi-label task ``{"labels", "scores", "top"}`` (the labels at or above their
+        thresholds), a regression task ``{"value"}`` (in the column's units).
 
-        ``top`` holds the ``top_k`` most probable labels, most probable first. ``device`` moves the
-        model there (reloading it from its folder) for this and later calls.
+        ``top`` holds the ``top_k`` most probable labels, most probable first (a regression task has
+        none). ``device`` moves the model there (reloading it from its folder) for this and later calls.
         """
         from mtlcli.inference import predict_io
 
@@ -139,9 +140,10 @@ class Model:
 
     def probs(self, texts: Sequence[str], batch_size: int | None = None, with_embeddings: bool = False,
               on_batch: OnBatch | None = None, device: str | None = None) -> dict[str, np.ndarray]:
-        """Task -> probabilities [n, labels] in the order of ``labels[task]`` (and ``"_embeddings"``
-        if asked); ``on_batch(done, total)`` is called after each batch. ``batch_size``: by default
-        64 on a CPU and 256 on a GPU, as `mtl eval` and validation batch."""
+        """Task -> its outputs: probabilities [n, labels] in the order of ``labels[task]`` for a class
+        (softmax) or multi-label (sigmoid) task, values [n] in the column's units for a regression
+        task; and ``"_embeddings"`` if asked. ``on_batch(done, total)`` is called after each batch.
+        ``batch_size``: by default 64 on a CPU and 256 on a GPU, as `mtl eval` and validation batch."""
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         if device is not None:
@@ -167,7 +169,7 @@ class Model:
         self._predictor = _open(self.path, device, self._precision_request)[0]
 
     def __repr__(self) -> str:
-        return f"Model({str(self.path)!r}, kind={self.kind!r}, tasks={self.tasks}, device={self.device!r})"
+        return f"Model({str(self.path)!r}, kind={self.kind!r}, tasks={list(self.tasks)}, device={self.device!r})"
 
 
 def _checked(texts: Sequence[str]) -> list[str]:

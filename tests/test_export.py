@@ -92,7 +92,7 @@ def test_sentence_transformers_folder_is_standard_and_complete(st_export, traine
     card = (st_export / "README.md").read_text()
     summary = json.loads((trained_run[0] / "summary.json").read_text())
     acc = summary["best_metrics"]["val_class_label_acc"]
-    assert "| class_label | electronics, food, travel |" in card
+    assert "| class_label | classification | electronics, food, travel | accuracy " in card
     assert f"{acc:.4f}" in card and "`train.csv`" in card and 'SentenceTransformer("st")' in card
 
 

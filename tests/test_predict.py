@@ -14,6 +14,7 @@ from conftest import sample_rows, write_csv
 from mtlcli.inference import predict_io
 from mtlcli.tasks.base import Task
 from mtlcli.inference.loaded_run import load_run
+from mtlcli.tasks.base import Task
 
 TEXTS = ["The laptop is excellent.", "The soup was a huge disappointment. Never again.", "An average hotel."]
 

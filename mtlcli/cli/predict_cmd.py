@@ -33,7 +33,8 @@ def predict(
     device: Annotated[str, device_option()] = "auto",
     precision: Annotated[str, precision_option("run: as the run trained, as mtl eval does; an ONNX export runs in fp32.")] = "run",
 ) -> None:
-    """Predict each task's label and probability for TEXT arguments or every line of --input."""
+    """Predict each task for TEXT arguments or every line of --input: a label and its probability, the
+    labels of a multi-label task, or the value of a regression task."""
     from mtlcli.inference import predict_io
     from mtlcli.api import Model
 
@@ -111,15 +112,14 @@ def prediction_table(records: Iterator[dict], tasks: dict) -> Table:
 
 
 def _cell(p: dict) -> str:
-    """One task's prediction in a table cell: the value; or the label(s) chosen in bold, then the rest of the top-k."""
+    """One task's prediction in a table cell, a line per label: the label (a class task) or labels
+    (a multi-label task) chosen in bold, then the rest of the top-k; or the value (a regression task)."""
     if "value" in p:
-        return f"[bold]{p['value']:.4g}[/]"
-    if "labels" in p:
-        chosen = ", ".join(f"[bold]{escape(label)}[/] {s:.3f}" for label, s in zip(p["labels"], p["scores"]))
-        rest = [f"{escape(label)} {s:.3f}" for label, s in p["top"] if label not in p["labels"]]
-        return "\n".join([chosen or "[dim](none)[/]"] + rest)
-    rest = [f"{escape(label)} {s:.3f}" for label, s in p["top"] if label != p["label"]]
-    return "\n".join([f"[bold]{escape(p['label'])}[/] {p['score']:.3f}"] + rest[:len(p["top"]) - 1])
+        return f"[bold]{p['value']:.4f}[/]"
+    chosen = list(zip(p["labels"], p["scores"])) if "labels" in p else [(p["label"], p["score"])]
+    rest = [(label, s) for label, s in p["top"] if label not in {c for c, _ in chosen}]
+    lines = [f"[bold]{escape(label)}[/] {s:.3f}" for label, s in chosen] or ["[dim](none)[/]"]
+    return "\n".join(lines + [f"{escape(label)} {s:.3f}" for label, s in rest])
 
 
 class _Progress:

@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from mtlcli import vocabulary as vocab
 from mtlcli.config import BUNDLED_MODEL
+from mtlcli.tasks.base import Task
+from mtlcli.tasks.columns import kind as kind_of
 
 if TYPE_CHECKING:
     from mtlcli.model.checkpoint import SavedRun
 
-SCORES = (vocab.ACCURACY, vocab.MACRO_F1)  # each task's validation scores in the card's table
 
 _LOAD = {
     "sentence-transformers": """## Load it
@@ -34,14 +35,17 @@ model.predict(["The battery died after a day."], top_k=2)
 
 or `mtl predict {folder} "The battery died after a day."`, or `mtl serve {folder}`.
 The task heads are in `heads.safetensors` (`heads.<task>.*` tensors), their labels in `labels.json`,
-in the order of the heads' outputs.
+in the order of the heads' outputs; each task's type and what it learned (a regression's `mean` and
+`std`, a multi-label task's `thresholds`) in `task_types` of `mtl_config.json`. A regression head
+gives the standardised value: times `std` plus `mean` is the value in the column's units.
 """,
     "onnx": """## Load it
 
 With ONNX Runtime: `model.onnx` takes `input_ids` and `attention_mask` (int64, `[batch, tokens]`,
 from the tokenizer in this folder, at most {max_length} tokens) and returns `embedding`
-(`[batch, {dim}]`) and one `probs_<task>` (`[batch, labels]`) per task, in the order of
-`labels.json`.
+(`[batch, {dim}]`) and per task `probs_<task>` (`[batch, labels]`, in the order of `labels.json`) for
+a classification or multi-label task, or `value_<task>` (`[batch]`, in the column's units) for a
+regression task.
 
 With mtl (`pip install "mtlcli[onnx]"`), which runs it on ONNX Runtime:
 
@@ -60,8 +64,9 @@ def model_card(meta: dict[str, Any], saved: SavedRun, folder: Path, dim: int) ->
     """``meta``: the export's mtl_config.json; ``saved``: the run it holds."""
     cfg = saved.settings
     kind = meta["kind"]
+    what = "classifier" if all(t.type == "classification" for t in saved.tasks.values()) else "model"
     lines = [f"# {folder.name}", "",
-             f"A multi-task text classifier trained with mtl {meta['mtl_version']} ({kind} export of run "
+             f"A multi-task text {what} trained with mtl {meta['mtl_version']} ({kind} export of run "
              f"`{meta['run']}`, epoch {meta['epoch']}).", "",
              "| | |", "|---|---|",
              f"| base model | `{_name(cfg.model) or f'{BUNDLED_MODEL} (bundled)'}` |",
@@ -71,16 +76,31 @@ def model_card(meta: dict[str, Any], saved: SavedRun, folder: Path, dim: int) ->
              f"| head | {cfg.head} |",
              f"| max length | {cfg.max_length} tokens |",
              f"| trained in | {meta['precision']} |", "",
-             "## Tasks", "", "| task | labels | " + " | ".join(f"validation {m.label}" for m in SCORES) + " |",
-             "|---|---|" + "---|" * len(SCORES)]
+             "## Tasks", "", "| task | type | outputs | validation |", "|---|---|---|---|"]
     val = saved.validation
-    for task, names in saved.labels.items():
-        shown = " | ".join(_fmt(val.get(vocab.key(vocab.VAL, task, m))) for m in SCORES)
-        lines.append(f"| {task} | {', '.join(names)} | {shown} |")
+    for name, task in saved.tasks.items():
+        scores = ", ".join(f"{m.label} {_fmt(val.get(vocab.key(vocab.VAL, name, m)))}"
+                           for m in kind_of(task).metrics if m != vocab.LOSS)
+        lines.append(f"| {name} | {task.type} | {_outputs(task)} | {scores or '-'} |")
+    lines += [""] + [f"- {t}: {kind_of(task).describe}" for t, task in
+                     {task.type: task for task in saved.tasks.values()}.items() if kind_of(task).describe]
     if vocab.VAL_LOSS in val:
         lines += ["", f"Validation loss (all tasks combined): {_fmt(val[vocab.VAL_LOSS])}."]
     lines += ["", _LOAD[kind].format(folder=folder.name, max_length=cfg.max_length, dim=dim)]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _outputs(task: Task) -> str:
+    """What a task's outputs are, for the card: its labels (with a multi-label task's thresholds), or
+    a regression's units."""
+    params = task.params
+    if "thresholds" in params and len(params["thresholds"]) == len(task.labels):
+        return ", ".join(f"{label} (threshold {t:.2f})" for label, t in zip(task.labels, params["thresholds"]))
+    if task.labels:
+        return ", ".join(task.labels)
+    if "mean" in params and "std" in params:
+        return f"a number in the column's units (training mean {params['mean']:.4g}, std {params['std']:.4g})"
+    return "a number"
 
 
 def _name(path: str | None) -> str:

@@ -30,17 +30,21 @@ def is_export(path: Path) -> bool:
 
 def describe(loaded, kind: str) -> dict[str, Any]:
     """The ``mtl_config.json`` of an export of ``loaded`` (a LoadedRun): plain JSON, nothing to unpickle.
-    With labels.json it is the run's ``SavedRun``, as ``read`` gives it back."""
+    With labels.json it is the run's ``SavedRun``, as ``read`` gives it back; ``task_types`` holds
+    each task's type and what it learned (``Task.to_dict``: a regression's mean and std, a
+    multi-label task's thresholds)."""
     saved = loaded.saved
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "mtl_version": __version__,
         "run": loaded.run.name, "epoch": saved.epoch, "precision": saved.precision or "fp32",
         "validation": saved.validation, "components": saved.components, "config": saved.config,
+        "task_types": {name: task.to_dict() for name, task in saved.tasks.items()},
     }
 
 
 def read(folder: Path) -> tuple[str, SavedRun]:
-    """The kind of an export folder and the run it holds (``describe`` and labels.json read back), checked."""
+    """The kind of an export folder and the run it holds (``describe`` and labels.json read back), checked.
+    An export without ``task_types`` (written before task types) holds classification tasks."""
     meta = _read_json(folder / CONFIG)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"{folder / CONFIG}: not an mtl export")
@@ -50,13 +54,36 @@ def read(folder: Path) -> tuple[str, SavedRun]:
         raise UserError(f"{folder / CONFIG}: broken export ('kind' must be one of {', '.join(KINDS)}, 'config' an object)")
     labels = _read_json(folder / LABELS)
     if not isinstance(labels, dict) or not labels or not all(
-            isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in labels.values()):
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in labels.values()):
         raise UserError(f"{folder / LABELS}: must map each task to its list of labels")
+    types = _task_types(folder / CONFIG, meta.get("task_types"), labels)
     from mtlcli.model.checkpoint import SavedRun  # torch: not on import, `mtl --help` reads KINDS
 
     return meta["kind"], SavedRun(meta["config"], labels, epoch=meta.get("epoch"),
                                   validation=meta.get("validation") or {}, precision=meta.get("precision"),
-                                  components=meta.get("components") or {})
+                                  components=meta.get("components") or {}, task_types=types)
+
+
+def _task_types(path: Path, types: Any, labels: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """``task_types`` of mtl_config.json, checked against labels.json: a task without an entry is
+    classification; only a type with no labels (regression) may have an empty list of labels."""
+    from mtlcli.tasks.columns import task_type  # the registry: a type not installed is one line naming it
+
+    types = {} if types is None else types
+    if not isinstance(types, dict) or not all(isinstance(v, dict) and isinstance(v.get("type", ""), str)
+                                              and isinstance(v.get("params", {}), dict) for v in types.values()):
+        raise UserError(f"{path}: broken export ('task_types' must map each task to an object with its 'type')")
+    if extra := sorted(set(types) - set(labels)):
+        raise UserError(f"{path}: task_types names the task '{extra[0]}', which labels.json does not have")
+    for name, names in labels.items():
+        type_name = types.get(name, {}).get("type", "classification")
+        try:
+            kind = task_type(type_name)
+        except UserError as exc:
+            raise UserError(f"{path}: task '{name}': {exc}") from None
+        if not names and getattr(kind, "min_labels", 0):
+            raise UserError(f"{path.with_name(LABELS)}: the {type_name} task '{name}' has no labels")
+    return types
 
 
 def _read_json(path: Path) -> Any:

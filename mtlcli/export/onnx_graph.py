@@ -1,5 +1,10 @@
 """The ONNX export: one graph from token ids and attention mask to the sentence embedding and each
-task's probabilities, with dynamic batch and sequence axes, checked against PyTorch with ONNX Runtime.
+task's outputs, with dynamic batch and sequence axes, checked against PyTorch with ONNX Runtime.
+
+Each task's output is what its type's ``outputs`` gives (``output_name``): ``probs_<task>``
+[batch, labels] for a task with labels (softmax of a class task, sigmoid per label of a multi-label
+task), ``value_<task>`` [batch] for a task of one value (a regression's number in the column's
+units: the mean and std are in the graph).
 
 It uses torch's TorchScript-based exporter (``dynamo=False``): it runs offline, exports a BERT-sized
 model in seconds (the dynamo exporter took over 30 s for a tiny one) and its graph gives the same
@@ -16,10 +21,12 @@ import torch
 from torch import nn
 
 from mtlcli.errors import RunFailed
+from mtlcli.tasks.base import Task
+from mtlcli.tasks.columns import kind
 
 MODEL = "model.onnx"
 OPSET = 17
-TOLERANCE = 1e-4  # max absolute difference from PyTorch (fp32), probabilities and embedding
+TOLERANCE = 1e-4  # max difference from PyTorch (fp32): probabilities and embedding; values on their scale (``_scale``)
 # Checked on every export: short and long, batched (padded) and alone, one truncated at max length.
 CHECK_TEXTS = [
     "Great.",
@@ -32,29 +39,34 @@ CHECK_TEXTS = [
 ]
 
 
-def output_names(tasks: list[str]) -> list[str]:
-    return ["embedding"] + [f"probs_{t}" for t in tasks]
+def output_name(task: Task) -> str:
+    """``probs_<task>`` for the probabilities of a task with labels, ``value_<task>`` for one value per row."""
+    return f"{'probs' if task.labels else 'value'}_{task.name}"
+
+
+def output_names(tasks: dict[str, Task]) -> list[str]:
+    return ["embedding"] + [output_name(task) for task in tasks.values()]
 
 
 class _Graph(nn.Module):
-    """What the graph computes: the embedding (after normalization, as the heads see it) and softmax per task."""
+    """What the graph computes: the embedding (after normalization, as the heads see it) and each
+    task's outputs, as its type gives them to predictions."""
 
-    def __init__(self, model, tasks: list[str]):
+    def __init__(self, model, tasks: dict[str, Task]):
         super().__init__()
         self.model, self.tasks = model, tasks
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         pooled = self.model.embed(input_ids, attention_mask)
-        return (pooled, *(torch.softmax(self.model.heads[t](pooled), dim=-1) for t in self.tasks))
+        return (pooled, *(kind(task).outputs(task, self.model.heads[t](pooled)) for t, task in self.tasks.items()))
 
 
 def write(loaded, out: Path) -> float:
     """Export ``loaded`` (fp32, on the CPU) to ``out/model.onnx`` and check it; returns the largest difference."""
-    tasks = list(loaded.label_sets)
-    graph = _Graph(loaded.model, tasks).eval()
+    graph = _Graph(loaded.model, loaded.tasks).eval()
     # traced on a padded batch: a batch without padding may let the backbone leave the mask out of the graph
     ids, mask = _encode(loaded, CHECK_TEXTS[:2])
-    names = output_names(tasks)
+    names = output_names(loaded.tasks)
     axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
     axes.update({name: {0: "batch"} for name in names})
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -72,20 +84,33 @@ def _encode(loaded, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def verify(path: Path, loaded) -> float:
-    """Run the graph with ONNX Runtime and PyTorch on the check texts, batched and one by one."""
+    """Run the graph with ONNX Runtime and PyTorch on the check texts, batched and one by one: every
+    output of every task, by name."""
     import onnx
     import onnxruntime as ort
 
     onnx.checker.check_model(str(path))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names, scales = output_names(loaded.tasks), [1.0] + [_scale(task) for task in loaded.tasks.values()]
     worst = 0.0
     for texts in [CHECK_TEXTS] + [[t] for t in CHECK_TEXTS]:
         ids, mask = _encode(loaded, texts)
-        got = session.run(None, {"input_ids": ids, "attention_mask": mask})
+        got = session.run(names, {"input_ids": ids, "attention_mask": mask})
         with torch.inference_mode():
-            want = _Graph(loaded.model, list(loaded.label_sets))(torch.from_numpy(ids), torch.from_numpy(mask))
-        worst = max(worst, *(float(np.abs(g - w.float().numpy()).max()) for g, w in zip(got, want)))
+            want = _Graph(loaded.model, loaded.tasks)(torch.from_numpy(ids), torch.from_numpy(mask))
+        for g, w, scale in zip(got, want, scales):
+            worst = max(worst, float(np.abs(g.astype(np.float64) - w.float().numpy()).max()) / scale)
     if not worst <= TOLERANCE:
         raise RunFailed(f"{path}: the ONNX graph differs from the PyTorch model by up to {worst:.2e} "
                         f"(more than {TOLERANCE:g}); the export was not written")
     return worst
+
+
+def _scale(task: Task) -> float:
+    """What a task's output differences are measured in: 1 for probabilities; for a value in the
+    column's units, its standard deviation (the head's own scale), or a hundredth of the mean where
+    that is larger (fp32 keeps about 7 digits of a large value)."""
+    std, mean = task.params.get("std"), task.params.get("mean")
+    if task.labels or not isinstance(std, (int, float)):
+        return 1.0
+    return max(float(std), abs(float(mean or 0.0)) / 100)

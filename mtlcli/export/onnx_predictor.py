@@ -1,4 +1,5 @@
-"""Predict with an ONNX export on ONNX Runtime: the same batching and outputs as the PyTorch path."""
+"""Predict with an ONNX export on ONNX Runtime: the same batching and outputs as the PyTorch path
+(each task's type's outputs, computed in the graph: mtlcli/export/onnx_graph.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from mtlcli.errors import UserError, first_line
-from mtlcli.export.onnx_graph import MODEL, output_names
+from mtlcli.export.onnx_graph import MODEL, output_name, output_names
 from mtlcli.inference.predictor import OnBatch, Predictor
 from mtlcli.model.checkpoint import SavedRun
 
@@ -35,10 +36,11 @@ class OnnxPredictor(Predictor):
             self.session = ort.InferenceSession(str(path / MODEL), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
             raise UserError(f"{path / MODEL}: cannot load it ({first_line(exc, 200)})") from None
-        self.outputs = output_names(list(saved.labels))
+        self.outputs = output_names(saved.tasks)
         have = {o.name for o in self.session.get_outputs()}
         if not set(self.outputs) <= have:
-            raise UserError(f"{path / MODEL}: its outputs ({', '.join(sorted(have))}) do not match labels.json's tasks")
+            raise UserError(f"{path / MODEL}: its outputs ({', '.join(sorted(have))}) do not match the tasks of "
+                            f"labels.json and mtl_config.json ({', '.join(self.outputs[1:])})")
         self.run, self.saved = path, saved
         self.tokenizer = load_tokenizer(str(path))
         self.device = self.session.get_providers()[0].replace("ExecutionProvider", "").lower()
@@ -54,24 +56,27 @@ class OnnxPredictor(Predictor):
 
         from mtlcli.data.batching import iterate, sorted_batches
 
-        n, cpu, max_length = len(data), torch.device("cpu"), self.max_length
-        out: dict[str, Any] = {t: np.zeros((n, len(v)), dtype=np.float32) for t, v in self.label_sets.items()}
-        wanted = self.outputs if with_embeddings else self.outputs[1:]
+        n, cpu, max_length, tasks = len(data), torch.device("cpu"), self.max_length, self.tasks
+        names = {t: output_name(task) for t, task in tasks.items()}
+        if with_embeddings:
+            names["_embeddings"] = "embedding"
+        out: dict[str, Any] = dict.fromkeys(names)  # each sized on the first batch, as LoadedRun's
         done = 0
         batches = sorted_batches(data.lengths, batch_size or 64, 1, max_length)
         for batch in iterate(data, batches, self.pad_id, cpu, 1, max_length):  # ONNX Runtime takes host arrays
             feeds = {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy()}
-            results = dict(zip(wanted, self.session.run(wanted, feeds)))
+            results = dict(zip(names, self.session.run(list(names.values()), feeds)))
             idx = batch.index.numpy()
-            for t in self.label_sets:
-                out[t][idx] = results[f"probs_{t}"]
-            if with_embeddings:
-                if "_embeddings" not in out:
-                    out["_embeddings"] = np.zeros((n, results["embedding"].shape[-1]), dtype=np.float32)
-                out["_embeddings"][idx] = results["embedding"]
+            for key, values in results.items():
+                if out[key] is None:
+                    out[key] = np.zeros((n,) + values.shape[1:], dtype=np.float32)
+                out[key][idx] = values
             done += len(idx)
             if on_batch is not None:
                 on_batch(done, n)
-        if with_embeddings and "_embeddings" not in out:
+        for t, task in tasks.items():  # no texts: an empty array of the task's shape
+            if out[t] is None:
+                out[t] = np.zeros((n, len(task.labels)) if task.labels else (n,), dtype=np.float32)
+        if with_embeddings and out["_embeddings"] is None:
             out["_embeddings"] = np.zeros((0, 0), dtype=np.float32)
         return out

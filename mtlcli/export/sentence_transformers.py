@@ -7,6 +7,7 @@ every sentence-transformers release reads. All weights are safetensors: loading 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -28,7 +29,8 @@ def check_exportable(settings: TrainConfig) -> None:
 
 
 def write(loaded, out: Path) -> None:
-    """The backbone (safetensors), tokenizer, pooling and normalize modules, and the heads."""
+    """The backbone (safetensors), tokenizer, pooling and normalize modules, and the heads (their
+    safetensors metadata names each task's type)."""
     from safetensors.torch import save_file
 
     cfg = loaded.saved.settings
@@ -52,8 +54,10 @@ def write(loaded, out: Path) -> None:
     export_folder.write_json(out / "1_Pooling" / "config.json", pooling)
     tensors = {f"heads.{k}": v for k, v in model.heads.state_dict().items()}
     tensors.update({f"pooler.{k}": v for k, v in model.pooler.state_dict().items()})
+    # each head's task type, for a reader of this file alone; what each learned is in mtl_config.json
+    types = json.dumps({name: task.type for name, task in loaded.tasks.items()})
     save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, str(out / HEADS),
-              metadata={"format": "pt"})
+              metadata={"format": "pt", "task_types": types})
 
 
 def load(path: Path, saved: SavedRun, device: str, precision: str):
@@ -77,7 +81,7 @@ def load(path: Path, saved: SavedRun, device: str, precision: str):
     except (OSError, ValueError, SafetensorError) as exc:
         raise UserError(f"{path}: cannot load the exported weights ({first_line(exc, 200)})") from None
     try:
-        model, combiner = builder.build(backbone, saved.labels, saved.settings)  # the combiner untrained: exports keep no losses
+        model, combiner = builder.build(backbone, saved.tasks, saved.settings)  # the combiner untrained: exports keep no losses
         missing, unexpected = model.load_state_dict(heads, strict=False)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise UserError(f"{path / HEADS}: does not match the export's config ({first_line(exc, 200)})") from None

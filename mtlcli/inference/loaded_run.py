@@ -97,6 +97,8 @@ class LoadedRun(Predictor):
                 out[t][rows] = values
             elif t in tasks:  # no texts: an empty array of the task's shape
                 out[t] = np.zeros((n, len(tasks[t].labels)) if tasks[t].labels else (n,), dtype=np.float32)
+            else:  # no texts, and their vectors asked for
+                out[t] = np.zeros((0, 0), dtype=np.float32)
         return out
 
 

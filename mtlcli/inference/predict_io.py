@@ -23,6 +23,7 @@ import numpy as np
 from mtlcli.data import rows
 from mtlcli.atomic import replacing, temporary_name
 from mtlcli.tasks.base import Task
+from mtlcli.tasks.multilabel import NONE
 from mtlcli.tasks.columns import kind
 from mtlcli.errors import UserError, shown
 from mtlcli.inference.predictor import Predictor
@@ -48,7 +49,7 @@ class Source:
 class Chunk:
     texts: list[str]
     rows: list[list[str]] | None  # the table rows the texts came from
-    probs: dict[str, np.ndarray]  # task -> [n, labels]
+    probs: dict[str, np.ndarray]  # task -> its outputs: probabilities [n, labels], or values [n]
     embeddings: np.ndarray | None
 
 
@@ -207,8 +208,8 @@ def write_jsonl(out: IO[str], chunk: Chunk, tasks: dict[str, Task], top_k: int) 
 class CsvWriter:
     """The input's columns (or ``text``), then per task: ``T`` and ``T_score`` (a class task: the label and
     its probability; a multi-label task: the labels at or above their thresholds and their
-    probabilities, each joined by the run's separator), ``T_top`` with top-k > 1 (a JSON array of
-    [label, score] pairs); a regression task: ``T``, the value.
+    probabilities, each joined by the run's separator, or ``[]`` and nothing when none is), ``T_top``
+    with top-k > 1 (a JSON array of [label, score] pairs); a regression task: ``T``, the value.
 
     When the input already has a column ``T`` (labelled data), the prediction goes in
     ``T_predicted`` so both can be compared.
@@ -237,10 +238,10 @@ class CsvWriter:
 
     def _cells(self, task: Task, p: dict[str, Any]) -> list[str]:
         if "value" in p:
-            return [f"{p['value']:.6g}"]
+            return [str(_rounded(float(p["value"])))]  # as JSON Lines has it, to 6 decimals
         if "labels" in p:
             joined = task.params.get("separator", "|")
-            cells = [joined.join(p["labels"]), joined.join(f"{s:.4f}" for s in p["scores"])]
+            cells = [joined.join(p["labels"]) or NONE, joined.join(f"{s:.4f}" for s in p["scores"])]
         else:
             cells = [p["label"], f"{p['score']:.4f}"]
         if self.top_k > 1:  # JSON: a label may hold spaces, colons or commas
