@@ -148,6 +148,16 @@ def task_metrics(names: Iterable[str], split: str | None = None) -> list[Metric]
                               if k is not None and k.task is not None and split in (None, k.split)))
 
 
+def groups(names: Iterable[str], tasks: Iterable[str], split: str | None = None) -> list[tuple[list[Metric], list[str]]]:
+    """``tasks`` grouped by the metrics the row holds for them (on ``split``, or on any), in the row's
+    order: tasks of one type fall together, so a table per group has no empty cells."""
+    names = list(names)
+    out: dict[tuple[Metric, ...], list[str]] = {}
+    for task in tasks:
+        out.setdefault(tuple(metrics(names, task, split)), []).append(task)
+    return [(list(found), members) for found, members in out.items() if found]
+
+
 def headline(names: Iterable[str], task: str) -> Metric | None:
     """The score a short view shows for ``task``: the first metric the row holds that is not its loss."""
     return next((m for m in metrics(names, task) if m != LOSS), None)

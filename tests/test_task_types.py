@@ -72,10 +72,11 @@ def test_the_start_line_names_each_type_and_how_to_change_it(cli, train_args, tm
     args = [a for a in train_args if a != "--quiet"]
     result = cli("train", path, *args, "--epochs", "1", "--name", "start")
     assert result.exit_code == 0, result.output
-    line = next(line for line in result.output.splitlines() if line.startswith("Task types:"))
-    assert "stars classification (5 distinct labels)" in line and "tags multilabel (" in line
-    assert "score regression (every cell is a number, some with decimals)" in line
-    assert "--task-type TASK=TYPE to change (classification, multilabel, regression)" in line
+    lines = result.output.splitlines()
+    assert "  stars: classification, 5 labels (5 distinct labels)" in lines
+    assert any(line.startswith("  tags: multilabel, ") for line in lines)
+    assert "  score: regression (every cell is a number, some with decimals)" in lines
+    assert any("--task-type TASK=TYPE sets it (classification, multilabel, regression)" in line for line in lines)
     assert "stars: classification" in (tmp_path / "runs" / "start" / "config.yaml").read_text()
 
 

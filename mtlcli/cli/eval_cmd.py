@@ -20,7 +20,7 @@ def eval_(
     run: Annotated[Path, argument("RUN", "Run folder, e.g. runs/latest.")],
     data: Annotated[Path, argument("DATA", "Labelled data (CSV, TSV, JSONL, Parquet): the run's text column and any of its task columns.")],
     as_json: Annotated[bool, option("--json", help="Print one JSON object instead of tables.")] = False,
-    out: Annotated[Optional[Path], option("--out", metavar="DIR", help="Also write eval.json and confusion_<task>.png here.")] = None,
+    out: Annotated[Optional[Path], option("--out", metavar="DIR", help="Also write eval.json and a picture per task here (confusion matrix, per-label scores, or predicted vs true).")] = None,
     ignore_unknown: Annotated[bool, option("--ignore-unknown", help="Leave out rows whose label the run never saw, instead of stopping.")] = False,
     text_column: Annotated[Optional[str], option("--text-column", metavar="TEXT", help="Column with the text.", default="the run's")] = None,
     delimiter: Annotated[Optional[str], option("--delimiter", metavar="CHAR", help="Field delimiter of delimited text, one character (tab: \\t or tab).", default="by extension; else sniffed")] = None,
@@ -28,19 +28,21 @@ def eval_(
     device: Annotated[str, device_option()] = "auto",
     precision: Annotated[str, precision_option("run: as the run trained, so scores match its validation.")] = "run",
 ) -> None:
-    """Score RUN's best checkpoint on labelled DATA: loss and each task type's metrics (classes: accuracy, macro-F1, per-class scores, confusion matrix)."""
+    """Score RUN's best checkpoint on labelled DATA: each task's loss and its type's metrics (classes:
+    accuracy, macro-F1, per-class scores, confusion matrix; multi-label: F1s, subset accuracy, per-label
+    scores and thresholds; regression: RMSE, MAE, Spearman, R²)."""
     from mtlcli.inference.loaded_run import load_run
     from mtlcli.reports import eval_files
     from mtlcli.scoring import scores as scoring
 
     loaded = load_run(run, device, precision)
-    report = scoring.score(loaded, data, text_column, ignore_unknown, batch_size, delimiter)
+    report, points = scoring.score(loaded, data, text_column, ignore_unknown, batch_size, delimiter)
     for task, labels in report.get("ignored", {}).items():
         rows = sum(labels.values())
         listed = ", ".join(f"'{label}' ({n})" for label, n in labels.items())
         print_note(f"ignored {rows} row(s) of task '{task}' with labels the run never saw: {listed}")
     if out:
-        written = eval_files.write_report(report, out)
+        written = eval_files.write_report(report, out, points)
         print_note(f"wrote {', '.join(str(p) for p in written)}")
     if as_json:
         typer.echo(eval_files.dumps(report))
@@ -48,22 +50,32 @@ def eval_(
     console.print(f"{report['n']} rows of {data} scored with {loaded.checkpoint.relative_to(loaded.run.parent)}; "
                   f"combined loss {_fmt(report['loss'])}", soft_wrap=True, markup=False, highlight=False)
     for task, r in report["tasks"].items():
-        console.print(f"\n[bold]{escape(task)}[/]: {score_line(loaded.tasks[task], r)}, loss {_fmt(r['loss'])} "
-                      f"(n={r['n']})", soft_wrap=True, highlight=False)
+        console.print("\n" + headline(task, r), soft_wrap=True, highlight=False)
         if r.get("warning"):
             print_warning(r["warning"])
-        if "per_class" in r or "per_label" in r:
-            console.print(scores_table(r))
-        if "confusion_matrix" in r:
-            console.print(confusion_table(r, console))
+        for shown in details(r, console):
+            console.print(shown)
 
 
-def score_line(task, r: dict[str, Any]) -> str:
-    """The task type's metrics, as its type names them: 'accuracy 0.8123, macro-F1 0.7710'."""
+def headline(task: str, r: dict[str, Any]) -> str:
+    """``topic: accuracy 0.8816, macro-F1 0.8816, loss 0.7014 (classification, n=2981)``: the task
+    type's metrics by their names, then the loss."""
     from mtlcli import vocabulary as vocab
-    from mtlcli.tasks.columns import kind
+    from mtlcli.tasks.columns import task_type
 
-    return ", ".join(f"{m.label} {_fmt(r[m.name])}" for m in kind(task).metrics if m != vocab.LOSS and m.name in r)
+    scores = [f"{m.label} {_fmt(r.get(m.name))}" for m in task_type(r["type"]).metrics if m != vocab.LOSS]
+    scores.append(f"loss {_fmt(r['loss'])}")
+    return f"[bold]{escape(task)}[/]: {', '.join(scores)} ({escape(r['type'])}, n={r['n']})"
+
+
+def details(r: dict[str, Any], console: Console) -> list[Table]:
+    """The tables a task's type has beyond its headline: per class and the confusion matrix, or per
+    label with its threshold; none for a single value."""
+    if "confusion_matrix" in r:
+        return [scores_table(r), confusion_table(r, console)]
+    if "per_label" in r:
+        return [labels_table(r)]
+    return []
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -80,6 +92,20 @@ def scores_table(r: dict[str, Any]) -> Table:
     for i, (label, c) in enumerate((r.get("per_class") or r["per_label"]).items()):
         table.add_row(escape(label), _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["f1"]), str(c["support"]),
                       *([_fmt(thresholds[i], 3)] if thresholds else []))
+    return table
+
+
+def labels_table(r: dict[str, Any]) -> Table:
+    """A multi-label task's labels: each one's scores at its threshold (a label is predicted where
+    its probability reaches it)."""
+    table = Table()
+    table.add_column("label")
+    for col in ("precision", "recall", "F1", "support", "threshold"):
+        table.add_column(col, justify="right")
+    thresholds = dict(zip(r.get("labels", []), r.get("thresholds", [])))
+    for label, c in r["per_label"].items():
+        table.add_row(escape(label), _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["f1"]), str(c["support"]),
+                      _fmt(thresholds.get(label), 3))
     return table
 
 

@@ -12,18 +12,20 @@ from mtlcli.errors import UserError
 from mtlcli import vocabulary as vocab
 
 # what --metric takes besides a whole key: the combined loss, and a task's metric on every split
-METRIC_NAMES = ", ".join([vocab.LOSS.suffix, *(f"TASK_{m.suffix}" for m in (vocab.ACCURACY, vocab.MACRO_F1, vocab.LOSS))])
+# (every metric a task type logs, by its suffix in metrics.jsonl)
+METRIC_NAMES = (f"{vocab.LOSS.suffix}, or TASK_METRIC with METRIC one of "
+                + ", ".join(m.suffix if m.label.lower() == m.suffix else f"{m.suffix} ({m.label})" for m in vocab.METRICS.values()))
 
 
 @handles_errors
 def plot(
     runs: Annotated[list[Path], argument("RUN...", "Run folders (runs/latest works); several overlay in each chart.")],
-    metric: Annotated[Optional[list[str]], option("--metric", "-m", metavar="METRIC", help=f"A metric to chart (repeatable): {METRIC_NAMES}, or a key of metrics.jsonl such as {vocab.VAL_LOSS}.", default="loss and each task's accuracy")] = None,
+    metric: Annotated[Optional[list[str]], option("--metric", "-m", metavar="METRIC", help=f"A metric to chart (repeatable): {METRIC_NAMES}, or a key of metrics.jsonl such as {vocab.VAL_LOSS}.", default="loss and each task's headline score: accuracy, macro-F1 or RMSE by its type")] = None,
     png: Annotated[Optional[Path], option("--png", metavar="FILE", help="Write the charts to this PNG (one panel per metric) instead of drawing them.")] = None,
     width: Annotated[Optional[int], whole_number_option("--width", help="Chart width in characters.", default="the terminal's, at most 100", low=20)] = None,
     height: Annotated[int, whole_number_option("--height", help="Chart height in lines.", default="15", low=5)] = 15,
 ) -> None:
-    """Chart loss and accuracy per epoch from each run's metrics.jsonl, marking the best epoch."""
+    """Chart loss and each task's scores per epoch from each run's metrics.jsonl, marking the best epoch."""
     from mtlcli.reports import plots
 
     series, bests = plots.load_series([str(r) for r in runs])

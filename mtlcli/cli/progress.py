@@ -26,24 +26,38 @@ class _ShowsWarnings(Reporter):
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def epoch_line(row: dict[str, Any], tasks: list[str], improved: bool) -> str:
+    """One epoch: the losses, each task's validation scores by their short names, the speed."""
     parts = [f"epoch {row[vocab.EPOCH]}", *(f"{k} {row[k]:.4f}" for k in (vocab.TRAIN_LOSS, vocab.VAL_LOSS))]
     for t in tasks:
         scores = [m for m in vocab.metrics(row, t, vocab.VAL) if m != vocab.LOSS]
-        parts.append(" ".join([t, *(f"{m.suffix} {row[vocab.key(vocab.VAL, t, m)]:.3f}" for m in scores)]))
+        parts.append(" ".join([t, *(f"{m.column} {row[vocab.key(vocab.VAL, t, m)]:.3f}" for m in scores)]))
     parts.append(f"{row[vocab.TRAIN_SPEED]:.0f} sent/s, {row[vocab.SECONDS]:.1f}s")
     return " | ".join(parts) + (" | new best, saved" if improved else "")
 
 
-def task_types_line(types: dict[str, dict[str, str]]) -> str:
-    """Each task's type and why it has it, and how to choose another."""
+CHOSEN = "--task-type"  # the reason a task's type was given rather than inferred
+
+
+def task_lines(info: dict[str, Any]) -> list[str]:
+    """A line per task: its type, its labels and why it has that type; then how to choose another."""
     from mtlcli.registry import task_types
 
-    each = "; ".join(f"{t} {v['type']} ({v['why']})" for t, v in types.items())
-    return f"Task types: {each}; --task-type TASK=TYPE to change ({', '.join(task_types.names())})"
+    types = info.get("task_types") or {}
+    lines = []
+    for task, labels in info["tasks"].items():
+        found = types.get(task) or {"type": "classification", "why": ""}
+        why = found.get("why") or ""
+        why = "set with --task-type or in the run's config" if why == CHOSEN else why
+        lines.append(f"  {task}: {found['type']}" + (f", {len(labels)} labels" if labels else "")
+                     + (f" ({why})" if why else ""))
+    if any(t.get("why") != CHOSEN for t in types.values()):
+        lines.append(f"  a type not set is read from the cells; {CHOSEN} TASK=TYPE sets it "
+                     f"({', '.join(task_types.names())})")
+    return lines
 
 
 class PlainReporter(_ShowsWarnings):
@@ -53,15 +67,17 @@ class PlainReporter(_ShowsWarnings):
         self.out = out  # the final summary
         self.console = console  # progress
         self.tasks: list[str] = []
+        self.types: dict[str, str] = {}
 
     def train_start(self, info):
         self.tasks = list(info["tasks"])
-        labels = ", ".join(f"{t} ({len(v)} labels)" for t, v in info["tasks"].items())
+        self.types = types_of(info)
         self.console.print(
-            f"Training on {info['train_rows']} rows, validating on {info['val_rows']}; tasks: {labels}; "
-            f"device {info['device']} ({info['precision']}); run folder {info['run']}", soft_wrap=True, markup=False)
-        if info.get("task_types"):
-            self.console.print(task_types_line(info["task_types"]), soft_wrap=True, markup=False)
+            f"Training on {info['train_rows']} rows, validating on {info['val_rows']}; {len(self.tasks)} "
+            f"task{'s' if len(self.tasks) != 1 else ''}; device {info['device']} ({info['precision']}); "
+            f"run folder {info['run']}", soft_wrap=True, markup=False)
+        for line in task_lines(info):
+            self.console.print(line, soft_wrap=True, markup=False, highlight=False)
         if info.get("max_length_auto"):
             self.console.print(f"Max length {info['max_length']} tokens (auto: 95% of the training texts fit whole; "
                                "--max-length N to change)", soft_wrap=True, markup=False)
@@ -77,7 +93,7 @@ class PlainReporter(_ShowsWarnings):
         self.console.print(epoch_line(row, self.tasks, improved), soft_wrap=True, markup=False)
 
     def train_end(self, summary):
-        show_summary(self.out, summary, chart=True)
+        show_summary(self.out, summary, chart=True, types=self.types)
 
 
 class LiveReporter(PlainReporter):
@@ -123,12 +139,21 @@ class LiveReporter(PlainReporter):
 class QuietReporter(_ShowsWarnings):
     def __init__(self, console: Console):
         self.console = console
+        self.types: dict[str, str] = {}
+
+    def train_start(self, info):
+        self.types = types_of(info)
 
     def train_end(self, summary):
-        show_summary(self.console, summary, chart=False)
+        show_summary(self.console, summary, chart=False, types=self.types)
 
 
-def show_summary(console: Console, summary: dict[str, Any], chart: bool) -> None:
+def types_of(info: dict[str, Any]) -> dict[str, str]:
+    """Task -> its type's name, from the start of a run."""
+    return {t: found["type"] for t, found in (info.get("task_types") or {}).items()}
+
+
+def show_summary(console: Console, summary: dict[str, Any], chart: bool, types: dict[str, str] | None = None) -> None:
     rows = summary.get("rows") or []
     if chart and len(rows) >= 1:
         console.print(plots.terminal_chart({"run": rows}, vocab.LOSS.label, [vocab.TRAIN_LOSS, vocab.VAL_LOSS],
@@ -139,19 +164,30 @@ def show_summary(console: Console, summary: dict[str, Any], chart: bool) -> None
         console.print(f"Run folder {summary['run']}: no epoch finished, so there is no best checkpoint",
                       soft_wrap=True, markup=False)
         return
-    table = Table(title=f"best epoch {summary['best_epoch']} of {summary['epochs_run']}"
-                        + (" (stopped early)" if summary.get("stopped_early") else ""))
-    table.add_column("task")
-    tasks = vocab.tasks(best)
-    columns = vocab.task_metrics(best, vocab.VAL)
-    for m in columns:
-        table.add_column(f"{vocab.VAL} {m.column}", justify="right")
-    for t in tasks:
-        table.add_row(t, *(_fmt(best.get(vocab.key(vocab.VAL, t, m))) for m in columns))
-    console.print(table)
+    console.print(f"Best epoch {summary['best_epoch']} of {summary['epochs_run']}"
+                  + (" (stopped early)" if summary.get("stopped_early") else "") + ", validation scores:",
+                  soft_wrap=True, markup=False, highlight=False)
+    for table in best_tables(best, types or {}):
+        console.print(table)
     for warning in summary.get("warnings") or []:
         print_warning(warning)
     console.print(f"Run saved in {summary['run']} (best checkpoint {summary['best_checkpoint']})", soft_wrap=True, markup=False)
+
+
+def best_tables(best: dict[str, Any], types: dict[str, str]) -> list[Table]:
+    """A table per task type (tasks whose rows hold the same metrics): a row per task, a column per
+    metric of that type, so no cell is empty and a table stays narrow."""
+    tables = []
+    for columns, tasks in vocab.groups(best, vocab.tasks(best), vocab.VAL):
+        title = ", ".join(dict.fromkeys(types.get(t, "") for t in tasks if types.get(t)))
+        table = Table(title=title or None, title_justify="left")
+        table.add_column("task", overflow="fold")
+        for m in columns:
+            table.add_column(m.column, justify="right", no_wrap=True)
+        for t in tasks:
+            table.add_row(t, *(_fmt(best.get(vocab.key(vocab.VAL, t, m))) for m in columns))
+        tables.append(table)
+    return tables
 
 
 def make_reporter(out: Console, err: Console, quiet: bool) -> Reporter:

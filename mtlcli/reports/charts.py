@@ -1,4 +1,5 @@
-"""Learning curves for the HTML report: matplotlib figures as SVG data URIs (text stays text, so a
+"""Charts for the HTML report (learning curves, a value task's predictions against the truth):
+matplotlib figures as SVG data URIs (text stays text, so a
 chart is a few tens of kB and sharp at any zoom; each is its own document, so ids never clash)."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ import base64
 import io
 from typing import Any
 
-from mtlcli.reports.plots import Bests
+from mtlcli.reports.plots import Bests, draw_predicted, epoch_axis
 from mtlcli import vocabulary as vocab
 
 Rows = list[dict[str, Any]]
@@ -36,7 +37,6 @@ def curves_svg(series: dict[str, Rows], chart_panels: list[tuple[str, list[str]]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     with plt.rc_context(STYLE):
         cols = min(columns, len(chart_panels))
@@ -59,15 +59,36 @@ def curves_svg(series: dict[str, Rows], chart_panels: list[tuple[str, list[str]]
                 if best is not None:
                     ax.axvline(best, color=color, linestyle=":", linewidth=1)
             ax.set_title(title)
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            epoch_axis(ax, series)
             ax.grid(True, linewidth=0.6)
             if ax.lines:
                 ax.legend(loc="best")
         for ax in list(axes.flat)[len(chart_panels):]:
             ax.set_visible(False)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="svg", metadata={"Date": None})  # no date: the same run gives the same page
-        plt.close(fig)
+        return _svg(fig)
+
+
+def _svg(fig) -> str:
+    """The figure as an SVG data URI (drawn under ``STYLE``), and closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None})  # no date: the same run gives the same page
+    plt.close(fig)
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def predicted_svg(points: dict[str, list[float]]) -> str:
+    """A value task's validation rows: predicted against true, a dot per row, the diagonal dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(3.6, 3.6))
+        draw_predicted(ax, points["true"], points["predicted"])
+        ax.set_title("predicted vs true")
+        ax.grid(True, linewidth=0.6)
+        return _svg(fig)

@@ -1,4 +1,4 @@
-"""``mtl eval``'s files: the scores as ``eval.json`` and a confusion-matrix picture per task."""
+"""``mtl eval``'s files: the scores as ``eval.json`` and a picture per task, as its type shows best."""
 
 from __future__ import annotations
 
@@ -29,16 +29,27 @@ def _file_part(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "task"
 
 
-def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
-    """``eval.json`` and one ``confusion_<task>.png`` per task in ``out``; returns the files written."""
+def write_report(report: dict[str, Any], out: str | Path, points: dict[str, Any] | None = None) -> list[Path]:
+    """``eval.json`` and a picture per task in ``out``: ``confusion_<task>.png`` for a class task,
+    ``labels_<task>.png`` (per-label precision, recall, F1) for a multi-label one,
+    ``predicted_<task>.png`` (predicted against true, from ``points``) for a value task. Returns the
+    files written."""
     out = Path(out)
+    points = points or {}
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic.write_atomic(out / "eval.json", dumps(report) + "\n")
         written = [out / "eval.json"]
         for task, r in report["tasks"].items():
-            cm = np.asarray(r["confusion_matrix"])
-            written.append(plots.write_confusion_png(cm, r["labels"], f"{task} (n={r['n']})", out / f"confusion_{_file_part(task)}.png"))
+            title, part = f"{task} (n={r['n']})", _file_part(task)
+            if "confusion_matrix" in r:
+                cm = np.asarray(r["confusion_matrix"])
+                written.append(plots.write_confusion_png(cm, r["labels"], title, out / f"confusion_{part}.png"))
+            elif "per_label" in r:
+                thresholds = dict(zip(r.get("labels", []), r.get("thresholds", [])))
+                written.append(plots.write_labels_png(r["per_label"], thresholds, title, out / f"labels_{part}.png"))
+            elif task in points:
+                written.append(plots.write_predicted_png(points[task], title, out / f"predicted_{part}.png"))
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     return written

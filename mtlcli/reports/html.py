@@ -2,8 +2,9 @@
 
 Everything is inline (CSS, SVG charts as data URIs, no script), so the page opens offline, can be
 mailed as one file, and shows the same in any browser. Per run: settings, data, learning curves,
-best-epoch metrics, per-class scores and confusion matrices on the validation set, and the hardest
-and most confidently wrong validation examples. With several runs: the settings that differ, the
+best-epoch metrics, each task's scores on the validation set as its type shows them (per-class
+scores and a confusion matrix; per-label scores and thresholds; predicted against true values),
+and the hardest (for a class task also the most confidently wrong) validation examples. With several runs: the settings that differ, the
 metrics side by side, and overlaid curves.
 """
 
@@ -92,6 +93,7 @@ def settings(view: RunView) -> dict[str, Any]:
     return {
         "model": c.get("model") or s.get("model") or f"bundled {BUNDLED_MODEL}",
         "pooling": c.get("pooling"), "normalize": c.get("normalize"), "head": c.get("head"),
+        "task types": c.get("task_types") or "classification each",
         "loss combiner": c.get("loss_combiner"), "task weights": c.get("task_weights") or "1.0 each",
         "scheduler": c.get("scheduler"), "lr backbone": c.get("lr_backbone"), "lr heads": c.get("lr_heads"),
         "weight decay": c.get("weight_decay"), "batch size": c.get("batch_size"), "max length": c.get("max_length"),
@@ -170,13 +172,18 @@ def per_class_html(r: dict[str, Any]) -> str:
     return table(["label", "precision", "recall", "F1", "support"], body, "num per-class")
 
 
-def examples_html(items: list[dict[str, Any]], empty: str) -> str:
+def examples_html(items: list[dict[str, Any]], empty: str, marks_wrong: bool = True) -> str:
+    """Examples as a table; ``confidence`` where the items have it (a class task's), a wrong
+    prediction in red where ``marks_wrong`` (not for values, which are never exactly right)."""
     if not items:
         return f'<p class="muted">{empty}</p>'
+    confidence = all("confidence" in e for e in items)
     body = [[str(e["line"]), f'<span class="text">{escape(e["text"])}</span>', escape(e["true"]),
-             escape(e["predicted"]) if e["predicted"] == e["true"] else f'<span class="wrong">{escape(e["predicted"])}</span>',
-             fmt(e["confidence"], 3), fmt(e["loss"], 3)] for e in items]
-    return table(["line", "text", "true", "predicted", "confidence", "loss"], body, "examples")
+             f'<span class="wrong">{escape(e["predicted"])}</span>' if marks_wrong and e["predicted"] != e["true"]
+             else escape(e["predicted"]),
+             *([fmt(e["confidence"], 3)] if confidence else []), fmt(e["loss"], 3)] for e in items]
+    head = ["line", "text", "true", "predicted", *(["confidence"] if confidence else []), "loss"]
+    return table(head, body, "examples" + ("" if confidence else " no-confidence"))
 
 
 def run_section(index: int, view: RunView) -> str:
@@ -202,13 +209,24 @@ def data_html(view: RunView) -> str:
     if view.validation is None:
         return f'<p class="muted">Not available: {escape(view.missing or "")}</p>'
     d = view.validation["data"]
+    types = view.config.get("task_types") or {}
     out = [f'<p><b>{d["train_rows"]}</b> training rows, <b>{d["val_rows"]}</b> validation rows.</p>']
     for task in d["train"]:
         tr, va = d["train"][task], d["val"].get(task, {"labels": {}, "unlabelled": 0})
-        labels = list(dict.fromkeys([*tr["labels"], *va["labels"]]))
-        body = [[escape(label), str(tr["labels"].get(label, 0)), str(va["labels"].get(label, 0))] for label in labels]
-        body.append(['<span class="muted">no label (partial)</span>', str(tr["unlabelled"]), str(va["unlabelled"])])
-        out.append(f"<h4>{escape(task)}</h4>" + table(["label", "train", "validation"], body, "num counts"))
+        note = f' <span class="muted">{escape(types[task])}</span>' if task in types else ""
+        if "values" in tr:  # a value task: how its numbers spread
+            body = [[stat, fmt(tr["values"].get(stat)), fmt(va.get("values", {}).get(stat))]
+                    for stat in ("mean", "std", "min", "max")]
+            head = ["value", "train", "validation"]
+        else:
+            labels = list(dict.fromkeys([*tr["labels"], *va["labels"]]))
+            body = [[escape(label), str(tr["labels"].get(label, 0)), str(va["labels"].get(label, 0))] for label in labels]
+            head = ["label", "train", "validation"]
+            if types.get(task) == "multilabel":
+                note += ' <span class="muted">(a row counts for each of its labels)</span>'
+        missing = "no value (partial)" if "values" in tr else "no label (partial)"
+        body.append([f'<span class="muted">{missing}</span>', str(tr["unlabelled"]), str(va["unlabelled"])])
+        out.append(f"<h4>{escape(task)}{note}</h4>" + table(head, body, "num counts"))
     return "".join(out)
 
 
@@ -216,11 +234,47 @@ def best_html(view: RunView) -> str:
     best = best_row(view)
     if not best:
         return '<p class="muted">No epoch finished yet.</p>'
-    columns = [(split, m) for split in (vocab.VAL, vocab.TRAIN) for m in vocab.task_metrics(best, split)]
-    body = [[escape(t), *(fmt(best.get(vocab.key(split, t, m))) for split, m in columns)] for t in view.tasks]
+    types = view.config.get("task_types") or {}
+    tables = []
+    for _, tasks in vocab.groups(best, view.tasks):  # a table per task type: no empty cells
+        columns = [(split, m) for split in (vocab.VAL, vocab.TRAIN) for m in vocab.metrics(best, tasks[0], split)]
+        body = [[escape(t), *(fmt(best.get(vocab.key(split, t, m))) for split, m in columns)] for t in tasks]
+        kinds = ", ".join(dict.fromkeys(types[t] for t in tasks if t in types))
+        tables.append((f"<h4>{escape(kinds)}</h4>" if kinds else "")
+                      + table(["task", *(f"{split} {m.label}" for split, m in columns)], body, "num"))
     return (f'<p>Epoch <b>{best.get(vocab.EPOCH)}</b>: validation loss <b>{fmt(best.get(vocab.VAL_LOSS))}</b> '
-            f'(training loss {fmt(best.get(vocab.TRAIN_LOSS))}).</p>'
-            + table(["task", *(f"{split} {m.label}" for split, m in columns)], body, "num"))
+            f'(training loss {fmt(best.get(vocab.TRAIN_LOSS))}).</p>' + "".join(tables))
+
+
+def scores_line(r: dict[str, Any]) -> str:
+    """A task's type and scores in words: ``classification: accuracy 0.812, macro-F1 0.790, loss 0.512, n=30``."""
+    from mtlcli.tasks.columns import task_type
+
+    scores = [f"{m.label} {fmt(r.get(m.name), 3)}" for m in task_type(r["type"]).metrics if m != vocab.LOSS]
+    scores += [f"loss {fmt(r['loss'], 3)}", f"n={r['n']}"]
+    return f"{escape(r['type'])}: {', '.join(scores)}"
+
+
+def per_label_html(r: dict[str, Any]) -> str:
+    """A multi-label task's labels: precision, recall, F1 and support at each label's threshold."""
+    thresholds = dict(zip(r.get("labels", []), r.get("thresholds", [])))
+    body = [[escape(label), fmt(c["precision"], 3), fmt(c["recall"], 3), fmt(c["f1"], 3), str(c["support"]),
+             fmt(thresholds.get(label), 3)] for label, c in r["per_label"].items()]
+    body.append(["<b>macro</b>", "", "", f"<b>{fmt(r.get('macro_f1'), 3)}</b>", "", ""])
+    return table(["label", "precision", "recall", "F1", "support", "threshold"], body, "num per-label")
+
+
+def task_details_html(r: dict[str, Any], task: str) -> str:
+    """What a task's type shows beyond its scores: per class and the confusion matrix; per label;
+    or its predictions against the truth."""
+    if "confusion_matrix" in r:
+        return per_class_html(r) + confusion_html(r)
+    if "per_label" in r:
+        return per_label_html(r)
+    if r.get("points"):
+        return (f'<img class="scatter" alt="predicted against true values of {escape(task)}" '
+                f'src="{report_charts.predicted_svg(r["points"])}">')
+    return ""
 
 
 def validation_html(sid: str, view: RunView) -> str:
@@ -232,17 +286,17 @@ def validation_html(sid: str, view: RunView) -> str:
     parts = [f'<div class="card wide" id="{sid}-validation"><h3>Validation set, per task</h3>'
              f'<p class="muted">Scored with {where} on the {v["val_rows"]} validation rows.</p>']
     for task, r in v["tasks"].items():
-        parts.append(f'<div class="task"><h4>{escape(task)} <span class="muted">accuracy {fmt(r["accuracy"], 3)}, '
-                     f'macro-F1 {fmt(r["macro_f1"], 3)}, loss {fmt(r["loss"], 3)}, n={r["n"]}</span></h4>'
-                     f'<div class="pair">{per_class_html(r)}{confusion_html(r)}</div></div>')
+        parts.append(f'<div class="task"><h4>{escape(task)} <span class="muted">{scores_line(r)}</span></h4>'
+                     f'<div class="pair">{task_details_html(r, task)}</div></div>')
     parts.append(f'</div><div class="card wide" id="{sid}-examples"><h3>Hardest validation examples</h3>'
                  '<p class="muted">Per task: the examples with the highest loss (the model finds them hardest), '
-                 'and the wrong predictions made with the highest probability.</p>')
+                 'and for a class task the wrong predictions made with the highest probability.</p>')
     for task, r in v["tasks"].items():
         parts.append(f'<div class="task"><h4>{escape(task)}</h4><h5>Highest loss</h5>'
-                     + examples_html(r["hardest"], "No labelled rows.")
-                     + "<h5>Most confidently wrong</h5>" + examples_html(r["confidently_wrong"], "No wrong predictions.")
-                     + "</div>")
+                     + examples_html(r["hardest"], "No labelled rows.", marks_wrong=not r.get("points")))
+        if "confidently_wrong" in r:
+            parts.append("<h5>Most confidently wrong</h5>" + examples_html(r["confidently_wrong"], "No wrong predictions."))
+        parts.append("</div>")
     parts.append("</div>")
     return "".join(parts)
 
@@ -318,6 +372,7 @@ h5{font-size:12px;margin:10px 0 4px;text-transform:uppercase;letter-spacing:.04e
 .card{background:#fff;border:1px solid #e2e8f0;border-radius:10px;padding:16px 18px;box-shadow:0 1px 2px rgba(15,23,42,.05);min-width:0}
 .card.wide{margin-top:16px}
 img.curves{width:100%;height:auto;display:block}
+img.scatter{width:360px;max-width:100%;height:auto;display:block}
 table{border-collapse:collapse;font-size:13px;margin:4px 0}
 th,td{padding:4px 10px;border-bottom:1px solid #e2e8f0;text-align:left;vertical-align:top}
 thead th{background:#f8fafc;color:#334155;font-weight:600;border-bottom:2px solid #cbd5e1}
@@ -335,6 +390,7 @@ table.examples th:nth-child(1){width:56px}
 table.examples th:nth-child(3),table.examples th:nth-child(4){width:14%}
 table.examples th:nth-child(5){width:92px}
 table.examples th:nth-child(6){width:64px}
+table.examples.no-confidence th:nth-child(5){width:64px}
 table.examples td{overflow-wrap:anywhere}
 table.kv{width:100%}
 table.examples td:nth-child(n+5),table.examples th:nth-child(n+5){text-align:right;font-variant-numeric:tabular-nums}

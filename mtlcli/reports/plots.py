@@ -104,7 +104,6 @@ def write_png(series: Series, panels: list[tuple[str, list[str]]], path: str | P
 
     matplotlib.use("Agg")  # files only; no display needed
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
@@ -123,8 +122,7 @@ def write_png(series: Series, panels: list[tuple[str, list[str]]], path: str | P
             if best is not None:
                 ax.axvline(best, color="grey" if len(series) == 1 else f"C{i}", linestyle=":", linewidth=1)
         ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        epoch_axis(ax, series)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
@@ -136,6 +134,32 @@ def write_png(series: Series, panels: list[tuple[str, list[str]]], path: str | P
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+def epochs_of(series: Series) -> list[int]:
+    """Every epoch the runs have rows for, in order."""
+    return sorted({r[vocab.EPOCH] for rows in series.values() for r in rows if isinstance(r.get(vocab.EPOCH), int)})
+
+
+def epoch_ticks(epochs: list[int], most: int = 8) -> list[int]:
+    """Whole epochs to mark on an axis, at most about ``most`` of them, first and last included."""
+    if not epochs:
+        return []
+    low, high = epochs[0], epochs[-1]
+    step = max(1, -(-(high - low) // most))
+    return list(range(low, high + 1, step))
+
+
+def epoch_axis(ax, series: Series) -> None:
+    """A matplotlib axis of whole epochs; a single epoch sits in the middle (not on 0.945 ... 1.050)."""
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = epochs_of(series)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(epochs) == 1:
+        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        ax.set_xticks(epochs)
 
 
 TEXT_MARKERS = ("•", "x", "+", "o", "*", "#", "@", "%")  # lines stay apart without colour
@@ -166,17 +190,34 @@ def terminal_chart(series: Series, title: str, keys: list[str], bests: Bests, wi
                       for run in series if bests.get(run) is not None)
     plt.title(title + (f" (best epoch {marks})" if marks else ""))
     plt.xlabel("epoch")
+    epochs = epochs_of(series)
+    if len(epochs) == 1:
+        plt.xlim(epochs[0] - 1, epochs[0] + 1)
+    plt.xticks(epoch_ticks(epochs))
     chart = plt.build()
     return chart if color else plt.uncolorize(chart)
 
 
-def write_confusion_png(cm, labels: list[str], title: str, path: str | Path) -> Path:
-    """A confusion matrix (rows: true label, columns: predicted) with the count in each cell."""
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only; no display needed
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save_png(fig, path: str | Path) -> Path:
+    path = Path(path)
+    with replacing(path) as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def write_confusion_png(cm, labels: list[str], title: str, path: str | Path) -> Path:
+    """A confusion matrix (rows: true label, columns: predicted) with the count in each cell."""
+    plt = _pyplot()
     size = 1.6 + 0.55 * len(labels)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     image = ax.imshow(cm, cmap="Blues")
@@ -190,8 +231,55 @@ def write_confusion_png(cm, labels: list[str], title: str, path: str | Path) -> 
         for j in range(cm.shape[1]):
             ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", color="white" if cm[i, j] > high else "black")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    path = Path(path)
-    with replacing(path) as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
+
+
+def write_labels_png(per_label: dict[str, dict[str, Any]], thresholds: dict[str, float], title: str,
+                     path: str | Path) -> Path:
+    """A multi-label task's labels, one row each: precision, recall and F1 as bars, with each label's
+    support and threshold beside its name."""
+    import numpy as np
+
+    plt = _pyplot()
+    labels = list(per_label)
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.42 * len(labels)))
+    y = np.arange(len(labels))
+    for i, (name, color) in enumerate((("precision", "#93c5fd"), ("recall", "#fca5a5"), ("f1", "#2563eb"))):
+        ax.barh(y + (i - 1) * 0.27, [per_label[label][name] for label in labels], height=0.27, color=color,
+                label="F1" if name == "f1" else name)
+    shown = [f"{label} (n={per_label[label]['support']}"
+             + (f", t={thresholds[label]:.2f})" if label in thresholds else ")") for label in labels]
+    ax.set_yticks(y, shown)
+    ax.invert_yaxis()  # the first label on top
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("score at the label's threshold t")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save_png(fig, path)
+
+
+def draw_predicted(ax, true: list[float], predicted: list[float]) -> None:
+    """A value task's predictions against the truth, one dot per row, on equal axes with the
+    diagonal where a perfect model's dots would lie."""
+    ax.scatter(true, predicted, s=8, alpha=0.5 if len(true) < 2000 else 0.15, color="#2563eb", linewidths=0)
+    values = [*true, *predicted]
+    if values:
+        low, high = min(values), max(values)
+        pad = (high - low) * 0.05 or 0.5
+        low, high = low - pad, high + pad
+        ax.plot([low, high], [low, high], color="#94a3b8", linestyle="--", linewidth=1)
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+
+
+def write_predicted_png(points: dict[str, list[float]], title: str, path: str | Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    draw_predicted(ax, points["true"], points["predicted"])
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save_png(fig, path)

@@ -26,7 +26,8 @@ from mtlcli.scoring import scores as scoring
 from mtlcli.errors import RunFailed, UserError
 
 CACHE = "validation.json"
-VERSION = 3  # raise when the cached layout or its numbers change (2: losses are the run's objective; 3: task types)
+VERSION = 4  # raise when the cached layout or its numbers change (2: losses are the run's objective; 3: task
+# types; 4: a label set shown in the task's label order)
 EXAMPLES = 5  # per task and list
 TEXT_LIMIT = 300  # characters of an example's text kept in the cache and the page
 
@@ -105,12 +106,12 @@ def task_analysis(task: Task, report: dict[str, Any], rows: dict[str, Any], y: n
         decided = kind_.decide(task, out, 1)
 
         def example(i: int, example_loss: float) -> dict[str, Any]:
-            return {**_line(table, i), "true": _shown(truth[i]), "predicted": _shown(decided[i]),
+            return {**_line(table, i), "true": _shown(truth[i], task), "predicted": _shown(decided[i], task),
                     "loss": float(example_loss)}
 
-        if task.type == "regression":  # the predicted-vs-true chart's points
-            report["points"] = {"true": [float(v) for v in kind_.values(task, y[labelled])],
-                                "predicted": [float(v) for v in out[labelled]]}
+        found = scoring.points(task, out, y)  # a value task's predicted-vs-true chart
+        if found is not None:
+            report["points"] = found
     report["hardest"] = [example(int(labelled[k]), loss[k]) for k in hardest]
     return report
 
@@ -127,11 +128,13 @@ def _as_outputs(task: Task, y: np.ndarray) -> np.ndarray:
     return np.nan_to_num(y, nan=0.0)  # a multi-label row's 0/1: probabilities at 0 and 1
 
 
-def _shown(prediction: dict[str, Any]) -> str:
+def _shown(prediction: dict[str, Any], task: Task) -> str:
+    """A prediction (or the truth) in words; a set of labels in the task's order, so that the same
+    set reads the same whatever the probabilities."""
     if "value" in prediction:
         return f"{prediction['value']:.4g}"
     if "labels" in prediction:
-        return ", ".join(prediction["labels"]) or "(none)"
+        return ", ".join(label for label in task.labels if label in prediction["labels"]) or "(none)"
     return str(prediction.get("label", ""))
 
 

@@ -27,7 +27,7 @@ def unknown_labels(table: data_mod.Table, tasks: dict[str, Task]) -> dict[str, d
 
 
 def score(loaded, path: str | Path, text_column: str | None = None, ignore_unknown: bool = False,
-          batch_size: int | None = None, delimiter: str | None = None) -> dict[str, Any]:
+          batch_size: int | None = None, delimiter: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each task's loss and its type's metrics: for classification accuracy, macro-F1, per-class
     P/R/F1/support and the confusion matrix; for multi-label the F1s, subset accuracy and per-label
     scores at the run's thresholds; for regression MAE, RMSE, Spearman and R².
@@ -35,6 +35,9 @@ def score(loaded, path: str | Path, text_column: str | None = None, ignore_unkno
     Every task of the run that has a column in the file is scored; a row with an empty cell is left
     out of that task. A label the run never saw is an error, or with ``ignore_unknown`` that row is
     left out of that task (the counts come back under ``"ignored"``).
+
+    Returns the report and, per task whose outputs are values (regression), its ``points``: the
+    true and predicted value of each labelled row (too many for the report; pictures draw them).
     """
     from mtlcli.data.batching import encode
 
@@ -50,10 +53,22 @@ def score(loaded, path: str | Path, text_column: str | None = None, ignore_unkno
     targets = columns.encode_targets(table, tasks, ignore_unknown=ignore_unknown,
                                      hint="; --ignore-unknown leaves such rows out of that task")
     encoded = encode(loaded.tokenizer, table.texts, targets, loaded.max_length)
-    report, _ = score_encoded(loaded, encoded, batch_size)
+    report, result = score_encoded(loaded, encoded, batch_size)
     if ignored:
         report["ignored"] = ignored
-    return report
+    found = {name: points(tasks[name], r["outputs"], encoded.labels[name]) for name, r in result["tasks"].items()}
+    return report, {name: p for name, p in found.items() if p is not None}
+
+
+def points(task: Task, outputs: np.ndarray, targets: np.ndarray) -> dict[str, list[float]] | None:
+    """A value task's labelled rows as (true, predicted) values in the column's units, for a
+    predicted-vs-true chart; None for a task whose outputs are not values."""
+    kind_ = kind(task)
+    if not hasattr(kind_, "values") or outputs.ndim != 1:
+        return None
+    labelled = np.asarray(kind_.labelled(targets))
+    return {"true": [float(v) for v in kind_.values(task, np.asarray(targets)[labelled])],
+            "predicted": [float(v) for v in outputs[labelled]]}
 
 
 def score_encoded(loaded, encoded, batch_size: int | None = None,
@@ -72,7 +87,8 @@ def score_encoded(loaded, encoded, batch_size: int | None = None,
         entry = task_entry(task, r)
         check = quality.check_task(task, r, encoded.labels[name])
         if check:
-            entry["baseline"] = {k: v for k, v in check.items() if k != "warning" and k not in r}
+            entry["baseline"] = {k: _finite(v) if isinstance(v, float) else v for k, v in check.items()
+                                 if k != "warning" and k not in r}  # a constant's Spearman is NaN: null
             if "warning" in check:
                 entry["warning"] = check["warning"]
         report["tasks"][name] = entry
