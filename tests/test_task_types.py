@@ -89,6 +89,10 @@ def test_an_id_column_says_which_column_and_what_to_do(cli, tmp_path):
     line = one_error(cli("train", path, *NO_MODEL))
     assert "ids.csv: column 'review_id' has a different value on 40 of its 40 rows, like an identifier" in line
     assert "leave it out (name the tasks to train with --task)" in line
+    numbered = [[text, str(1000 + i), topic] for i, (text, topic, _) in enumerate(sample_rows(40))]
+    line = one_error(cli("train", write_csv(tmp_path / "n.csv", numbered, ["sentence", "review_id", "topic"]), *NO_MODEL))
+    assert "n.csv: column 'review_id' holds a different whole number on each of its 40 rows, like an identifier" in line
+    assert "--task-type review_id=regression if it is an amount to predict" in line
 
 
 def test_an_unknown_type_lists_the_types_and_a_non_task_is_refused(cli, tmp_path):

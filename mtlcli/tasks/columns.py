@@ -39,6 +39,8 @@ def choose_types(table: Table, chosen: dict[str, str], separator: str) -> dict[s
             out[task] = (chosen[task], "--task-type")
         else:
             out[task] = infer(cells, separator)
+            if out[task][0] == "regression" and "whole number" in out[task][1]:
+                check_not_identifier(task, cells, table.path)
         if out[task][0] == "classification":
             check_learnable(task, cells, table.path, out[task][1] == "--task-type")
     return out
@@ -75,6 +77,18 @@ def check_learnable(task: str, cells: Labels, path: str, chosen: bool) -> None:
     if distinct > MANY_INTEGERS and distinct * MIN_ROWS_PER_CLASS > labelled:
         raise UserError(f"{path}: column '{shown(task)}' has {distinct} distinct labels in {labelled} rows, too few rows "
                         f"per label to learn them as classes{'' if chosen else ' (read as classification)'}; {fix}")
+
+
+def check_not_identifier(task: str, cells: Labels, path: str) -> None:
+    """Whole numbers that differ on every row (1, 2, 3, ...) are an id, not an amount to learn,
+    unless the user says so with --task-type."""
+    counts = np.bincount(cells.codes, minlength=len(cells.names))
+    labelled = int(sum(counts[code] for code, name in enumerate(cells.names) if name))
+    distinct = sum(1 for code, name in enumerate(cells.names) if name and counts[code])
+    if labelled >= 20 and distinct == labelled:
+        raise UserError(f"{path}: column '{shown(task)}' holds a different whole number on each of its {labelled} "
+                        f"rows, like an identifier; leave it out (name the tasks to train with --task), or "
+                        f"--task-type {task}=regression if it is an amount to predict")
 
 
 def fit_tasks(train: Table, types: dict[str, tuple[str, str]], settings: dict[str, Any]) -> dict[str, Task]:
