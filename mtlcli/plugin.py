@@ -51,7 +51,7 @@ from mtlcli.errors import UserError, shown
 from mtlcli.registry import CONTRACTS, KINDS, REGISTRIES, check_component
 from mtlcli.data.tables import Labels
 from mtlcli.tasks import metrics
-from mtlcli.tasks.base import Task, TaskType, Where
+from mtlcli.tasks.base import Task, TaskType, Where, first_row
 from mtlcli.tasks.regression import read_number
 
 ENTRY_POINT_GROUPS = {kind: registry.group for kind, registry in REGISTRIES.items()}
@@ -85,6 +85,7 @@ __all__ = [
     "Where",
     "__version__",
     "check_component",
+    "first_row",
     "metrics",
     "read_number",
     "shown",

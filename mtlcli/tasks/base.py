@@ -150,6 +150,13 @@ class TaskType:
                         f"'{shown(task.name)}' has no classes to weigh")
 
 
+def first_row(cells: Labels, code: int) -> int | None:
+    """The first row holding the distinct cell ``code``, for a message; None when no row of these
+    holds it (the cells of a split share one list of distinct cells with the other split)."""
+    rows = np.flatnonzero(cells.codes == code)
+    return int(rows[0]) if len(rows) else None
+
+
 def output_keys(task: Task) -> list[str]:
     """What a task's outputs are called in files: its labels, or the task's own name for one value."""
     return task.labels or [task.name]

@@ -20,7 +20,7 @@ from mtlcli.data.tables import Labels
 from mtlcli.errors import UserError, shown
 from mtlcli.registry import task_types
 from mtlcli.tasks import metrics
-from mtlcli.tasks.base import Task, TaskType, Where
+from mtlcli.tasks.base import Task, TaskType, Where, first_row
 from mtlcli.tasks.classification import label_order
 
 DEFAULT_THRESHOLD = 0.5
@@ -53,7 +53,10 @@ def cell_sets(task: str, cells: Labels, where: Where, separator: str) -> list[li
             continue
         labels = split_cell(cell, separator)
         if labels is None:
-            row = int(np.flatnonzero(cells.codes == code)[0])
+            row = first_row(cells, code)
+            if row is None:
+                out.append(None)  # only in rows of the other split, which report it themselves
+                continue
             raise UserError(f"{where(row)}: '{shown(cell)}' in multi-label column '{shown(task)}' has an empty label; "
                             f"join labels with '{separator}', and write {NONE} for a row where none applies")
         out.append(labels)
@@ -92,8 +95,7 @@ class MultiLabel(TaskType):
                 elif ignore_unknown:
                     table[code] = np.nan
                     break
-                elif (cells.codes == code).any():
-                    row = int(np.flatnonzero(cells.codes == code)[0])
+                elif (row := first_row(cells, code)) is not None:
                     raise UserError(f"{where(row)}: label '{shown(label)}' of task '{shown(task.name)}' is not one "
                                     f"the model knows (known: {rows_mod.listed(task.labels)}){hint}")
         return table[cells.codes]

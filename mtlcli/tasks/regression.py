@@ -15,7 +15,7 @@ from mtlcli.data.tables import Labels
 from mtlcli.errors import UserError, shown
 from mtlcli.registry import task_types
 from mtlcli.tasks import metrics
-from mtlcli.tasks.base import Task, TaskType, Where
+from mtlcli.tasks.base import Task, TaskType, Where, first_row
 
 LOSSES = ("mse", "huber")
 RMSE_MARGIN = 0.05  # RMSE must be this share below always answering the training mean to count as learned
@@ -37,9 +37,9 @@ def cell_values(task: str, cells: Labels, where: Where) -> np.ndarray:
             continue
         value = read_number(cell)
         if value is None:
-            if not (cells.codes == code).any():
-                continue  # a cell of rows left out (another split)
-            row = int(np.flatnonzero(cells.codes == code)[0])
+            row = first_row(cells, code)
+            if row is None:
+                continue  # only in rows of the other split, which report it themselves
             raise UserError(f"{where(row)}: '{shown(cell)}' in regression column '{shown(task)}' is not a number; "
                             "write a plain number (3, 4.5, -1e-3), or leave the cell empty for no value")
         values[code] = value

@@ -18,15 +18,10 @@ import torch
 from torch.nn import functional as F
 
 from mtlcli.plugin import (ACCURACY, LOSS, MACRO_F1, MAE, Labels, Metric, Task, TaskType, UserError, Where,
-                           metrics, read_number, shown)
+                           first_row, metrics, read_number, shown)
 
 WITHIN_ONE = Metric("within_one", "within1", "within-one accuracy", "±1")  # the plugin's own metric
 MAE_MARGIN = 0.05  # MAE must be this share below always answering the training median to count as learned
-
-
-def first_row(cells: Labels, code: int) -> int | None:
-    rows = np.flatnonzero(cells.codes == code)
-    return int(rows[0]) if len(rows) else None
 
 
 class Ordinal(TaskType):
