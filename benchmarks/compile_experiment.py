@@ -15,7 +15,7 @@ import json
 import time
 
 
-def measure(compiled: bool, data, label_sets, args) -> dict:
+def measure(compiled: bool, data, tasks, args) -> dict:
     import torch
 
     from mtlcli.data.batching import collate, train_batches
@@ -28,7 +28,7 @@ def measure(compiled: bool, data, label_sets, args) -> dict:
     torch.manual_seed(0)
     device = resolve_device("cpu")
     precision = resolve_precision(args.precision, device)
-    model, _ = build(load_pretrained_backbone(default_model_path()), label_sets, TrainConfig(pooling="mean", head="linear"))
+    model, _ = build(load_pretrained_backbone(default_model_path()), tasks, TrainConfig(pooling="mean", head="linear"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     step_model = torch.compile(model, dynamic=True) if compiled else model
     batches = train_batches(data.lengths, 32, 0, 1)
@@ -39,7 +39,7 @@ def measure(compiled: bool, data, label_sets, args) -> dict:
         batch = collate(data, index, 0, device)
         with autocast(device, precision):
             logits = step_model(batch.input_ids, batch.attention_mask)
-        summed = task_losses(logits, batch.labels)
+        summed = task_losses(logits, batch.labels, tasks)
         loss = sum(s / len(batch) for s, _ in summed.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -71,14 +71,15 @@ def main() -> None:
     from mtlcli.data import tables as data_mod
     from mtlcli.data.batching import encode
     from mtlcli.model.network import default_model_path, load_tokenizer
+    from mtlcli.tasks import columns
 
     table = data_mod.read_table(args.data, "sentence", None)
-    label_sets = data_mod.build_label_sets(table)
-    data = encode(load_tokenizer(default_model_path()), table.texts, data_mod.encode_labels(table, label_sets), 128)
+    tasks = columns.fit_tasks(table, columns.choose_types(table, {}, "|"), {})
+    data = encode(load_tokenizer(default_model_path()), table.texts, columns.encode_targets(table, tasks), 128)
     for compiled in (False, True):
         if args.only and args.only != ("compiled" if compiled else "eager"):
             continue
-        print(json.dumps(measure(compiled, data, label_sets, args)), flush=True)
+        print(json.dumps(measure(compiled, data, tasks, args)), flush=True)
 
 
 if __name__ == "__main__":

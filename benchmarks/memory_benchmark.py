@@ -76,14 +76,14 @@ def child(path: str, tokenize: bool) -> None:
                     found[line[:5]] = int(line.split()[1]) / 1024
         return found
 
-    from mtlcli.data import tables as data_mod
     from mtlcli.data.batching import choose_max_length, encode
     from mtlcli.model.network import default_model_path, load_tokenizer
+    from mtlcli.tasks.columns import encode_targets, load_train_val
 
     tokenizer = load_tokenizer(default_model_path())
     out = {"baseline_mb": rss()["VmRSS"]}
     t0 = time.perf_counter()
-    train, val, label_sets = data_mod.load_train_val(path, None, "sentence", [], 0.2, 42)
+    train, val, tasks, _ = load_train_val(path, None, "sentence", [], 0.2, 42)
     after_read = rss()
     out.update(read_split_s=time.perf_counter() - t0, after_read_mb=after_read["VmRSS"], read_peak_mb=after_read["VmHWM"],
                rows=len(train) + len(val))
@@ -92,8 +92,8 @@ def child(path: str, tokenize: bool) -> None:
         return
     t1 = time.perf_counter()
     max_length = choose_max_length(tokenizer, train.texts, 512, 42)
-    train_set = encode(tokenizer, train.texts, data_mod.encode_labels(train, label_sets), max_length)
-    val_set = encode(tokenizer, val.texts, data_mod.encode_labels(val, label_sets), max_length)
+    train_set = encode(tokenizer, train.texts, encode_targets(train, tasks), max_length)
+    val_set = encode(tokenizer, val.texts, encode_targets(val, tasks), max_length)
     out["tokenize_s"], out["after_tokenize_mb"] = time.perf_counter() - t1, rss()["VmRSS"]
     out.update(peak_mb=rss()["VmHWM"], tokens=int(train_set.lengths.sum() + val_set.lengths.sum()),
                token_bytes=int(train_set.ids.nbytes + val_set.ids.nbytes), max_length=max_length)

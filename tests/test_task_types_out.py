@@ -119,8 +119,8 @@ def test_an_export_reads_back_each_tasks_type(tmp_path):
     assert old.tasks["topic"].type == "classification" and old.task_types == {}
     with pytest.raises(UserError, match="labels.json: the classification task 'rating' has no labels"):
         folder.read(export_meta(tmp_path, labels, {t: v for t, v in types.items() if t != "rating"}))
-    with pytest.raises(UserError, match=r"task 'rating': unknown task type 'ordinal' \(available: .*regression"):
-        folder.read(export_meta(tmp_path, labels, {**types, "rating": {"type": "ordinal"}}))
+    with pytest.raises(UserError, match=r"task 'rating': unknown task type 'no-such-type' \(available: .*regression"):
+        folder.read(export_meta(tmp_path, labels, {**types, "rating": {"type": "no-such-type"}}))
     with pytest.raises(UserError, match="task_types names the task 'stars', which labels.json does not have"):
         folder.read(export_meta(tmp_path, labels, {**types, "stars": {"type": "regression"}}))
     with pytest.raises(UserError, match="'task_types' must map each task to an object"):
