@@ -38,6 +38,14 @@ def epoch_line(row: dict[str, Any], tasks: list[str], improved: bool) -> str:
     return " | ".join(parts) + (" | new best, saved" if improved else "")
 
 
+def task_kind(info: dict[str, Any], task: str, labels: list[str]) -> str:
+    """What the start line says of a task: its labels, and its type where that is not classification."""
+    kind = info.get("task_types", {}).get(task, {}).get("type", "classification")
+    if not labels:
+        return kind
+    return f"{len(labels)} labels" if kind == "classification" else f"{kind}, {len(labels)} labels"
+
+
 class PlainReporter(_ShowsWarnings):
     """One line per epoch: for pipes, CI logs and files."""
 
@@ -48,7 +56,7 @@ class PlainReporter(_ShowsWarnings):
 
     def train_start(self, info):
         self.tasks = list(info["tasks"])
-        labels = ", ".join(f"{t} ({len(v)} labels)" for t, v in info["tasks"].items())
+        labels = ", ".join(f"{t} ({task_kind(info, t, v)})" for t, v in info["tasks"].items())
         self.console.print(
             f"Training on {info['train_rows']} rows, validating on {info['val_rows']}; tasks: {labels}; "
             f"device {info['device']} ({info['precision']}); run folder {info['run']}", soft_wrap=True, markup=False)
