@@ -31,7 +31,8 @@ mtlcli.tasks.metrics (the ones `mtl eval` reports), per task:
   at per-label thresholds tuned on the validation rows as `mtl train` tunes its own (tfidf_tuned);
   regression ridge, alpha of (0.3, 1, 3, 10) chosen by RMSE on the validation rows.
 - mtl: `mtl eval RUN TEST --json` of --run, or of a run `mtl train` makes here with default settings
-  (plus --task-type, --task, --val, --text-column and --flags).
+  (plus --task-type, --task, --val, --text-column and --flags). --skip-mtl leaves it out, and
+  --baseline FILE takes the baselines from such an earlier result instead of fitting them again.
 """
 
 from __future__ import annotations
@@ -225,13 +226,25 @@ def typed_table(result: dict) -> str:
 
 def typed_main(args: argparse.Namespace) -> None:
     types = dict(t.split("=", 1) for t in args.task_type)
-    base = typed_baselines(args.data[0], args.val, args.test, args.text_column, args.task, types)
+    if args.baseline:
+        base = json.loads(args.baseline.read_text())["baseline"]
+    else:
+        base = typed_baselines(args.data[0], args.val, args.test, args.text_column, args.task, types)
     with tempfile.TemporaryDirectory() as tmp:
         mine = {} if args.skip_mtl else typed_mtl(args, Path(tmp))
     result = {"data": args.data[0].name, "val": args.val.name if args.val else None, "test": args.test.name,
               "baseline": base, "mtl": mine}
-    args.out.write_text(json.dumps(result, indent=2))
+    args.out.write_text(json.dumps(finite(result), indent=2))
     print(typed_table(result))
+
+
+def finite(value):
+    """NaN (a constant answer's Spearman) as null: JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return None if isinstance(value, float) and value != value else value
 
 
 def time_peer(script: Path, data: Path, epochs: int, work: Path) -> dict:
@@ -269,6 +282,8 @@ def main() -> None:
     parser.add_argument("--task-type", action="append", default=[], help="task types: TASK=TYPE (repeatable)")
     parser.add_argument("--run", type=Path, help="task types: evaluate this run instead of training one")
     parser.add_argument("--skip-mtl", action="store_true", help="task types: the baselines only")
+    parser.add_argument("--baseline", type=Path, help="task types: take the baselines from this earlier --out "
+                        "(of the same files) instead of fitting them again")
     args = parser.parse_args()
     if args.test:
         typed_main(args)
