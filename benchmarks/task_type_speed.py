@@ -15,7 +15,7 @@ seconds show what the type costs). The same texts and seed give the same batches
 and loss differ:
 a linear head of 7, 28 or 1 outputs on the same 384-wide pooled vector, and cross-entropy, binary
 cross-entropy or squared error. Interleaving the types round by round spreads a shared machine's
-load changes over all three.
+load changes over all three, each type leading a round in turn.
 """
 
 from __future__ import annotations
@@ -81,8 +81,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         train, val = write_table(args.data, args.rows, args.val_rows, work)
+        order = list(TYPES)
         for round_ in range(args.rounds):
-            for task_type in TYPES:
+            for task_type in order[round_ % 3:] + order[:round_ % 3]:  # each type leads a round in turn
                 result = train_speed(train, val, task_type, args.flags.split(), work, f"{task_type}-{round_}")
                 runs[task_type].append(result)
                 print(json.dumps({"round": round_, "type": task_type, **result}), file=sys.stderr, flush=True)
