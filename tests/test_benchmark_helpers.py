@@ -6,6 +6,8 @@ import csv
 import random
 import sys
 
+import pytest
+
 from conftest import ROOT, sample_rows, write_csv
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -51,3 +53,33 @@ def test_run_child_reports_the_childs_own_peak_memory():
     small = run_child([sys.executable, "-c", "import time; print('hi'); time.sleep(0.5)"])
     assert big.returncode == 0 and small.stdout.strip() == "hi"
     assert big.max_rss_mb > 300 > small.max_rss_mb  # per child, not the largest child so far
+
+
+def test_quality_scores_baselines_of_every_task_type_on_the_test_rows(tmp_path):
+    pytest.importorskip("sklearn")
+    import quality
+
+    words = ["good", "bad", "fine", "poor", "great", "awful"]
+    rng = random.Random(0)
+
+    def rows(n):
+        out = []
+        for _ in range(n):
+            picked = rng.sample(words, 2)
+            good = sum(w in ("good", "fine", "great") for w in picked)
+            out.append([" ".join(picked), "|".join(sorted(picked)), f"{good + rng.random():.2f}",
+                        "up" if good else "down"])
+        return out
+
+    header = ["text", "words", "score", "mood"]
+    data, val, test = (write_csv(tmp_path / f"{n}.csv", rows(k), header)
+                       for n, k in (("train", 120), ("val", 40), ("test", 40)))
+    result = quality.typed_baselines(data, val, test, "text", [], {"score": "regression"})
+    tasks = result["tasks"]
+    assert {t: v["type"] for t, v in tasks.items()} == {"words": "multilabel", "score": "regression",
+                                                         "mood": "classification"}
+    assert (result["train_rows"], result["val_rows"], result["test_rows"]) == (120, 40, 40)
+    assert tasks["words"]["tfidf_tuned"]["macro_f1"] > tasks["words"]["constant"]["macro_f1"]
+    assert tasks["score"]["tfidf"]["rmse"] < tasks["score"]["constant"]["rmse"]
+    assert tasks["mood"]["tfidf"]["accuracy"] > tasks["mood"]["constant"]["accuracy"]
+    assert "| score | regression | rmse |" in quality.typed_table({"baseline": result, "mtl": {}})

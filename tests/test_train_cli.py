@@ -112,3 +112,23 @@ def test_a_taken_name_from_a_config_file_gets_the_next_free_one(cli, small_csv, 
     assert yaml.safe_load((tmp_path / "runs" / "base-2" / "config.yaml").read_text())["name"] == "base-2"
     typed = cli("train", "--config", saved, "--name", "base", "--quiet")  # typed on the command line: the user's choice
     assert typed.exit_code == 2 and "exists already" in typed.output
+
+
+def test_the_start_line_names_each_task_type():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from mtlcli.cli.progress import PlainReporter
+
+    err = StringIO()
+    reporter = PlainReporter(Console(file=StringIO()), Console(file=err, width=400))
+    reporter.train_start({"run": "runs/r", "device": "cpu", "precision": "fp32", "train_rows": 8, "val_rows": 2,
+                          "cuda_graphs": "--no-cuda-graphs",
+                          "tasks": {"topic": ["a", "b"], "tags": ["x", "y", "z"], "stars": []},
+                          "task_types": {"topic": {"type": "classification"}, "tags": {"type": "multilabel"},
+                                         "stars": {"type": "regression"}}})
+    lines = err.getvalue().splitlines()
+    assert lines[0].startswith("Training on 8 rows, validating on 2; 3 tasks; device cpu (fp32)")
+    assert lines[1:4] == ["  topic: classification, 2 labels", "  tags: multilabel, 3 labels", "  stars: regression"]
+    assert lines[4].startswith("  a type not set is read from the cells; --task-type TASK=TYPE sets it (")
