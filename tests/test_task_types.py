@@ -73,7 +73,7 @@ def test_the_start_line_names_each_type_and_how_to_change_it(cli, train_args, tm
     result = cli("train", path, *args, "--epochs", "1", "--name", "start")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert "  stars: classification, 5 labels (5 distinct labels)" in lines
+    assert "  stars: classification, 5 labels (whole numbers with 5 distinct values, read as classes)" in lines
     assert any(line.startswith("  tags: multilabel, ") for line in lines)
     assert "  score: regression (every cell is a number, some with decimals)" in lines
     assert any("--task-type TASK=TYPE sets it (classification, multilabel, regression)" in line for line in lines)

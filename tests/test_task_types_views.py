@@ -63,7 +63,7 @@ def best_row(run: Path) -> dict:
 @pytest.mark.slow
 def test_the_start_names_each_tasks_type_and_why_and_how_to_change_it(mixed_run):
     output = mixed_run[2]
-    assert "  topic: classification, 3 labels (3 distinct labels)" in output
+    assert "  topic: classification, 3 labels (one label per cell)" in output
     assert re.search(r"  tags: multilabel, 3 labels \(\d+ distinct cells hold several labels joined by '\|'\)", output)
     assert "  rating: regression (every cell is a number, some with decimals)" in output
     assert "--task-type TASK=TYPE sets it (classification, multilabel, regression)" in output

@@ -58,7 +58,8 @@ def infer(cells: Labels, separator: str) -> tuple[str, str]:
             return "regression", "every cell is a number, some with decimals"
         if len(values) > MANY_INTEGERS:
             return "regression", f"every cell is a whole number, {len(values)} distinct"
-    return "classification", f"{len(values)} distinct labels"
+        return "classification", f"whole numbers with {len(values)} distinct values, read as classes"
+    return "classification", "one label per cell"
 
 
 def check_learnable(task: str, cells: Labels, path: str, chosen: bool) -> None:
