@@ -58,8 +58,8 @@ class TaskType:
     metrics: ClassVar[tuple[vocab.Metric, ...]] = (vocab.LOSS,)
     headline: ClassVar[vocab.Metric] = vocab.LOSS
     train_metric: ClassVar[vocab.Metric | None] = None  # a metric counted on training batches (``train_hits``)
-    target_dtype: ClassVar[type] = np.float32
-    describe: ClassVar[str] = ""  # one line for `mtl plugins` and the start of a run
+    min_labels: ClassVar[int] = 0  # labels the training rows must hold for a task of this type
+    describe: ClassVar[str] = ""  # one line on the type for an export's model card
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -155,8 +155,3 @@ def first_row(cells: Labels, code: int) -> int | None:
     holds it (the cells of a split share one list of distinct cells with the other split)."""
     rows = np.flatnonzero(cells.codes == code)
     return int(rows[0]) if len(rows) else None
-
-
-def output_keys(task: Task) -> list[str]:
-    """What a task's outputs are called in files: its labels, or the task's own name for one value."""
-    return task.labels or [task.name]

@@ -33,7 +33,6 @@ class Classification(TaskType):
     metrics = vocab.CLASSIFICATION
     headline = vocab.MACRO_F1
     train_metric = vocab.ACCURACY
-    target_dtype = np.int64
     min_labels = 2
     describe = "one label per row (softmax, cross-entropy)"
 

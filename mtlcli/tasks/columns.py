@@ -48,9 +48,9 @@ def choose_types(table: Table, chosen: dict[str, str], separator: str) -> dict[s
 
 def infer(cells: Labels, separator: str) -> tuple[str, str]:
     """The type the cells leave no doubt about, and why; classification when in doubt."""
-    values = [name for name in cells.present()]
-    if any(multilabel.split_cell(v, separator) not in (None, [v]) for v in values):
-        several = sum(1 for v in values if multilabel.split_cell(v, separator) not in (None, [v]))
+    values = cells.present()
+    several = sum(1 for v in values if multilabel.split_cell(v, separator) not in (None, [v]))
+    if several:
         return "multilabel", f"{several} distinct cells hold several labels joined by '{separator}'"
     numbers = [regression.read_number(v) for v in values]
     if values and all(n is not None for n in numbers):
@@ -99,10 +99,10 @@ def fit_tasks(train: Table, types: dict[str, tuple[str, str]], settings: dict[st
         kind_ = task_type(type_name)
         tasks[name] = kind_.fit(name, train.labels[name], train.where, settings)
     for name, task in tasks.items():
-        need = getattr(task_type(task.type), "min_labels", 0)
+        need = task_type(task.type).min_labels
         if len(task.labels) < need:
             found = f"only '{shown(task.labels[0])}'" if task.labels else "no labels"
-            trainable = [t for t, other in tasks.items() if len(other.labels) >= getattr(kind(other), "min_labels", 0)]
+            trainable = [t for t, other in tasks.items() if len(other.labels) >= kind(other).min_labels]
             fix = ("; leave it out by naming the tasks to train: " + " ".join(f"--task {shown(t)}" for t in trainable)
                    if trainable and trainable != [name] else "; add rows with other labels")
             raise UserError(f"{train.path}: task '{shown(name)}' has {found} in the training rows; "

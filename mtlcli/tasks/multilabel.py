@@ -68,7 +68,6 @@ class MultiLabel(TaskType):
     name = "multilabel"
     metrics = vocab.MULTILABEL
     headline = vocab.MACRO_F1
-    target_dtype = np.float32
     min_labels = 1
     describe = "a set of labels per row (sigmoid, binary cross-entropy, a tuned threshold per label)"
 

@@ -51,7 +51,6 @@ class Regression(TaskType):
     name = "regression"
     metrics = vocab.REGRESSION
     headline = vocab.RMSE
-    target_dtype = np.float32
     min_labels = 0
     describe = "a number per row (standardised targets, MSE or Huber loss)"
 

@@ -38,9 +38,6 @@ class Dist:
     def sum_in_place(self, tensors: list[torch.Tensor]) -> None:
         sum_in_place(tensors, self)
 
-    def max(self, tensor: torch.Tensor) -> torch.Tensor:
-        return all_reduce_max(tensor, self)
-
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
