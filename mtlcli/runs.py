@@ -202,6 +202,6 @@ def best_checkpoint(run: Path) -> Path:
     return found[-1]
 
 
-def _epoch_of(path: Path) -> int:
-    m = re.search(r"best_epoch_(\d+)\.pt$", path.name)
-    return int(m.group(1)) if m else -1
+def _epoch_of(path: Path) -> float:
+    m = re.search(r"best_epoch_(\d+(?:\.\d+)?)\.pt$", path.name)
+    return float(m.group(1)) if m else -1

@@ -124,7 +124,10 @@ class LiveReporter(PlainReporter):
         self.progress.update(self.task_id, description="validate", loss="validating")
 
     def epoch_end(self, row, improved):
-        self.progress.remove_task(self.task_id)
+        if isinstance(row[vocab.EPOCH], int):
+            self.progress.remove_task(self.task_id)
+        else:  # a validation mid-epoch (--eval-steps): the epoch's bar goes on
+            self.progress.update(self.task_id, description="train", loss="-")
         self.console.print(epoch_line(row, self.tasks, improved), soft_wrap=True, markup=False,
                            style="green" if improved else None)
 

@@ -1,5 +1,6 @@
-"""The MLflow tracker: the resolved config as parameters, every epoch's metrics, the run folder's
-files as artifacts, in one MLflow run that ``mtl train --resume`` continues.
+"""The MLflow tracker: the resolved config as parameters, every validation's metrics, the per-step
+training loss, the run folder's files as artifacts, in one MLflow run that ``mtl train --resume``
+continues.
 
 Where: ``MLFLOW_TRACKING_URI`` when set (a server, ``http://127.0.0.1:5000``), else MLflow's own
 default (a local store in the working folder, as ``mlflow ui`` expects). The experiment is
@@ -21,6 +22,7 @@ from mtlcli.components.trackers import Tracker, numbers, require
 from mtlcli.registry import trackers
 
 RUN_FILE = "mlflow.json"
+STEP = "step"  # the prefix of the per-step metrics
 EXPERIMENT = "mtl"
 SKIPPED = ("checkpoints",)  # weights stay in the run folder: hundreds of MB per run in the store otherwise
 PARAM_LIMIT = 6000  # MLflow's longest parameter value
@@ -88,6 +90,15 @@ class MlflowTracker(Tracker):
 
         now = int(time.time() * 1000)
         metrics = [Metric(metric_key(k), v, now, epoch) for k, v in numbers(row).items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def log_step(self, values: dict[str, float], step: int) -> None:
+        """The per-step losses as ``step/train_loss``, ``step/lr_backbone``...: their own metrics, so
+        that each metric's history has one x-axis."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(metric_key(f"{STEP}/{k}"), v, now, step) for k, v in numbers(values).items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def finish(self, run_dir: Path, summary: dict[str, Any]) -> None:

@@ -20,14 +20,15 @@ from mtlcli import __version__, atomic, config as config_mod, runs
 from mtlcli.model import builder
 from mtlcli.data import tables as data_mod
 from mtlcli.reports import plots
-from mtlcli.data.batching import Encoded, choose_max_length, encode, model_length_limit
+from mtlcli.data.batching import Encoded, choose_max_length, encode, model_length_limit, train_batches
 from mtlcli.model.checkpoint import Checkpoint
 from mtlcli.config import TrainConfig
 from mtlcli.runtime.cuda_graphs import graph_blocker
 from mtlcli.errors import RunFailed, UserError
 from mtlcli.runtime.hardware import autocast, configure_device, is_out_of_memory, resolve_device, resolve_precision
 from mtlcli.model.losses import Objective
-from mtlcli.model.network import apply_freeze, check_freeze, default_model_path, load_pretrained_backbone, load_tokenizer, parameter_groups
+from mtlcli.model.network import (apply_freeze, check_freeze, default_model_path, enable_gradient_checkpointing,
+                                  load_pretrained_backbone, load_tokenizer, parameter_groups)
 from mtlcli.scoring.quality import task_checks
 from mtlcli.registry import schedulers, task_types
 from mtlcli.tasks import columns
@@ -36,7 +37,7 @@ from mtlcli.tasks.columns import kind
 from mtlcli.training import distributed, memory
 from mtlcli.training.grad_scaling import grad_scaler
 from mtlcli.training.interrupt import StopSignals, TrainingInterrupted
-from mtlcli.training.loop import Hooks, LoopParts, Position, fit
+from mtlcli.training.loop import Hooks, LoopParts, Position, epoch_mark, fit
 from mtlcli.training.policies import BestCheckpoint, EarlyStopping
 from mtlcli.training.reporter import Reporter
 from mtlcli.training.resume import TrainingState, data_fingerprint, last_checkpoint
@@ -219,8 +220,11 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     combiner.to(device)
     groups = parameter_groups(model, combiner, cfg.lr_backbone, cfg.lr_heads, cfg.weight_decay)
     optimizer = torch.optim.AdamW(groups, fused=device.type in ("cpu", "cuda") or None)  # one kernel for all parameters
-    steps_per_epoch = -(-len(data.train) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
+    # optimizer steps: each takes --batch-size x --grad-accum rows; under torchrun a last batch
+    # smaller than the processes is left out
+    steps_per_epoch = len(distributed.usable_batches(
+        train_batches(data.train.lengths, cfg.batch_size * cfg.grad_accum, cfg.seed, 1), dist))
+    total = cfg.max_steps or steps_per_epoch * cfg.epochs
     warmup = TrainingState.warmup(saved, cfg.warmup_ratio, total)
     scheduler = schedulers.get(cfg.scheduler)(optimizer, total, warmup)
     scaler = grad_scaler(device, precision)  # fp16: loss scaling, its state saved in last.pt
@@ -230,19 +234,20 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     saver = BestCheckpoint(run / "checkpoints", cfg.keep_all_best, save=lambda path, ckpt: ckpt.save(path))
     log = runs.MetricsLog(run / "metrics.jsonl") if main else _MemoryLog(run / "metrics.jsonl")
     state = TrainingState(run, optimizer, scheduler, scaler, stopper, saver, log, total, warmup, fingerprint)
-    start, tally = _go_on_from(saved, state, model, combiner, cfg, resume is not None, main)
+    start, tally = _go_on_from(saved, state, model, combiner, cfg, resume is not None, main, steps_per_epoch)
     if main:
         best_size, last_size = checkpoint_bytes(model)
         runs.require_free_space(run, best_size + 2 * last_size + (0 if saved else best_size),
                                 "the checkpoints of this model (a best one and last.pt, each written beside the old)")
 
     graphs_off = graph_blocker(device, [model, combiner], loss_scaling=scaler.is_enabled(), distributed=dist.enabled,
-                               partial_labels=not all(np.asarray(kind(tasks[t]).labelled(y)).all()
+                               accumulating=cfg.grad_accum > 1, partial_labels=not all(np.asarray(kind(tasks[t]).labelled(y)).all()
                                                       for t, y in data.train.labels.items())) \
         if cfg.cuda_graphs else "--no-cuda-graphs"
     info = {"run": str(run), "device": str(device), "precision": precision, "model": data.model_path,
             "max_length": data.max_length, "max_length_auto": cfg.max_length == "auto",
             "train_rows": len(data.train), "val_rows": len(data.val), "tasks": label_sets, "epochs": cfg.epochs,
+            "max_steps": cfg.max_steps or None,
             "task_types": {t: {"type": task.type, "why": inputs.why.get(t, "")} for t, task in tasks.items()},
             "steps_per_epoch": steps_per_epoch, "components": inputs.components,
             "resumed_from": [start.epoch, start.step] if saved else None, "processes": dist.world_size,
@@ -266,7 +271,9 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
                       amp=partial(autocast, device, precision), pad_id=data.tokenizer.pad_token_id or 0,
                       batch_size=cfg.batch_size, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
                       lr_backbone=cfg.lr_backbone, lr_heads=cfg.lr_heads, max_length=data.max_length,
-                      objective=data.objective, dist=dist, scaler=scaler, cuda_graphs=graphs_off is None)
+                      objective=data.objective, dist=dist, scaler=scaler, cuda_graphs=graphs_off is None,
+                      grad_accum=cfg.grad_accum, max_steps=cfg.max_steps, eval_steps=cfg.eval_steps,
+                      log_steps=cfg.log_steps)
     return Session(cfg, run, main, parts, stopper, saver, log, hooks, start, tally, info, writer.best_row)
 
 
@@ -289,6 +296,8 @@ def tokenize_inputs(cfg: TrainConfig, inputs: Inputs) -> Tokenized:
     tokenizer = load_tokenizer(model_path)
     own = cfg.attention_dropout == "model"
     backbone = load_pretrained_backbone(model_path, None if own else cfg.attention_dropout)
+    if cfg.gradient_checkpointing:  # before the run folder exists: a backbone without it is refused first
+        enable_gradient_checkpointing(backbone)
     max_length = resolve_max_length(cfg, tokenizer, backbone, model_path, inputs.train.texts)
     train_ids = columns.encode_targets(inputs.train, inputs.tasks)
     val_ids = columns.encode_targets(inputs.val, inputs.tasks)
@@ -308,21 +317,26 @@ def _write_run_files(run: Path, cfg: TrainConfig, label_sets: dict[str, list[str
 
 
 def _go_on_from(saved: Checkpoint | None, state: TrainingState, model, combiner, cfg: TrainConfig, resumed: bool,
-                main: bool) -> tuple[Position, dict | None]:
+                main: bool, steps_per_epoch: int) -> tuple[Position, dict | None]:
     """Where the run starts: afresh, or where last.pt says; a run with nothing left to do is told how to go on."""
     start, tally = state.restore(saved, model, combiner) if saved else (Position(), None)
     stopper = state.stopper
-    if saved and start.step == 0 and stopper.should_stop:
-        raise UserError(f"{state.run}: the run stopped early after epoch {start.epoch - 1} (no improvement for "
-                        f"{stopper.bad_epochs} epochs); to train on, raise --patience with --resume")
-    if start.epoch > cfg.epochs:
+    done = epoch_mark(start.epoch, start.step, steps_per_epoch) if start.step else start.epoch - 1
+    if saved and stopper.should_stop:
+        raise UserError(f"{state.run}: the run stopped early after epoch {done} (no improvement for "
+                        f"{stopper.bad_epochs} validations); to train on, raise --patience with --resume")
+    steps_done = (start.epoch - 1) * steps_per_epoch + start.step
+    if cfg.max_steps and steps_done >= cfg.max_steps:
+        raise UserError(f"{state.run}: the run has finished (step {steps_done} of {cfg.max_steps}); "
+                        "to train on, raise --max-steps with --resume")
+    if not cfg.max_steps and start.epoch > cfg.epochs:
         raise UserError(f"{state.run}: the run has finished (epoch {cfg.epochs} of {cfg.epochs}); "
                         "to train on, raise --epochs with --resume")
     if main:
         if resumed and not saved:  # killed before its first checkpoint: the run starts over in place
             state.log.restore([])
             (state.run / "summary.json").unlink(missing_ok=True)
-        state.saver.tidy(start.epoch)  # bests of epochs that will run again
+        state.saver.tidy(done)  # bests of validations that will run again
     return start, tally
 
 
