@@ -241,7 +241,8 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
                                 "the checkpoints of this model (a best one and last.pt, each written beside the old)")
 
     graphs_off = graph_blocker(device, [model, combiner], loss_scaling=scaler.is_enabled(), distributed=dist.enabled,
-                               accumulating=cfg.grad_accum > 1, partial_labels=not all(np.asarray(kind(tasks[t]).labelled(y)).all()
+                               accumulating=cfg.grad_accum > 1, checkpointing=cfg.gradient_checkpointing,
+                               partial_labels=not all(np.asarray(kind(tasks[t]).labelled(y)).all()
                                                       for t, y in data.train.labels.items())) \
         if cfg.cuda_graphs else "--no-cuda-graphs"
     info = {"run": str(run), "device": str(device), "precision": precision, "model": data.model_path,
