@@ -1,7 +1,7 @@
 """Experiment trackers: where a run's settings and numbers also go, besides its run folder.
 
 Interface (kind ``trackers``, entry-point group ``mtlcli.trackers``): a class built with no
-arguments, on the main process only, with three methods, called in this order:
+arguments, on the main process only, with three methods and an optional fourth (``log_step``):
 
 ``start(config, run_dir, resumed)``
     once, before the first epoch; ``config`` is the resolved config as a dict, ``resumed`` is True
