@@ -331,3 +331,22 @@ def test_which_hosts_are_only_this_machine(host, loopback):
     from mtlcli.cli.serve_cmd import is_loopback
 
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.slow  # 20 seconds of load on a server of its own
+def test_soak_benchmark_a_short_run_has_no_5xx_and_answers_every_good_request(trained_run, tmp_path):
+    out = tmp_path / "soak.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "serve_soak.py"),
+                           str(trained_run[0]), "--seconds", "20", "--clients", "4", "--out", str(out), "--",
+                           "--device", "cpu", "--precision", "fp32"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["5xx"] == 0 and result["unexpected"] == {}
+    assert result["good_sent"] > 0 and result["good_answered_200"] == result["good_sent"]
+    assert {kind: set(codes) for kind, codes in result["codes_by_kind"].items()} == {
+        "good": {"200"}, "empty text": {"422"}, "wrong JSON": {"400"}, "missing key": {"401"}}
+    assert result["server_counted"]["requests"] == result["requests"]  # /metrics saw every request sent
+    assert result["server_exit_code"] == 0 and result["server_tracebacks"] == 0
+    assert result["rss_mb"]["samples"] > 0 and result["rss_mb"]["end"] > 0
