@@ -10,6 +10,7 @@ A store MLflow refuses or cannot reach at the start is a UserError: the run does
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -62,6 +63,8 @@ class MlflowTracker(Tracker):
         try:
             self._start(config, run_dir, saved, uri)
         except Exception as exc:  # the store or the server: training is not started unrecorded
+            with contextlib.suppress(Exception):  # an MLflow run opened before the failure goes again
+                self.abandon(run_dir)
             raise UserError(cannot_start(exc, uri)) from None
 
     def _start(self, config: dict[str, Any], run_dir: Path, saved: dict[str, Any] | None, uri: str | None) -> None:
@@ -116,7 +119,6 @@ class MlflowTracker(Tracker):
                 self.client.log_artifact(self.run_id, str(path))
         ended = "FAILED" if summary.get("diverged") else "KILLED" if summary.get("interrupted") else "FINISHED"
         self.client.set_terminated(self.run_id, status=ended)
-
 
     def abandon(self, run_dir: Path) -> None:
         if self.client is None or self.run_id is None:
