@@ -161,6 +161,8 @@ def test_csv_top_k_cells_keep_labels_with_spaces_and_colons_apart():
     (["--input", "missing.txt"], "missing.txt: file not found"),
     (["Some text.", "--format", "xml"], "--format xml: must be one of table, csv, jsonl"),
     (["Some text.", "--embeddings", "vectors.txt"], "must end in .npy"),
+    (["Some text.", ""], "TEXT 2 is empty; every text needs words"),
+    ([" \t "], "TEXT 1 is empty (only whitespace); every text needs words"),
 ])
 def test_bad_arguments_are_one_line(cli, trained_run, args, message):
     result = cli("predict", trained_run[0], *args)
