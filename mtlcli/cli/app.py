@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import typer
@@ -70,4 +72,22 @@ app.command("serve")(serve_cmd.serve)
 
 
 def main() -> None:
-    app()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # not one of several torchrun processes
+        app()
+        return
+    # A process under torchrun ends with os._exit once its command is over and its output is out.
+    # The interpreter's own teardown would free torch.distributed's objects after their threads:
+    # now and then that aborts the process ("terminate called without an active exception"), and
+    # torchrun answers by stopping the other processes while they still save the run.
+    try:
+        app()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+        if not isinstance(stop.code, (int, type(None))):
+            print(stop.code, file=sys.stderr)
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)

@@ -61,7 +61,10 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, resume: Path | Non
             session = set_up(cfg, reporter or Reporter(), resume, stop)
             stop.armed = True  # from here a first Ctrl-C/SIGTERM means: finish the batch, save, stop
             result = fit(session.parts, cfg.epochs, session.stopper, session.hooks, session.start, session.tally)
-            return finish(session, result, stop)
+            try:
+                return finish(session, result, stop)
+            finally:
+                distributed.wait_for_all()  # the others leave once the main process has written the summary
         except (RuntimeError, OSError, MemoryError) as exc:
             if is_out_of_memory(exc):  # what the estimate before training let through
                 raise memory.out_of_memory("training", cfg.batch_size, cfg.max_length,
