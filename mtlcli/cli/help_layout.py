@@ -3,8 +3,7 @@
 Typer lays out an options panel as a Rich table whose columns may all shrink; on a narrow terminal
 (80 columns) Rich shrinks the name columns too and cuts names with an ellipsis (``--attention-drop…``),
 so the one thing a reader needs from the help is gone. Here the name columns keep their width and
-the type and help columns take the squeeze, folding a word too long for them rather than cutting it.
-A switch's second name (``--no-normalize``) goes under its first rather than in a column of its own,
+the type and help columns take the squeeze (a word of help wider than its column is still cut). A switch's second name (``--no-normalize``) goes under its first rather than in a column of its own,
 which leaves the help about 20 more characters on every line.
 """
 
@@ -14,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
-SQUEEZABLE = 2  # the last columns of an options row: its type and its help
+SQUEEZABLE = 2  # the last columns of an options row: its type and its help; the others hold names
 
 
 class _WholeNamesTable(Table):
@@ -26,10 +25,11 @@ class _WholeNamesTable(Table):
             if second.plain:
                 cells[-6], cells[-4] = Text("\n").join([first, second]), Text("")
         super().add_row(*cells, **kwargs)  # creates the columns on the first row
-        for column in self.columns[:-SQUEEZABLE]:
-            column.no_wrap = True
-        for column in self.columns[-SQUEEZABLE:]:
-            column.overflow = "fold"
+        for column, cell in zip(self.columns[:-SQUEEZABLE], cells[:-SQUEEZABLE]):
+            column.no_wrap = True  # Rich shrinks the columns that may wrap first
+            # and, where that is not enough, every column: not below its longest name
+            widest = max((len(line) for line in getattr(cell, "plain", "").split("\n")), default=0)
+            column.min_width = max(column.min_width or 0, widest)
 
 
 def _whole_names() -> None:
