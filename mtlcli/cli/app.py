@@ -7,13 +7,13 @@ import os
 import sys
 
 import typer
-from typer.core import TyperGroup
 
 from mtlcli import __version__
+from mtlcli.cli.help_layout import Command, Group
 from mtlcli.cli import eval_cmd, export_cmd, plot_cmd, plugins_cmd, predict_cmd, report_cmd, serve_cmd, train_cmd
 
 
-class OneLineErrors(TyperGroup):
+class OneLineErrors(Group):
     """Usage errors in any command are one line on stderr, 'error: ...', exit code 2, like every other error."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
@@ -61,14 +61,14 @@ def root(
     """Multi-task fine-tuning of sentence transformers."""
 
 
-app.command("train")(train_cmd.train)
-app.command("eval")(eval_cmd.eval_)
-app.command("predict")(predict_cmd.predict)
-app.command("plot")(plot_cmd.plot)
-app.command("report")(report_cmd.report)
-app.command("plugins")(plugins_cmd.plugins)
-app.command("export")(export_cmd.export)
-app.command("serve")(serve_cmd.serve)
+app.command("train", cls=Command)(train_cmd.train)
+app.command("eval", cls=Command)(eval_cmd.eval_)
+app.command("predict", cls=Command)(predict_cmd.predict)
+app.command("plot", cls=Command)(plot_cmd.plot)
+app.command("report", cls=Command)(report_cmd.report)
+app.command("plugins", cls=Command)(plugins_cmd.plugins)
+app.command("export", cls=Command)(export_cmd.export)
+app.command("serve", cls=Command)(serve_cmd.serve)
 
 
 def main() -> None:

@@ -161,8 +161,9 @@ def confusion_html(r: dict[str, Any]) -> str:
             cells.append(f'<td class="{"diag" if i == j else ""}" style="background:rgba({hue},{0.08 + 0.85 * share:.2f});'
                          f'color:{ink}" title="{escape(label)} predicted as {escape(labels[j])}: {n}">{n}</td>')
         body.append(f'<tr><th class="true">{escape(label)}</th>{"".join(cells)}</tr>')
-    return (f'<table class="confusion"><thead><tr><th class="corner">true \u2193 predicted \u2192</th>{head}</tr>'
-            f'</thead><tbody>{"".join(body)}</tbody></table>')
+    # in a box that scrolls sideways: a matrix of many labels is wider than its card
+    return (f'<div class="scroll"><table class="confusion"><thead><tr><th class="corner">true \u2193 predicted \u2192</th>'
+            f'{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
 def per_class_html(r: dict[str, Any]) -> str:
@@ -380,6 +381,7 @@ table.num td:not(:first-child){text-align:right;font-variant-numeric:tabular-num
 table.kv td:first-child{color:#475569;white-space:nowrap}
 table.kv td:not(:first-child){overflow-wrap:anywhere}
 .pair{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
+.scroll{overflow-x:auto;max-width:100%;min-width:0}
 table.confusion td{text-align:center;min-width:44px;font-variant-numeric:tabular-nums;border:1px solid #fff}
 table.confusion td.diag{font-weight:700}
 table.confusion th.pred{font-size:12px;text-align:center}
