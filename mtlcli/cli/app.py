@@ -8,7 +8,8 @@ import typer
 from typer.core import TyperGroup
 
 from mtlcli import __version__
-from mtlcli.cli import eval_cmd, export_cmd, plot_cmd, plugins_cmd, predict_cmd, report_cmd, serve_cmd, train_cmd
+from mtlcli.cli import (eval_cmd, export_cmd, plot_cmd, plugins_cmd, predict_cmd, report_cmd, serve_cmd, tidy_cmd,
+                        train_cmd)
 
 
 class OneLineErrors(TyperGroup):
@@ -38,7 +39,7 @@ class OneLineErrors(TyperGroup):
 app = typer.Typer(
     name="mtl",
     cls=OneLineErrors,
-    help="Multi-task fine-tuning of sentence transformers: train, evaluate, predict, plot, report, export and serve.",
+    help="Multi-task fine-tuning of sentence transformers: train, evaluate, predict, plot, report, export, serve and tidy.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -67,6 +68,7 @@ app.command("report")(report_cmd.report)
 app.command("plugins")(plugins_cmd.plugins)
 app.command("export")(export_cmd.export)
 app.command("serve")(serve_cmd.serve)
+app.command("tidy")(tidy_cmd.tidy)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtlcli.components.trackers import Tracker, numbers, require
+from mtlcli.components.trackers import Tracker, numbers, require, test_scores
 from mtlcli.registry import trackers
 
 RUN_FILE = "mlflow.json"
@@ -97,6 +97,12 @@ class MlflowTracker(Tracker):
                 "mtl.stopped_early": summary.get("stopped_early")}
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, json.dumps(value))
+        scores = test_scores(summary)
+        if scores:
+            from mlflow.entities import Metric
+
+            now, step = int(time.time() * 1000), summary.get("best_epoch") or 0
+            self.client.log_batch(self.run_id, metrics=[Metric(metric_key(k), v, now, step) for k, v in scores.items()])
         for path in sorted(run_dir.iterdir()):
             if path.name in SKIPPED or path.name.startswith("."):
                 continue
