@@ -175,7 +175,7 @@ def scores(task: str, split: str, values: dict[str, Any]) -> dict[str, Any]:
     return {key(split, task, by_name[name]): value for name, value in values.items()}
 
 
-def test_scores(summary: dict[str, Any]) -> dict[str, Any]:
+def scores_on_test(summary: dict[str, Any]) -> dict[str, Any]:
     """summary.json's --test scores as keys of this vocabulary (``test_loss``, ``test_topic_acc``);
     {} for a run without them."""
     test = summary.get("test")
@@ -184,7 +184,8 @@ def test_scores(summary: dict[str, Any]) -> dict[str, Any]:
     by_name = {m.name: m for m in METRICS.values()}
     out = {key(TEST, None, LOSS): test.get("loss")}
     for task, found in test["tasks"].items():
-        out.update({key(TEST, task, by_name[name]): value for name, value in found.items() if name in by_name})
+        if isinstance(found, dict):  # summary.json is read from any run folder: a broken one shows less
+            out.update({key(TEST, task, by_name[name]): value for name, value in found.items() if name in by_name})
     return out
 
 

@@ -175,7 +175,8 @@ def test_min_score_leaves_a_doubtful_label_out_of_csv_and_jsonl(cli, trained_run
                      "--output", tmp_path / f"out.{fmt}")
         assert result.exit_code == 0, result.output
         written = (tmp_path / f"out.{fmt}").read_text()
-        rows = list(csv.DictReader(io.StringIO(written))) if fmt == "csv" else [json.loads(x) for x in written.splitlines()]
+        rows = (list(csv.DictReader(io.StringIO(written))) if fmt == "csv"
+                else [json.loads(x) for x in written.splitlines()])
         below = 0
         for i, row in enumerate(rows):
             for task, scores in top.items():

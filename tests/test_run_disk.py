@@ -93,7 +93,8 @@ def test_tidy_lists_then_frees_the_optimizer_state_of_finished_runs(cli, small_c
 
     freed = cli("tidy", out)
     assert freed.exit_code == 0, freed.output
-    assert f"Freed {size / 1e6:.1f} MB: the optimizer state of 2 finished runs (of 3)" in freed.output
+    assert f"Freed {size / 1e6:.1f} MB: the optimizer state of 2 finished runs (of 3); a tidied run can no longer " \
+           "train on with --resume" in freed.output
     assert not any(p.exists() for p in lasts)
     for name in ("one", "two"):
         assert summary(out / name)["optimizer_state"] == "dropped" and summary(out / name)["last_checkpoint"] is None

@@ -32,12 +32,13 @@ def _fmt(v: Any) -> str:
 def epoch_line(row: dict[str, Any], tasks: list[str], improved: bool) -> str:
     """One epoch: the losses, each task's validation scores by their short names (training's, in a run
     without validation), the speed."""
-    parts = [f"epoch {row[vocab.EPOCH]}", *(f"{k} {row[k]:.4f}" for k in (vocab.TRAIN_LOSS, vocab.VAL_LOSS) if k in row)]
+    losses = (k for k in (vocab.TRAIN_LOSS, vocab.VAL_LOSS) if k in row)
+    parts = [f"epoch {row[vocab.EPOCH]}", *(f"{k} {row[k]:.4f}" for k in losses)]
     split = vocab.VAL if vocab.VAL_LOSS in row else vocab.TRAIN
+    named = "" if split == vocab.VAL else f"{split} "  # validation's scores go unnamed, as they always have
     for t in tasks:
         scores = [m for m in vocab.metrics(row, t, split) if m != vocab.LOSS]
-        parts.append(" ".join([t, *(f"{split} {m.column} {row[vocab.key(split, t, m)]:.3f}" if split == vocab.TRAIN
-                                    else f"{m.column} {row[vocab.key(split, t, m)]:.3f}" for m in scores)]))
+        parts.append(" ".join([t, *(f"{named}{m.column} {row[vocab.key(split, t, m)]:.3f}" for m in scores)]))
     parts.append(f"{row[vocab.TRAIN_SPEED]:.0f} sent/s, {row[vocab.SECONDS]:.1f}s")
     return " | ".join(parts) + (" | new best, saved" if improved else "")
 
@@ -180,7 +181,7 @@ def show_summary(console: Console, summary: dict[str, Any], chart: bool, types: 
                       "--val-split 0), training scores:", soft_wrap=True, markup=False, highlight=False)
     for table in best_tables(best, types or {}, vocab.VAL if validated else vocab.TRAIN):
         console.print(table)
-    test = vocab.test_scores(summary)
+    test = vocab.scores_on_test(summary)
     if test:
         console.print(f"Test scores of that checkpoint on {summary['test']['n']} rows of {summary['test']['data']}:",
                       soft_wrap=True, markup=False, highlight=False)

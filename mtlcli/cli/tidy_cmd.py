@@ -32,7 +32,7 @@ def tidy(
         return
     done = "Would free" if dry_run else "Freed"
     console.print(f"{done} {_mb(freed)}: the optimizer state of {tidied} finished run{'s' if tidied > 1 else ''} "
-                  f"(of {len(folders)}); they can no longer train on with --resume", soft_wrap=True, markup=False,
+                  f"(of {len(folders)}); a tidied run can no longer train on with --resume", soft_wrap=True, markup=False,
                   highlight=False)
 
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtlcli.components.trackers import Tracker, numbers, require, test_scores
+from mtlcli.components.trackers import Tracker, numbers, numbers_on_test, require
 from mtlcli.registry import trackers
 
 RUN_FILE = "mlflow.json"
@@ -97,7 +97,7 @@ class MlflowTracker(Tracker):
                 "mtl.stopped_early": summary.get("stopped_early")}
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, json.dumps(value))
-        scores = test_scores(summary)
+        scores = numbers_on_test(summary)
         if scores:
             from mlflow.entities import Metric
 

@@ -10,7 +10,7 @@ arguments, on the main process only, with three methods, called in this order:
     after every epoch, with that epoch's line of ``metrics.jsonl``.
 ``finish(run_dir, summary)``
     once, after ``summary.json`` is written (also when the run was interrupted or diverged); with
-    --test, ``summary["test"]`` holds the test scores (``test_scores`` gives them as metric keys).
+    --test, ``summary["test"]`` holds the test scores (``numbers_on_test`` gives them as metric keys).
 
 A tracker whose library is missing says which extra to install when it is built; one that raises
 later is warned about once and dropped, and training goes on.
@@ -53,9 +53,9 @@ def numbers(row: dict[str, Any]) -> dict[str, float]:
             if k != vocab.EPOCH and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
-def test_scores(summary: dict[str, Any]) -> dict[str, float]:
+def numbers_on_test(summary: dict[str, Any]) -> dict[str, float]:
     """--test's finite scores as metric keys (``test_loss``, ``test_topic_acc``); {} without --test."""
-    return numbers(vocab.test_scores(summary))
+    return numbers(vocab.scores_on_test(summary))
 
 
 def tensorboard_tag(key: str) -> str:
@@ -89,7 +89,7 @@ class TensorBoardTracker(Tracker):
 
     def finish(self, run_dir: Path, summary: dict[str, Any]) -> None:
         if self.writer is not None:
-            for key, value in test_scores(summary).items():  # at the best epoch: the checkpoint they score
+            for key, value in numbers_on_test(summary).items():  # at the best epoch: the checkpoint they score
                 self.writer.add_scalar(tensorboard_tag(key), value, summary.get("best_epoch") or 0)
             self.writer.close()
 

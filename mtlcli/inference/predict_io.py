@@ -177,7 +177,8 @@ def decide(chunk: Chunk, tasks: dict[str, Task], top_k: int, min_score: float | 
     return decided
 
 
-def records(chunk: Chunk, tasks: dict[str, Task], top_k: int, min_score: float | None = None) -> Iterator[dict[str, Any]]:
+def records(chunk: Chunk, tasks: dict[str, Task], top_k: int,
+            min_score: float | None = None) -> Iterator[dict[str, Any]]:
     """One dict per text: ``{"text": ..., task: its type's prediction}``, numbers to 6 decimals:
     classification ``{"label", "score", "top": [[label, p], ...]}`` (label None below ``min_score``),
     multi-label ``{"labels", "scores", "top"}``, regression ``{"value"}`` (docs/predict.md)."""
@@ -213,15 +214,17 @@ def open_output(path: str | None) -> Iterator[IO[str]]:
         yield f
 
 
-def write_jsonl(out: IO[str], chunk: Chunk, tasks: dict[str, Task], top_k: int, min_score: float | None = None) -> None:
+def write_jsonl(out: IO[str], chunk: Chunk, tasks: dict[str, Task], top_k: int,
+                min_score: float | None = None) -> None:
     out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records(chunk, tasks, top_k, min_score)))
 
 
 class CsvWriter:
-    """The input's columns (or ``text``), then per task: ``T`` and ``T_score`` (a class task: the label and
-    its probability, the label empty below ``min_score``; a multi-label task: the labels at or above their thresholds and their
-    probabilities, each joined by the run's separator, or ``[]`` and nothing when none is), ``T_top``
-    with top-k > 1 (a JSON array of [label, score] pairs); a regression task: ``T``, the value.
+    """The input's columns (or ``text``), then per task: ``T`` and ``T_score`` (a class task: the label
+    and its probability, the label empty below ``min_score``; a multi-label task: the labels at or
+    above their thresholds and their probabilities, each joined by the run's separator, or ``[]``
+    and nothing when none is), ``T_top`` with top-k > 1 (a JSON array of [label, score] pairs); a
+    regression task: ``T``, the value.
 
     When the input already has a column ``T`` (labelled data), the prediction goes in
     ``T_predicted`` so both can be compared.

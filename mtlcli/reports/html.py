@@ -259,7 +259,7 @@ def best_html(view: RunView) -> str:
 
 def test_html(sid: str, view: RunView) -> str:
     """--test's scores, as training wrote them to summary.json; nothing for a run without them."""
-    scores = vocab.test_scores(view.summary)
+    scores = vocab.scores_on_test(view.summary)
     if not scores:
         return ""
     test = view.summary["test"]

@@ -257,7 +257,9 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
         row = {vocab.EPOCH: epoch, **_current_lrs(p), vocab.SECONDS: round(time.perf_counter() - t0, 3),
                vocab.TRAIN_SECONDS: round(train_seconds, 3),
                vocab.TRAIN_SPEED: round((tally.seen - seen_before) / train_seconds, 2),
-               vocab.TRAIN_LOSS: float(tally.combined_sum) / tally.seen, **({vocab.VAL_LOSS: val["loss"]} if val else {})}
+               vocab.TRAIN_LOSS: float(tally.combined_sum) / tally.seen}
+        if val:
+            row[vocab.VAL_LOSS] = val["loss"]
         for t in tasks:
             trained = {vocab.LOSS.name: train_task_loss.get(t, float("nan"))}
             if t in tally.hits:
@@ -265,7 +267,8 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
                 trained[kind(p.tasks[t]).train_metric.name] = hits
             row.update(vocab.scores(t, vocab.TRAIN, trained))
             if val:
-                row.update(vocab.scores(t, vocab.VAL, {m.name: val["tasks"][t][m.name] for m in kind(p.tasks[t]).metrics}))
+                scores = {m.name: val["tasks"][t][m.name] for m in kind(p.tasks[t]).metrics}
+                row.update(vocab.scores(t, vocab.VAL, scores))
         if val and any(v["n"] and not math.isfinite(v["loss"]) for v in val["tasks"].values()):
             return {**ended, "diverged": {"epoch": epoch, "batch": None, "loss": row[vocab.VAL_LOSS]}}
 

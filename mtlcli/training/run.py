@@ -382,7 +382,7 @@ def finish(session: Session, result: dict[str, Any], stop: StopSignals) -> Path:
         summary["task_checks"] = checks
         summary["warnings"] = [c["warning"] for c in checks.values() if c.get("warning")]
     if ended and session.test is not None and saver.path:
-        summary["test"] = test_scores(run, saver.path, session.test, info["device"], session.cfg.test)
+        summary["test"] = score_test_file(run, saver.path, session.test, info["device"], session.cfg.test)
     atomic.write_json(run / "summary.json", summary)
     if drop_optimizer:
         last.unlink(missing_ok=True)  # after summary.json says so: a crash in between leaves it for `mtl tidy`
@@ -398,15 +398,15 @@ def finish(session: Session, result: dict[str, Any], stop: StopSignals) -> Path:
     return run
 
 
-def test_scores(run: Path, best: Path, test: Encoded, device: str, path: str | None) -> dict[str, Any]:
+def score_test_file(run: Path, best: Path, test: Encoded, device: str, path: str | None) -> dict[str, Any]:
     """--test scored with the best checkpoint, by the loader and scoring routine `mtl eval` uses, so
-    `mtl eval RUN --data FILE` gives the same numbers. Only the main process scores it."""
+    `mtl eval RUN FILE` gives the same numbers. Only the main process scores it."""
     from mtlcli.inference.loaded_run import load_run
     from mtlcli.scoring.scores import score_encoded
 
     loaded = load_run(run, device, "run", checkpoint=best)
     report, _ = score_encoded(loaded, test)
-    tasks = {name: {k: v for k, v in entry.items() if k in ("type", "n", "loss") or k in _metric_names(loaded.tasks[name])}
+    tasks = {name: {k: v for k, v in entry.items() if k in ("type", "n", "loss", *_metric_names(loaded.tasks[name]))}
              for name, entry in report["tasks"].items()}
     return {"data": path, "checkpoint": str(best.relative_to(run)), "n": report["n"], "loss": report["loss"],
             "tasks": tasks}
