@@ -211,6 +211,8 @@ def test_min_score_in_the_api_and_its_range(cli, trained_run):
     (["--input", "missing.txt"], "missing.txt: file not found"),
     (["Some text.", "--format", "xml"], "--format xml: must be one of table, csv, jsonl"),
     (["Some text.", "--embeddings", "vectors.txt"], "must end in .npy"),
+    (["Some text.", ""], "TEXT 2 is empty; every text needs words"),
+    ([" \t "], "TEXT 1 is empty (only whitespace); every text needs words"),
 ])
 def test_bad_arguments_are_one_line(cli, trained_run, args, message):
     result = cli("predict", trained_run[0], *args)

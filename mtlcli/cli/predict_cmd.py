@@ -44,6 +44,9 @@ def predict(
         raise UserError("give TEXT arguments or --input, not both")
     if not texts and not input_:
         raise UserError("no texts: give TEXT arguments, or --input FILE (- for standard input)")
+    for i, text in enumerate(texts or [], 1):  # as an empty cell of --input is refused: nothing to label
+        if not text.strip():
+            raise UserError(f"TEXT {i} is empty{' (only whitespace)' if text else ''}; every text needs words")
     model = Model.load(run, device, precision)
     column = text_column or model.text_column
     source = predict_io.open_input(input_, column, delimiter) if input_ else predict_io.from_texts(list(texts))

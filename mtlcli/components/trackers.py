@@ -11,9 +11,13 @@ arguments, on the main process only, with three methods, called in this order:
 ``finish(run_dir, summary)``
     once, after ``summary.json`` is written (also when the run was interrupted or diverged); with
     --test, ``summary["test"]`` holds the test scores (``numbers_on_test`` gives them as metric keys).
+``abandon(run_dir)``, optional
+    instead of ``finish``, when the run stops before training because a tracker started after this
+    one could not start: undo what ``start`` made (the new run folder is removed after it).
 
-A tracker whose library is missing says which extra to install when it is built; one that raises
-later is warned about once and dropped, and training goes on.
+A tracker whose library is missing says which extra to install when it is built. One whose
+``start`` raises stops the run before training (one line, exit code 2; raise ``UserError`` to say
+how to fix it); one that raises later is warned about once and dropped, and training goes on.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class Tracker:
     def log_metrics(self, row: dict[str, Any], epoch: int) -> None: ...
 
     def finish(self, run_dir: Path, summary: dict[str, Any]) -> None: ...
+
+    def abandon(self, run_dir: Path) -> None: ...
 
 
 def require(module: str, extra: str) -> Any:
@@ -77,8 +83,13 @@ class TensorBoardTracker(Tracker):
         from torch.utils.tensorboard import SummaryWriter
 
         done = _epochs_logged(run_dir) if resumed else 0
-        # purge_step: a resumed run drops events a killed process logged after its last checkpoint
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=done + 1 if resumed else None)
+        log_dir = run_dir / "tensorboard"
+        try:
+            # purge_step: a resumed run drops events a killed process logged after its last checkpoint
+            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=done + 1 if resumed else None)
+        except OSError as exc:
+            raise UserError(f"--track tensorboard: cannot write event files to {log_dir} ({exc.strerror or exc}); "
+                            "make it a writable folder, or train without --track tensorboard") from None
         if not resumed:
             self.writer.add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False) + "```", 0)
 
@@ -92,6 +103,9 @@ class TensorBoardTracker(Tracker):
             for key, value in numbers_on_test(summary).items():  # at the best epoch: the checkpoint they score
                 self.writer.add_scalar(tensorboard_tag(key), value, summary.get("best_epoch") or 0)
             self.writer.close()
+
+    def abandon(self, run_dir: Path) -> None:
+        self.finish(run_dir, {})  # its thread stops writing before the folder goes
 
 
 def _epochs_logged(run_dir: Path) -> int:

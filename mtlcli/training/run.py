@@ -8,6 +8,7 @@ the model and the run folder (and, on resume, puts back what last.pt holds); ``f
 from __future__ import annotations
 
 import random
+import shutil
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -40,7 +41,7 @@ from mtlcli.training.loop import Hooks, LoopParts, Position, fit
 from mtlcli.training.policies import BestCheckpoint, EarlyStopping, LastEpoch
 from mtlcli.training.reporter import Reporter
 from mtlcli.training.resume import TrainingState, data_fingerprint, last_checkpoint
-from mtlcli.training.tracking import TrackingReporter, build_trackers
+from mtlcli.training.tracking import TrackingReporter, build_trackers, start_trackers
 
 
 def seed_everything(seed: int) -> None:
@@ -252,8 +253,11 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
             "steps_per_epoch": steps_per_epoch, "components": inputs.components,
             "resumed_from": [start.epoch, start.step] if saved else None, "processes": dist.world_size,
             "cuda_graphs": graphs_off or "on"}
+    if main:  # every check has passed: the trackers start, then ``latest`` points at the run
+        _start_trackers(trackers, cfg, run, resume)
+        runs.point_latest(run)
     if trackers:
-        reporter = TrackingReporter(reporter, trackers, cfg.to_dict(), resumed=resume is not None)
+        reporter = TrackingReporter(reporter, trackers)
     reporter.train_start(info)
 
     def checkpoint(epoch: int, row: dict[str, Any]) -> Checkpoint:
@@ -307,11 +311,23 @@ def tokenize_inputs(cfg: TrainConfig, inputs: Inputs) -> Tokenized:
                      Objective(class_weights(cfg, train_ids, inputs.tasks), cfg.label_smoothing))
 
 
+def _start_trackers(trackers: list[tuple[str, Any]], cfg: TrainConfig, run: Path, resume: Path | None) -> None:
+    """Trackers start last before training: they record the run folder's name and write into it,
+    and a run that a later check refused would leave them a record of nothing. One that cannot
+    start removes a new folder again (``latest`` does not point at it yet), so a refused run leaves
+    nothing behind; a resumed run's folder is kept as it was."""
+    try:
+        start_trackers(trackers, cfg.to_dict(), run, resumed=resume is not None)
+    except UserError:
+        if resume is None:
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+
+
 def _write_run_files(run: Path, cfg: TrainConfig, label_sets: dict[str, list[str]], tokenizer, backbone) -> None:
     """What the run folder holds before the first epoch: settings, labels, the backbone's files."""
     atomic.write_atomic(run / "config.yaml", config_mod.dump(cfg))
     atomic.write_json(run / "labels.json", label_sets)
-    runs.point_latest(run)
     if not (run / "backbone").is_dir():
         runs.save_backbone_files(run, tokenizer, backbone)
 
