@@ -255,7 +255,7 @@ def test_a_tracker_that_cannot_start_on_resume_stops_it_and_keeps_the_run_as_it_
         cli, small_csv, train_args, tmp_path, monkeypatch, no_mlflow_env):
     from mlflow.tracking import MlflowClient
 
-    first = cli("train", small_csv, *train_args, "--epochs", "1", "--patience", "5")
+    first = cli("train", small_csv, *train_args, "--epochs", "1", "--patience", "5", "--keep-optimizer")
     assert first.exit_code == 0, first.output
     run = only_run(tmp_path)
     (run / "tensorboard").write_text("not a folder")  # where the event files would go
