@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-COMMANDS = ["train", "eval", "predict", "plot", "report", "plugins", "export", "serve"]
+COMMANDS = ["train", "eval", "predict", "plot", "report", "plugins", "export", "serve", "tidy"]
 
 
 def mtl(*args, cwd=None, columns: int = 100) -> subprocess.CompletedProcess:
@@ -34,6 +34,8 @@ def one_line_on_stderr(result: subprocess.CompletedProcess) -> str:
     (["train", "--epoch", "3"], "no such option: --epoch"),
     (["eval"], "missing argument 'RUN'"),
     (["predict", "runs/x", "a text", "--top-k", "0"], "--top-k 0: must be at least 1"),
+    (["predict", "runs/x", "a text", "--min-score", "-1"], "--min-score -1: must be at least 0"),
+    (["tidy"], "missing argument 'PATH...'"),
     (["export", "runs/x", "--format", "zip", "--out", "o"], "--format zip: must be one of sentence-transformers, onnx"),
     (["serve", "runs/x", "--port", "http"], "--port http: expected a whole number"),
     (["nope"], "no such command 'nope'"),

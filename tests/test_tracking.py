@@ -44,7 +44,8 @@ def no_mlflow_env(monkeypatch):
 def test_tensorboard_event_files_hold_every_epoch_as_metrics_jsonl(cli, small_csv, train_args, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    result = cli("train", small_csv, *train_args, "--epochs", "3", "--patience", "3", "--track", "tensorboard")
+    result = cli("train", small_csv, *train_args, "--epochs", "3", "--patience", "3", "--track", "tensorboard",
+                 "--test", small_csv)
     assert result.exit_code == 0, result.output
     run = only_run(tmp_path)
     rows = metrics_rows(run)
@@ -58,6 +59,11 @@ def test_tensorboard_event_files_hold_every_epoch_as_metrics_jsonl(cli, small_cs
         logged = events.Scalars(tag)
         assert [e.step for e in logged] == [1, 2, 3]
         assert [e.value for e in logged] == pytest.approx([r[key] for r in rows], rel=1e-6)
+    summary = json.loads((run / "summary.json").read_text())
+    for tag, value in (("test/loss", summary["test"]["loss"]),
+                       ("test/class_label_acc", summary["test"]["tasks"]["class_label"]["accuracy"])):
+        (event,) = events.Scalars(tag)  # once, at the best epoch: the checkpoint the test scores are of
+        assert event.step == summary["best_epoch"] and event.value == pytest.approx(value, rel=1e-6)
     assert "track:\n- tensorboard" in (run / "config.yaml").read_text()
 
 
@@ -68,7 +74,8 @@ def test_mlflow_local_store_holds_params_metrics_and_artifacts_and_resume_contin
         cli, small_csv, train_args, tmp_path, no_mlflow_env):
     from mlflow.tracking import MlflowClient
 
-    first = cli("train", small_csv, *train_args, "--epochs", "3", "--patience", "5", "--track", "mlflow")
+    first = cli("train", small_csv, *train_args, "--epochs", "3", "--patience", "5", "--track", "mlflow",
+                "--keep-optimizer", "--test", small_csv)
     assert first.exit_code == 0, first.output
     run = only_run(tmp_path)
     saved = json.loads((run / "mlflow.json").read_text())
@@ -87,6 +94,9 @@ def test_mlflow_local_store_holds_params_metrics_and_artifacts_and_resume_contin
     assert {"config.yaml", "metrics.jsonl", "summary.json", "labels.json", "plots", "backbone"} <= artifacts
     assert "checkpoints" not in artifacts
     assert logged.data.tags["mtl.epochs_run"] == "3"
+    test = json.loads((run / "summary.json").read_text())["test"]
+    (scored,) = client.get_metric_history(saved["run_id"], "test_sentiment_label_f1")
+    assert scored.value == pytest.approx(test["tasks"]["sentiment_label"]["macro_f1"], rel=1e-9)
 
     more = cli("train", "--resume", run, "--epochs", "4", "--patience", "5", "--quiet")
     assert more.exit_code == 0, more.output
@@ -103,7 +113,7 @@ def test_mlflow_local_store_holds_params_metrics_and_artifacts_and_resume_contin
 def test_resume_may_add_a_tracker(cli, small_csv, train_args, tmp_path, no_mlflow_env):
     from mlflow.tracking import MlflowClient
 
-    first = cli("train", small_csv, *train_args, "--epochs", "1", "--patience", "5")
+    first = cli("train", small_csv, *train_args, "--epochs", "1", "--patience", "5", "--keep-optimizer")
     assert first.exit_code == 0, first.output
     run = only_run(tmp_path)
     more = cli("train", "--resume", run, "--epochs", "2", "--track", "mlflow", "--quiet")
@@ -245,7 +255,7 @@ def test_a_tracker_that_cannot_start_on_resume_stops_it_and_keeps_the_run_as_it_
         cli, small_csv, train_args, tmp_path, monkeypatch, no_mlflow_env):
     from mlflow.tracking import MlflowClient
 
-    first = cli("train", small_csv, *train_args, "--epochs", "1", "--patience", "5")
+    first = cli("train", small_csv, *train_args, "--epochs", "1", "--patience", "5", "--keep-optimizer")
     assert first.exit_code == 0, first.output
     run = only_run(tmp_path)
     (run / "tensorboard").write_text("not a folder")  # where the event files would go

@@ -9,8 +9,9 @@ import sys
 import typer
 
 from mtlcli import __version__
+from mtlcli.cli import (eval_cmd, export_cmd, plot_cmd, plugins_cmd, predict_cmd, report_cmd, serve_cmd, tidy_cmd,
+                        train_cmd)
 from mtlcli.cli.help_layout import Command, Group
-from mtlcli.cli import eval_cmd, export_cmd, plot_cmd, plugins_cmd, predict_cmd, report_cmd, serve_cmd, train_cmd
 
 
 class OneLineErrors(Group):
@@ -40,7 +41,7 @@ class OneLineErrors(Group):
 app = typer.Typer(
     name="mtl",
     cls=OneLineErrors,
-    help="Multi-task fine-tuning of sentence transformers: train, evaluate, predict, plot, report, export and serve.",
+    help="Multi-task fine-tuning of sentence transformers: train, evaluate, predict, plot, report, export, serve and tidy.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -69,6 +70,7 @@ app.command("report", cls=Command)(report_cmd.report)
 app.command("plugins", cls=Command)(plugins_cmd.plugins)
 app.command("export", cls=Command)(export_cmd.export)
 app.command("serve", cls=Command)(serve_cmd.serve)
+app.command("tidy", cls=Command)(tidy_cmd.tidy)
 
 
 def main() -> None:

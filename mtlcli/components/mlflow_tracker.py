@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtlcli.components.trackers import Tracker, numbers, require
+from mtlcli.components.trackers import Tracker, numbers, numbers_on_test, require
 from mtlcli.errors import UserError, first_line
 from mtlcli.registry import trackers
 
@@ -110,6 +110,12 @@ class MlflowTracker(Tracker):
                 "mtl.stopped_early": summary.get("stopped_early")}
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, json.dumps(value))
+        scores = numbers_on_test(summary)
+        if scores:
+            from mlflow.entities import Metric
+
+            now, step = int(time.time() * 1000), summary.get("best_epoch") or 0
+            self.client.log_batch(self.run_id, metrics=[Metric(metric_key(k), v, now, step) for k, v in scores.items()])
         for path in sorted(run_dir.iterdir()):
             if path.name in SKIPPED or path.name.startswith("."):
                 continue

@@ -9,7 +9,8 @@ arguments, on the main process only, with three methods, called in this order:
 ``log_metrics(row, epoch)``
     after every epoch, with that epoch's line of ``metrics.jsonl``.
 ``finish(run_dir, summary)``
-    once, after ``summary.json`` is written (also when the run was interrupted or diverged).
+    once, after ``summary.json`` is written (also when the run was interrupted or diverged); with
+    --test, ``summary["test"]`` holds the test scores (``numbers_on_test`` gives them as metric keys).
 ``abandon(run_dir)``, optional
     instead of ``finish``, when the run stops before training because a tracker started after this
     one could not start: undo what ``start`` made (the new run folder is removed after it).
@@ -58,6 +59,11 @@ def numbers(row: dict[str, Any]) -> dict[str, float]:
             if k != vocab.EPOCH and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
+def numbers_on_test(summary: dict[str, Any]) -> dict[str, float]:
+    """--test's finite scores as metric keys (``test_loss``, ``test_topic_acc``); {} without --test."""
+    return numbers(vocab.scores_on_test(summary))
+
+
 def tensorboard_tag(key: str) -> str:
     """metrics.jsonl key -> TensorBoard tag, grouped by its prefix: val_loss -> val/loss, seconds -> epoch/seconds."""
     prefix, sep, rest = key.partition("_")
@@ -94,6 +100,8 @@ class TensorBoardTracker(Tracker):
 
     def finish(self, run_dir: Path, summary: dict[str, Any]) -> None:
         if self.writer is not None:
+            for key, value in numbers_on_test(summary).items():  # at the best epoch: the checkpoint they score
+                self.writer.add_scalar(tensorboard_tag(key), value, summary.get("best_epoch") or 0)
             self.writer.close()
 
     def abandon(self, run_dir: Path) -> None:

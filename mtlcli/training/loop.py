@@ -249,25 +249,31 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
         tally.reduce(d)
         train_task_loss = {t: float(tally.loss_sum[t]) / tally.counted[t] for t in tasks if tally.counted[t]}
         p.combiner.epoch_end(train_task_loss)
-        reporter.validation_start(epoch)
-        val = evaluate(getattr(p.model, "module", p.model), p.combiner, p.val, p.tasks, p.device, p.amp, p.pad_id,
-                       p.max_length, p.objective, d, tune=True)
+        val = None  # no validation rows (--val-split 0): the row holds training's numbers only
+        if len(p.val):
+            reporter.validation_start(epoch)
+            val = evaluate(getattr(p.model, "module", p.model), p.combiner, p.val, p.tasks, p.device, p.amp,
+                           p.pad_id, p.max_length, p.objective, d, tune=True)
         row = {vocab.EPOCH: epoch, **_current_lrs(p), vocab.SECONDS: round(time.perf_counter() - t0, 3),
                vocab.TRAIN_SECONDS: round(train_seconds, 3),
                vocab.TRAIN_SPEED: round((tally.seen - seen_before) / train_seconds, 2),
-               vocab.TRAIN_LOSS: float(tally.combined_sum) / tally.seen, vocab.VAL_LOSS: val["loss"]}
+               vocab.TRAIN_LOSS: float(tally.combined_sum) / tally.seen}
+        if val:
+            row[vocab.VAL_LOSS] = val["loss"]
         for t in tasks:
             trained = {vocab.LOSS.name: train_task_loss.get(t, float("nan"))}
             if t in tally.hits:
                 hits = float(tally.correct[t]) / tally.counted[t] if tally.counted[t] else float("nan")
                 trained[kind(p.tasks[t]).train_metric.name] = hits
             row.update(vocab.scores(t, vocab.TRAIN, trained))
-            row.update(vocab.scores(t, vocab.VAL, {m.name: val["tasks"][t][m.name] for m in kind(p.tasks[t]).metrics}))
-        if any(v["n"] and not math.isfinite(v["loss"]) for v in val["tasks"].values()):
+            if val:
+                scores = {m.name: val["tasks"][t][m.name] for m in kind(p.tasks[t]).metrics}
+                row.update(vocab.scores(t, vocab.VAL, scores))
+        if val and any(v["n"] and not math.isfinite(v["loss"]) for v in val["tasks"].values()):
             return {**ended, "diverged": {"epoch": epoch, "batch": None, "loss": row[vocab.VAL_LOSS]}}
 
         # ---- policies: best checkpoint, log, the state to resume from, early stopping
-        improved = stopper.update(epoch, row[vocab.VAL_LOSS])
+        improved = stopper.update(epoch, row.get(vocab.VAL_LOSS))
         if improved:
             hooks.on_best(epoch, row)
         hooks.log_epoch(row)
