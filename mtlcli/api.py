@@ -115,7 +115,7 @@ class Model:
     # ---- using it ----------------------------------------------------------------------------
 
     def predict(self, texts: Sequence[str], top_k: int = 1, batch_size: int | None = None,
-                device: str | None = None) -> list[dict[str, Any]]:
+                device: str | None = None, min_score: float | None = None) -> list[dict[str, Any]]:
         """One dict per text, as ``mtl predict --format jsonl`` writes: ``{"text": ..., task: its
         prediction, ...}``, by the task's type: a class task ``{"label", "score", "top": [[label, p],
         ...]}``, a multi-label task ``{"labels", "scores", "top"}`` (the labels at or above their
@@ -123,15 +123,19 @@ class Model:
 
         ``top`` holds the ``top_k`` most probable labels, most probable first (a regression task has
         none). ``device`` moves the model there (reloading it from its folder) for this and later calls.
+        ``min_score`` (0 to 1): a class task's ``label`` is None where its probability is below it
+        (``mtl predict --min-score``); its score and ``top`` stay.
         """
         from mtlcli.inference import predict_io
 
         texts = _checked(texts)
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, not {top_k}")
+        if min_score is not None and not 0 <= min_score <= 1:
+            raise ValueError(f"min_score must be between 0 and 1, not {min_score}")
         probs = self.probs(texts, batch_size, device=device)
         chunk = predict_io.Chunk(texts, None, probs, None)
-        return list(predict_io.records(chunk, self._predictor.tasks, top_k))
+        return list(predict_io.records(chunk, self._predictor.tasks, top_k, min_score))
 
     def embed(self, texts: Sequence[str], batch_size: int | None = None, device: str | None = None) -> np.ndarray:
         """The sentence vectors the heads see (after the L2 normalization if the run uses it): float32 [n, dim]."""

@@ -32,3 +32,13 @@ def first_line(problem: BaseException | str, limit: int | None = None) -> str:
     else:
         line = type(problem).__name__ if isinstance(problem, BaseException) else ""
     return line[:limit]
+
+
+def json_problem(exc, line: bool = True) -> str:
+    """Where a ``json.JSONDecodeError`` is, worded once: "Expecting value at line 1 column 4".
+
+    Some of json's messages end in "at" already ("Unterminated string starting at"), so the place
+    follows them without a second one.
+    """
+    where = f"line {exc.lineno} column {exc.colno}" if line else f"column {exc.colno}"
+    return f"{exc.msg} {where}" if exc.msg.endswith(" at") else f"{exc.msg} at {where}"

@@ -12,11 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtlcli.atomic import TMP_MARK, write_atomic
+from mtlcli.atomic import TMP_MARK, write_atomic, write_json
 from mtlcli.errors import UserError
 
 NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LATEST = "latest"
+LAST = Path("checkpoints") / "last.pt"  # the weights where training stands and the optimizer state: what --resume needs
+KEPT, DROPPED = "kept", "dropped"  # summary.json's optimizer_state: what became of last.pt when the run ended
+NO_VALIDATION_RULE = "last epoch (--val-split 0: no validation)"  # summary.json's best_rule without validation
 
 
 def remove_leftovers(run: Path) -> list[Path]:
@@ -205,3 +208,57 @@ def best_checkpoint(run: Path) -> Path:
 def _epoch_of(path: Path) -> float:
     m = re.search(r"best_epoch_(\d+(?:\.\d+)?)\.pt$", path.name)
     return float(m.group(1)) if m else -1
+
+
+# ---- a finished run's optimizer state ---------------------------------------------------------
+
+
+def read_summary(run: Path) -> dict[str, Any]:
+    """summary.json, or {} while the run has none (or an unreadable one)."""
+    try:
+        value = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def has_ended(summary: dict[str, Any]) -> bool:
+    """The run finished or stopped early: not interrupted, not diverged, at least one epoch (or, with
+    --max-steps, one optimizer step) done."""
+    epochs, steps = summary.get("epochs_run"), summary.get("steps_run")
+    done = (isinstance(epochs, int) and epochs >= 1) or (isinstance(steps, int) and steps >= 1)
+    return done and not summary.get("interrupted") and not summary.get("diverged")
+
+
+def spare_optimizer_state(run: Path) -> Path | None:
+    """last.pt of a run that has ended, which nothing but training on with --resume reads; None
+    when the run may still need it (interrupted, diverged, or training on: last.pt newer than
+    summary.json)."""
+    last, summary_file = run / LAST, run / "summary.json"
+    try:
+        if not has_ended(read_summary(run)) or last.stat().st_mtime_ns > summary_file.stat().st_mtime_ns:
+            return None
+    except OSError:  # no last.pt
+        return None
+    return last
+
+
+def drop_optimizer_state(run: Path, last: Path) -> int:
+    """Delete a finished run's last.pt (summary.json says so first); returns the bytes freed."""
+    size = last.stat().st_size
+    summary = read_summary(run)
+    summary.update(last_checkpoint=None, optimizer_state=DROPPED)
+    write_json(run / "summary.json", summary)
+    last.unlink(missing_ok=True)
+    return size
+
+
+def run_folders(path: str | Path) -> list[Path]:
+    """A run folder, or the run folders inside a folder of runs (the ``latest`` link left out)."""
+    folder = Path(path)
+    if (folder / "config.yaml").is_file():
+        return [folder]
+    if not folder.is_dir():
+        raise UserError(f"{path}: no such folder{runs_beside(folder) if not folder.exists() else ''}")
+    return sorted(p for p in folder.iterdir()
+                  if p.is_dir() and not p.is_symlink() and (p / "config.yaml").is_file())

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import math
 from typing import Any, Iterable, NamedTuple
 
-TRAIN, VAL = "train", "val"
-SPLITS = (TRAIN, VAL)
+TRAIN, VAL, TEST = "train", "val", "test"
+SPLITS = (TRAIN, VAL, TEST)  # test: --test's scores, which summary.json holds (never a metrics.jsonl row)
 
 # an epoch's other entries: its number, how long it took, and how fast training went
 EPOCH = "epoch"
@@ -173,6 +173,20 @@ def scores(task: str, split: str, values: dict[str, Any]) -> dict[str, Any]:
     """A row's entries for ``task`` on ``split`` from scores by name (``{"loss": .., "accuracy": ..}``)."""
     by_name = {m.name: m for m in METRICS.values()}
     return {key(split, task, by_name[name]): value for name, value in values.items()}
+
+
+def scores_on_test(summary: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's --test scores as keys of this vocabulary (``test_loss``, ``test_topic_acc``);
+    {} for a run without them."""
+    test = summary.get("test")
+    if not isinstance(test, dict) or not isinstance(test.get("tasks"), dict):
+        return {}
+    by_name = {m.name: m for m in METRICS.values()}
+    out = {key(TEST, None, LOSS): test.get("loss")}
+    for task, found in test["tasks"].items():
+        if isinstance(found, dict):  # summary.json is read from any run folder: a broken one shows less
+            out.update({key(TEST, task, by_name[name]): value for name, value in found.items() if name in by_name})
+    return out
 
 
 def of_split(row: dict[str, Any], split: str) -> dict[str, Any]:

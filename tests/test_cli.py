@@ -4,13 +4,14 @@ choices and defaults the same way, and results on stdout apart from notes on std
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-COMMANDS = ["train", "eval", "predict", "plot", "report", "plugins", "export", "serve"]
+COMMANDS = ["train", "eval", "predict", "plot", "report", "plugins", "export", "serve", "tidy"]
 
 
 def mtl(*args, cwd=None, columns: int = 100) -> subprocess.CompletedProcess:
@@ -33,6 +34,8 @@ def one_line_on_stderr(result: subprocess.CompletedProcess) -> str:
     (["train", "--epoch", "3"], "no such option: --epoch"),
     (["eval"], "missing argument 'RUN'"),
     (["predict", "runs/x", "a text", "--top-k", "0"], "--top-k 0: must be at least 1"),
+    (["predict", "runs/x", "a text", "--min-score", "-1"], "--min-score -1: must be at least 0"),
+    (["tidy"], "missing argument 'PATH...'"),
     (["export", "runs/x", "--format", "zip", "--out", "o"], "--format zip: must be one of sentence-transformers, onnx"),
     (["serve", "runs/x", "--port", "http"], "--port http: expected a whole number"),
     (["nope"], "no such command 'nope'"),
@@ -45,6 +48,29 @@ def test_h_is_help_everywhere_and_bare_mtl_shows_help():
     for args in (["-h"], [], *([c, "-h"] for c in COMMANDS)):
         result = mtl(*args)
         assert result.returncode == 0 and result.stdout.count("Usage:") == 1 and result.stderr == "", (args, result.stderr)
+
+
+def option_names(command: str | None) -> list[str]:
+    """Every name of every option of ``mtl COMMAND`` (of ``mtl`` itself for None), as Click declares them."""
+    import typer
+
+    from mtlcli.cli.app import app
+
+    group = typer.main.get_command(app)
+    cmd = group if command is None else group.commands[command]
+    return [name for param in cmd.params for name in (*param.opts, *param.secondary_opts) if name.startswith("-")]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_at_80_columns_shows_every_option_name_whole(command):
+    result = mtl(*([] if command is None else [command]), "-h", columns=80)
+    assert result.returncode == 0, result.stderr
+    assert max(map(len, result.stdout.splitlines())) <= 80
+    names = option_names(command) + ["-h", "--help"]  # the help option is the context's, not a parameter
+    assert len(names) >= 3
+    for name in names:  # the whole name, not a prefix of it cut with an ellipsis
+        assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w…-])", result.stdout), (command, name, result.stdout)
+    assert not re.search(r"-[\w-]*…", result.stdout), result.stdout
 
 
 def test_help_lists_choices_and_defaults_one_way():

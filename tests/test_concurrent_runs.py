@@ -45,8 +45,10 @@ def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path, tiny_model)
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
         summary = json.loads((run / "summary.json").read_text())
         assert summary["epochs_run"] == 1 and summary["best_checkpoint"] == "checkpoints/best_epoch_1.pt"
-        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best_epoch_1.pt", "last.pt"]
-        torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+        # finished: the optimizer state (last.pt) is dropped, the best checkpoint loads
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best_epoch_1.pt"]
+        assert summary["optimizer_state"] == "dropped" and summary["last_checkpoint"] is None
+        torch.load(run / "checkpoints" / "best_epoch_1.pt", weights_only=True)
     latest = out / "latest"
     assert latest.is_symlink() and os.readlink(latest) in runs
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary link left behind

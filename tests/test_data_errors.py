@@ -101,7 +101,7 @@ def test_validation_label_unseen_in_training(cli, tmp_path, small_csv):
     ("--scheduler", "wavy", "unknown scheduler 'wavy' (available: constant, cosine, linear"),
     ("--freeze", "feet", "--freeze feet: not one of"),
     ("--task-weight", "nope=2", "no task 'nope'"),
-    ("--val-split", "1.5", "--val-split 1.5: must be between 0 and 1"),
+    ("--val-split", "1.5", "--val-split 1.5: must be 0 (no validation) or between 0 and 1"),
     ("--epochs", "0", "--epochs 0: must be at least 1"),
     ("--device", "gpu", "--device gpu: must be one of auto, cpu, cuda"),
 ])
@@ -112,7 +112,7 @@ def test_bad_settings_name_the_setting(cli, small_csv, flag, value, needle):
 @pytest.mark.parametrize("text, needle", [
     ("epochs: 2\nlearning_rate: 0.1\n", "bad.yaml: unknown key 'learning_rate'"),
     ("epoch: 2\n", "bad.yaml: unknown key 'epoch' (did you mean 'epochs'?)"),
-    ("val_split: 1.5\n", "bad.yaml: key 'val_split' must be between 0 and 1, got 1.5"),
+    ("val_split: 1.5\n", "bad.yaml: key 'val_split' must be 0 (no validation) or between 0 and 1, got 1.5"),
     ("epochs: two\n", "bad.yaml: key 'epochs' must be an integer, got 'two'"),
     ("- epochs\n- 2\n", "bad.yaml: a config file must be a mapping"),
 ])

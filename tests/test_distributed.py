@@ -70,7 +70,8 @@ def test_two_processes_match_one(finished):
     runs = [p for p in finished[1].iterdir() if p.is_dir() and not p.is_symlink()]
     assert len(runs) == 1, runs  # rank 0 alone made the run folder
     run = runs[0]
-    assert list((run / "checkpoints").glob("best_epoch_*.pt")) and (run / "checkpoints" / "last.pt").is_file()
+    # rank 0 dropped the optimizer state of the finished run
+    assert list((run / "checkpoints").glob("best_epoch_*.pt")) and not (run / "checkpoints" / "last.pt").exists()
     rows = [[json.loads(line) for line in (out / "latest" / "metrics.jsonl").read_text().splitlines()]
             for out in finished]
     assert len(rows[0]) == len(rows[1]) == EPOCHS
@@ -131,8 +132,9 @@ def test_ctrl_c_then_resume_logs_what_an_unstopped_run_logs(setup, finished, tmp
     os.killpg(proc.pid, signal.SIGINT)
     stderr = finish(proc)
     assert proc.returncode == 130, stderr
-    assert "mtl train --resume" in stderr and "Traceback" not in stderr and "error:" not in stderr, stderr
+    assert stderr.count("mtl train --resume") == 1 and "Traceback" not in stderr and "error:" not in stderr, stderr
     (run,) = [p for p in out.iterdir() if not p.is_symlink()]
+    assert f"mtl train --resume {run}" in stderr  # said by the launcher, which named the run folder
 
     again = mtl("train", "--resume", run, "--nproc", "2")
     assert again.returncode == 0, again.stderr + again.stdout
@@ -229,3 +231,25 @@ def test_launch_passes_the_resolved_options_through(tiny_model, tmp_path):
     assert resolved(argv) == cfg
     assert argv[0] == "data.csv" and "--nproc" not in argv and "--config" not in argv and argv[-1] == "--quiet"
     assert cfg.batch_size == 8 and cfg.pooling == "cls" and cfg.epochs == 4 and cfg.task_weights == {"a=b": 2.0}
+
+
+LATE_SIGNAL = """
+import os, signal, sys
+from mtlcli.training.interrupt import StopSignals
+with StopSignals() as stop:
+    stop.armed = True  # training ran
+os.kill(os.getpid(), signal.SIG{name})  # comes while the process is on its way out
+print("still here")
+"""
+
+
+@pytest.mark.parametrize("name", ["INT", "TERM"])
+def test_a_signal_after_training_does_not_end_a_torchrun_process_by_the_signal(name):
+    """Python's own SIGINT handler would end the process by the signal, which torchrun reads as a
+    failure and answers by stopping the other processes while they still write the summary."""
+    worker = subprocess.run([sys.executable, "-c", LATE_SIGNAL.format(name=name)], capture_output=True, text=True,
+                            env={**env(), "WORLD_SIZE": "2", "RANK": "1"}, timeout=WAIT)
+    assert worker.returncode == 0 and worker.stdout == "still here\n", worker.stderr
+    alone = subprocess.run([sys.executable, "-c", LATE_SIGNAL.format(name=name)], capture_output=True, text=True,
+                           env=env(), timeout=WAIT)
+    assert alone.returncode != 0 and "still here" not in alone.stdout  # one process keeps Python's handling

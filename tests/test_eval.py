@@ -130,6 +130,39 @@ def test_an_unknown_label_names_label_task_and_line(cli, trained_run, tmp_path):
     assert "ignored 1 row(s) of task 'class_label'" in result.stderr
 
 
+def test_whole_number_labels_written_as_floats_are_the_learned_labels(cli, tiny_model, tmp_path):
+    """A column of whole numbers with a gap, as pandas writes it (5.0, empty), scores as the learned 5."""
+    rows = [[row[0], str(i % 3 + 3)] for i, row in enumerate(sample_rows(120))]
+    data = write_csv(tmp_path / "stars.csv", rows, header=["sentence", "stars"])
+    result = cli("train", data, "--model", tiny_model, "--epochs", "1", "--precision", "fp32", "--quiet", "--name", "stars")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "stars"
+    assert json.loads((run / "labels.json").read_text()) == {"stars": ["3", "4", "5"]}
+    held_out = [[row[0], str(i % 3 + 3)] for i, row in enumerate(sample_rows(160)[120:])]
+    as_ints = write_csv(tmp_path / "ints.csv", held_out, header=["sentence", "stars"])
+    as_floats = write_csv(tmp_path / "floats.csv", [[text, f"{float(stars):.1f}"] for text, stars in held_out]
+                          + [["A row without stars.", ""]], header=["sentence", "stars"])
+    want = cli("eval", run, as_ints, "--json")
+    got = cli("eval", run, as_floats, "--json")
+    assert want.exit_code == 0 and got.exit_code == 0, got.output
+    want, got = json.loads(want.stdout)["tasks"]["stars"], json.loads(got.stdout)["tasks"]["stars"]
+    assert got["n"] == want["n"] == 40
+    assert got["confusion_matrix"] == want["confusion_matrix"] and got["accuracy"] == want["accuracy"]
+    # a float that is not a whole number is still a label the run never saw
+    odd = write_csv(tmp_path / "odd.csv", [["Some text.", "4.5"]], header=["sentence", "stars"])
+    assert "label '4.5' of task 'stars' is not one the model knows" in one_error_line(cli("eval", run, odd))
+
+
+def test_a_whole_number_as_a_float_is_read_as_the_learned_label_only_where_unambiguous():
+    from mtlcli.tasks.classification import as_known
+
+    assert as_known("5.0", {"5", "6"}) == as_known("5.00", {"5"}) == as_known("5", {"5"}) == "5"
+    assert as_known("-2.0", {"-2"}) == "-2" and as_known("0.0", {"0"}) == "0"
+    assert as_known("5.0", {"5", "5.0"}) == "5.0"  # the run learned 5.0 as a label of its own
+    assert as_known("5.5", {"5"}) == "5.5" and as_known("5.0", {"6"}) == "5.0" and as_known("1e1", {"10"}) == "1e1"
+    assert as_known("x.0", {"x"}) == "x.0"
+
+
 def test_no_task_column_is_an_error(cli, trained_run, tmp_path):
     data = write_csv(tmp_path / "t.csv", [["Great phone."]], header=["sentence"])
     assert "no column for any task" in one_error_line(cli("eval", trained_run[0], data))

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
 
-from conftest import sample_rows, write_csv
+from conftest import ROOT, sample_rows, write_csv
 from mtlcli import Model
 
 TEXTS = [row[0] for row in sample_rows(40)] + ["ok", "A much longer text " * 40]
@@ -159,6 +161,50 @@ def test_onnx_graph_has_dynamic_axes_and_matches_pytorch(onnx_export, trained_ru
         r["sentiment_label"]["label"] for r in run.predict(TEXTS)]
 
 
+def docs_onnx_block() -> str:
+    """The block of docs/export.md that runs an ONNX export with ONNX Runtime and the folder's tokenizer."""
+    doc = (ROOT / "docs" / "export.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"\n\n((?:    .*\n|\n)+?)(?=\S)", doc[doc.index("## ONNX"):])
+    block = next(b for b in blocks if "session.run(" in b)
+    return textwrap.dedent(block)
+
+
+def test_onnx_export_alone_as_the_docs_show_gives_mtls_predictions(onnx_export, trained_run, tmp_path):
+    """docs/export.md's block, run as written in a Python without mtl (only the folder and texts
+    replaced), on texts longer than the run's max length and past the model's position limit."""
+    run = Model.load(trained_run[0], device="cpu", precision="fp32")
+    texts = TEXTS + [" ".join(["The soup was cold and the waiter rude."] * 60)]  # over 256 positions
+    from transformers import AutoTokenizer
+
+    lengths = [len(ids) for ids in AutoTokenizer.from_pretrained(str(onnx_export))(texts)["input_ids"]]
+    assert max(lengths) > 256 > run.max_length and sum(n > run.max_length for n in lengths) >= 2
+    block = docs_onnx_block()
+    assert 'tokenizer(texts, truncation=True, padding=True, return_tensors="np")' in block
+    assert "session.run(None, dict(encoded))" in block
+    code = ("import json, sys\n"
+            "sys.modules['mtlcli'] = None  # no mtl here: importing it raises ImportError\n"
+            + re.sub(r"(?m)^folder = .*$", "folder = sys.argv[1]",
+                     re.sub(r"(?m)^texts = .*$", "texts = json.load(open(sys.argv[2], encoding='utf-8'))", block))
+            + "import numpy as np\n"
+            "np.savez('out.npz', **out)\n"
+            "untruncated = tokenizer(texts, padding=True, return_tensors='np')\n"
+            "np.savez('untruncated.npz', **dict(zip(out, session.run(None, dict(untruncated)))))\n")
+    (tmp_path / "texts.json").write_text(json.dumps(texts), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-c", code, str(onnx_export), str(tmp_path / "texts.json")],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    want = run.probs(texts, with_embeddings=True)
+    for name in ("out", "untruncated"):
+        got = dict(np.load(tmp_path / f"{name}.npz"))
+        assert set(got) == {"embedding", "probs_class_label", "probs_sentiment_label"}
+        np.testing.assert_allclose(got["embedding"], want["_embeddings"], atol=1e-4, rtol=0, err_msg=name)
+        for task in ("class_label", "sentiment_label"):
+            np.testing.assert_allclose(got[f"probs_{task}"], want[task], atol=1e-4, rtol=0, err_msg=name)
+    config = json.loads((onnx_export / "tokenizer_config.json").read_text())
+    assert config["model_max_length"] == run.max_length
+    assert config["model_input_names"] == ["input_ids", "attention_mask"]
+
+
 def test_export_errors_are_one_line(cli, trained_run, st_export, onnx_export, tmp_path, monkeypatch):
     result = cli("export", trained_run[0], "--format", "sentence-transformers", "--out", st_export)
     assert result.exit_code == 2 and "exists and is not an empty folder" in result.output
@@ -214,6 +260,8 @@ def test_a_runs_max_length_and_text_column_hold_in_every_format(tiny_model, tmp_
         result = runner.invoke(app, ["export", str(folder / "run"), "--format", kind, "--out", str(paths[kind])])
         assert result.exit_code == 0, result.output
     assert json.loads((paths["sentence-transformers"] / "sentence_bert_config.json").read_text())["max_seq_length"] == 12
+    for kind in ("sentence-transformers", "onnx"):  # a plain tokenizer(texts, truncation=True) cuts where the run did
+        assert json.loads((paths[kind] / "tokenizer_config.json").read_text())["model_max_length"] == 12, kind
     assert "| max length | 12 tokens |" in (paths["onnx"] / "README.md").read_text()
     texts = [TEXTS[0], "ok"]
     cut = ["one two three four five six seven eight nine ten eleven twelve", "ok"]  # beyond 12 tokens: same ids

@@ -113,7 +113,8 @@ def test_running_out_of_memory_in_training_and_predict_is_one_line(tiny_model, t
     data = write_csv(tmp_path / "long.csv", long_rows(300))
     common = ["--model", tiny_model, "--batch-size", "240", "--max-length", str(LONG), "--precision", "fp32",
               "--out", str(tmp_path / "runs"), "--name", "r", "--quiet"]
-    first = subprocess.run([sys.executable, "-m", "mtlcli", "train", str(data), *common, "--epochs", "1"],
+    first = subprocess.run([sys.executable, "-m", "mtlcli", "train", str(data), *common, "--epochs", "1",
+                            "--keep-optimizer"],
                            env=env(), capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     run = tmp_path / "runs" / "r"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -88,3 +89,96 @@ def test_a_run_without_epochs_or_a_missing_run_is_one_line(cli, trained_run, tmp
     assert result.exit_code == 2 and "no epoch finished yet" in result.output
     result = cli("plot", tmp_path / "nothing")
     assert result.exit_code == 2 and "no such run folder" in result.output
+
+
+@pytest.fixture(scope="module")
+def one_epoch_runs(tiny_model, tmp_path_factory):
+    """Two runs of one epoch each with different tasks: 'a' class_label and sentiment_label, 'b' mood."""
+    from typer.testing import CliRunner
+
+    from conftest import sample_rows, write_csv
+    from mtlcli.cli.app import app
+
+    folder = tmp_path_factory.mktemp("one-epoch")
+    rows = sample_rows(80)
+    data = {"a": write_csv(folder / "a.csv", rows),
+            "b": write_csv(folder / "b.csv", [[r[0], r[2]] for r in rows], header=["sentence", "mood"])}
+    for name, path in data.items():
+        result = CliRunner().invoke(app, ["train", str(path), "--out", str(folder), "--name", name, "--model", tiny_model,
+                                          "--epochs", "1", "--precision", "fp32", "--quiet"])
+        assert result.exit_code == 0, result.output
+    return folder / "a", folder / "b"
+
+
+@pytest.fixture
+def saved_axes(monkeypatch):
+    """Each figure saved, as the list of its learning-curve panels when it is saved (matplotlib's own
+    objects, read before the file is written): title, x tick labels, legend entries, labelled curves."""
+    from matplotlib.figure import Figure
+
+    seen: list[dict] = []
+    save = Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        fig.canvas.draw()  # ticks as they are drawn
+        seen.append([])
+        for ax in fig.axes:
+            if ax.get_visible() and ax.get_xlabel() == "epoch":
+                legend = ax.get_legend()
+                seen[-1].append({"title": ax.get_title("left") or ax.get_title(),
+                             "ticks": [t.get_text() for t in ax.get_xticklabels() if t.get_text()],
+                             "legend": [t.get_text() for t in legend.get_texts()] if legend else [],
+                             "curves": [ln.get_label() for ln in ax.lines if not ln.get_label().startswith("_")
+                                        and len(ln.get_xdata())]})
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return seen
+
+
+def test_png_of_runs_with_different_tasks_shows_every_task_on_whole_epochs(cli, one_epoch_runs, tmp_path, saved_axes):
+    a, b = one_epoch_runs
+    result = cli("plot", a, b, "--png", tmp_path / "ab.png")
+    assert result.exit_code == 0, result.output
+    [figure] = saved_axes
+    panels = {p["title"]: p for p in figure}
+    assert list(panels) == ["loss", "class_label accuracy", "sentiment_label accuracy", "mood accuracy"]
+    assert panels["mood accuracy"]["curves"] == ["b: train_mood_acc", "b: val_mood_acc"]
+    assert panels["class_label accuracy"]["curves"] == ["a: train_class_label_acc", "a: val_class_label_acc"]
+    assert panels["loss"]["curves"] == ["a: train_loss", "a: val_loss", "b: train_loss", "b: val_loss"]
+    for panel in figure:
+        assert panel["legend"] == panel["curves"], panel  # a legend entry for each curve drawn, and only those
+        assert panel["ticks"] == ["1"], panel  # one epoch: one whole tick, not 0.95 ... 1.05
+    assert png_size(tmp_path / "ab.png") == panels_size(4)
+
+
+def test_report_of_runs_with_different_tasks_charts_every_task_on_whole_epochs(cli, one_epoch_runs, tmp_path,
+                                                                             saved_axes):
+    a, b = (Path(shutil.copytree(run, tmp_path / run.name)) for run in one_epoch_runs)
+    result = cli("report", a, b, "-o", tmp_path / "ab.html")
+    assert result.exit_code == 0, result.output
+    assert len(saved_axes) == 3  # each run's curves, and the comparison's
+    for panel in (p for figure in saved_axes for p in figure):
+        assert panel["legend"] == panel["curves"], panel
+        assert panel["ticks"] == ["1"], panel
+    # the comparison: every task of both runs, each run's curves where it has them
+    [compared] = [{p["title"]: p["curves"] for p in figure} for figure in saved_axes
+                  if any(c.startswith("b ") for p in figure for c in p["curves"])
+                  and any(c.startswith("a ") for p in figure for c in p["curves"])]
+    assert compared["mood: accuracy"] == ["b train", "b val"]
+    assert compared["sentiment_label: accuracy"] == ["a train", "a val"]
+    assert compared["combined loss"] == ["a train", "a val", "b train", "b val"]
+
+
+def test_terminal_charts_of_runs_with_different_tasks(cli, one_epoch_runs):
+    a, b = one_epoch_runs
+    result = cli("plot", *one_epoch_runs)
+    assert result.exit_code == 0, result.output
+    charts = re.split(r"(?m)^ *epoch *$", result.stdout)  # each chart ends with its axis label
+    titles = [c.strip().splitlines()[0].split(" (best")[0].strip() for c in charts if c.strip()]
+    assert titles == ["loss", "class_label accuracy", "sentiment_label accuracy", "mood accuracy"]
+    mood = charts[3]
+    assert "b: val_mood_acc" in mood and "a: " not in mood and "(best epoch b 1)" in mood
+    for chart in charts[:4]:
+        axis = chart.rstrip().splitlines()[-1]  # the line of epoch numbers under the chart
+        assert axis.split() == ["1"], chart

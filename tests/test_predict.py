@@ -155,12 +155,64 @@ def test_csv_top_k_cells_keep_labels_with_spaces_and_colons_apart():
     assert json.loads(row["reason_top"]) == [["late: 2h", 0.5], ["other label", 0.3], ["Can't Tell", 0.2]]
 
 
+def _split_by_score(run, texts) -> tuple[float, dict[str, np.ndarray]]:
+    """A --min-score between the texts' top probabilities (some fall below it, some not), and each
+    task's top probability per text."""
+    _, probs, _ = model_outputs(run, texts)
+    top = {t: p.max(axis=1) for t, p in probs.items()}
+    every = np.sort(np.concatenate(list(top.values())))
+    middle = len(every) // 2
+    return float(every[middle - 1] + every[middle]) / 2, top
+
+
+def test_min_score_leaves_a_doubtful_label_out_of_csv_and_jsonl(cli, trained_run, tmp_path):
+    run = trained_run[0]
+    texts = [row[0] for row in sample_rows(40)]
+    min_score, top = _split_by_score(run, texts)
+    data = write_csv(tmp_path / "in.csv", [[t] for t in texts], header=["sentence"])
+    for fmt in ("csv", "jsonl"):
+        result = cli("predict", run, "--input", data, "--format", fmt, "--min-score", min_score, "--precision", "fp32",
+                     "--output", tmp_path / f"out.{fmt}")
+        assert result.exit_code == 0, result.output
+        written = (tmp_path / f"out.{fmt}").read_text()
+        rows = (list(csv.DictReader(io.StringIO(written))) if fmt == "csv"
+                else [json.loads(x) for x in written.splitlines()])
+        below = 0
+        for i, row in enumerate(rows):
+            for task, scores in top.items():
+                label = row[task] if fmt == "csv" else row[task]["label"]
+                score = float(row[f"{task}_score"]) if fmt == "csv" else row[task]["score"]
+                assert score == pytest.approx(scores[i], abs=1e-4)  # the score stays, whatever the label
+                if scores[i] < min_score:
+                    assert label == ("" if fmt == "csv" else None), (fmt, task, i)
+                    below += 1
+                else:
+                    assert label in ("electronics", "food", "travel", "negative", "neutral", "positive")
+        assert 0 < below < 2 * len(texts)
+
+
+def test_min_score_in_the_api_and_its_range(cli, trained_run):
+    from mtlcli import Model
+
+    run = trained_run[0]
+    model = Model.load(run, "cpu", "fp32")
+    plain = model.predict(TEXTS)
+    assert all(p[t]["label"] is None for p in model.predict(TEXTS, min_score=1.0) for t in model.tasks)
+    assert model.predict(TEXTS, min_score=0.0) == plain
+    with pytest.raises(ValueError, match="min_score must be between 0 and 1"):
+        model.predict(TEXTS, min_score=1.5)
+    result = cli("predict", run, "Some text.", "--min-score", "1.5")
+    assert result.exit_code == 2 and "--min-score 1.5: must be at most 1" in result.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["Some text.", "--input", "x.txt"], "not both"),
     ([], "no texts"),
     (["--input", "missing.txt"], "missing.txt: file not found"),
     (["Some text.", "--format", "xml"], "--format xml: must be one of table, csv, jsonl"),
     (["Some text.", "--embeddings", "vectors.txt"], "must end in .npy"),
+    (["Some text.", ""], "TEXT 2 is empty; every text needs words"),
+    ([" \t "], "TEXT 1 is empty (only whitespace); every text needs words"),
 ])
 def test_bad_arguments_are_one_line(cli, trained_run, args, message):
     result = cli("predict", trained_run[0], *args)

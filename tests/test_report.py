@@ -182,3 +182,34 @@ def test_the_page_opens_in_headless_chromium_without_console_errors(cli, two_run
     assert seen["confusion"] == 4
     assert seen["images"] == [True, True, True]  # every chart decoded and drawn
     assert seen["text"]  # the hostile example shows as text
+
+
+def test_a_confusion_matrix_of_17_labels_stays_inside_its_card(cli, tiny_model, tmp_path):
+    rows = [[row[0], f"topic-{i % 17 + 1:02d}"] for i, row in enumerate(sample_rows(170))]
+    data = write_csv(tmp_path / "topics.csv", rows, header=["sentence", "topic"])
+    result = cli("train", data, "--model", tiny_model, "--epochs", "1", "--precision", "fp32", "--quiet",
+                 "--name", "topics", "--val-split", "0.3")
+    assert result.exit_code == 0, result.output
+    assert cli("report", tmp_path / "runs" / "topics", "-o", tmp_path / "topics.html").exit_code == 0
+    html = (tmp_path / "topics.html").read_text(encoding="utf-8")
+    assert html.count('<div class="scroll"><table class="confusion">') == html.count("<table class=\"confusion\">") == 1
+    assert html.count('<th class="pred">') == 17
+    assert re.search(r"\.scroll\{[^}]*overflow-x:auto", html)
+
+    import browser
+
+    binary = browser.find_chromium()
+    if binary is None:
+        pytest.skip("no chromium installed (apt-get install chromium)")
+    # on a page 760 pixels wide (a laptop's half screen), where 17 columns cannot fit
+    seen, problems = browser.load(binary, tmp_path / "topics.html", """(() => {
+        document.querySelector('main').style.maxWidth = '760px';
+        return JSON.stringify([...document.querySelectorAll('table.confusion')].map(t => {
+            const card = t.closest('.card'), box = t.parentElement;
+            const c = card.getBoundingClientRect(), b = box.getBoundingClientRect();
+            return {table: box.scrollWidth, box: box.clientWidth, inside: b.left >= c.left && b.right <= c.right,
+                    card: card.scrollWidth <= card.clientWidth}}))})()""")
+    assert problems == []
+    [matrix] = json.loads(seen)
+    assert matrix["table"] > matrix["box"]  # wider than the card can show: it scrolls in its box
+    assert matrix["inside"] and matrix["card"], matrix  # and nothing runs past the card

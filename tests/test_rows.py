@@ -205,6 +205,8 @@ BAD_ROWS = [
     ("csv", lambda good: good + b"too,many,fields,here\n", "bad.csv:5: expected 3 fields as in the header, found 4"),
     ("tsv", lambda good: good + b"only\ttwo\n", "bad.tsv:5: expected 3 fields as in the header, found 2"),
     ("jsonl", lambda good: good + b'{"sentence": "x", \n', "bad.jsonl:4: not valid JSON"),
+    ("jsonl", lambda good: good + b'{"sentence": "x\n', "bad.jsonl:4: not valid JSON (Unterminated string starting "
+                                                      "at column 14)"),
     ("jsonl", lambda good: good + b'["a list"]\n', "bad.jsonl:4: not a JSON object (found a list)"),
     ("jsonl", lambda good: good + b'{"sentence": "x", "class_label": {"a": 1}}\n',
      "bad.jsonl:4: column 'class_label' holds an object"),

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -43,7 +44,8 @@ def no_mlflow_env(monkeypatch):
 def test_tensorboard_event_files_hold_every_epoch_as_metrics_jsonl(cli, small_csv, train_args, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    result = cli("train", small_csv, *train_args, "--epochs", "3", "--patience", "3", "--track", "tensorboard")
+    result = cli("train", small_csv, *train_args, "--epochs", "3", "--patience", "3", "--track", "tensorboard",
+                 "--test", small_csv)
     assert result.exit_code == 0, result.output
     run = only_run(tmp_path)
     rows = metrics_rows(run)
@@ -57,6 +59,11 @@ def test_tensorboard_event_files_hold_every_epoch_as_metrics_jsonl(cli, small_cs
         logged = events.Scalars(tag)
         assert [e.step for e in logged] == [1, 2, 3]
         assert [e.value for e in logged] == pytest.approx([r[key] for r in rows], rel=1e-6)
+    summary = json.loads((run / "summary.json").read_text())
+    for tag, value in (("test/loss", summary["test"]["loss"]),
+                       ("test/class_label_acc", summary["test"]["tasks"]["class_label"]["accuracy"])):
+        (event,) = events.Scalars(tag)  # once, at the best epoch: the checkpoint the test scores are of
+        assert event.step == summary["best_epoch"] and event.value == pytest.approx(value, rel=1e-6)
     assert "track:\n- tensorboard" in (run / "config.yaml").read_text()
 
 
@@ -67,7 +74,8 @@ def test_mlflow_local_store_holds_params_metrics_and_artifacts_and_resume_contin
         cli, small_csv, train_args, tmp_path, no_mlflow_env):
     from mlflow.tracking import MlflowClient
 
-    first = cli("train", small_csv, *train_args, "--epochs", "3", "--patience", "5", "--track", "mlflow")
+    first = cli("train", small_csv, *train_args, "--epochs", "3", "--patience", "5", "--track", "mlflow",
+                "--keep-optimizer", "--test", small_csv)
     assert first.exit_code == 0, first.output
     run = only_run(tmp_path)
     saved = json.loads((run / "mlflow.json").read_text())
@@ -86,6 +94,9 @@ def test_mlflow_local_store_holds_params_metrics_and_artifacts_and_resume_contin
     assert {"config.yaml", "metrics.jsonl", "summary.json", "labels.json", "plots", "backbone"} <= artifacts
     assert "checkpoints" not in artifacts
     assert logged.data.tags["mtl.epochs_run"] == "3"
+    test = json.loads((run / "summary.json").read_text())["test"]
+    (scored,) = client.get_metric_history(saved["run_id"], "test_sentiment_label_f1")
+    assert scored.value == pytest.approx(test["tasks"]["sentiment_label"]["macro_f1"], rel=1e-9)
 
     more = cli("train", "--resume", run, "--epochs", "4", "--patience", "5", "--quiet")
     assert more.exit_code == 0, more.output
@@ -102,7 +113,7 @@ def test_mlflow_local_store_holds_params_metrics_and_artifacts_and_resume_contin
 def test_resume_may_add_a_tracker(cli, small_csv, train_args, tmp_path, no_mlflow_env):
     from mlflow.tracking import MlflowClient
 
-    first = cli("train", small_csv, *train_args, "--epochs", "1", "--patience", "5")
+    first = cli("train", small_csv, *train_args, "--epochs", "1", "--patience", "5", "--keep-optimizer")
     assert first.exit_code == 0, first.output
     run = only_run(tmp_path)
     more = cli("train", "--resume", run, "--epochs", "2", "--track", "mlflow", "--quiet")
@@ -170,14 +181,16 @@ def test_mlflow_server_receives_the_run_and_a_server_gone_only_warns(
     assert [m.value for m in history] == pytest.approx([r["val_class_label_acc"] for r in metrics_rows(run)])
     assert "metrics.jsonl" in {a.path for a in client.list_artifacts(saved["run_id"])}
 
-    os.killpg(proc.pid, signal.SIGTERM)  # the server goes away: training must not
+    os.killpg(proc.pid, signal.SIGTERM)  # the server goes away: a new run is not trained unrecorded
     proc.wait(timeout=30)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the default retries only make this test slower
     gone = cli("train", small_csv, *train_args, "--epochs", "2", "--track", "mlflow", "--name", "gone")
-    assert gone.exit_code == 0, gone.output
-    warnings = [line for line in gone.output.splitlines() if line.startswith("warning: tracker")]
-    assert len(warnings) == 1 and "tracker 'mlflow' failed in start" in warnings[0], gone.output
-    assert len(metrics_rows(tmp_path / "runs" / "gone")) == 2
+    assert gone.exit_code == 2, gone.output
+    (line,) = gone.output.strip().splitlines()
+    assert line.startswith(f"error: --track mlflow: cannot start at the tracking store {url} (MlflowException: ")
+    assert line.endswith("check MLFLOW_TRACKING_URI: sqlite:///mlflow.db or a tracking server that answers")
+    assert not (tmp_path / "runs" / "gone").exists()
+    assert os.readlink(tmp_path / "runs" / "latest") == "served"  # still the last run that trained
 
 
 # ---- failures, the registry, and rank 0 -------------------------------------------------------
@@ -217,6 +230,66 @@ def test_a_tracker_that_fails_mid_run_warns_once_and_training_goes_on(cli, small
     assert FlakyTracker.calls == ["start", "epoch 1", "epoch 2"]  # dropped: no more calls, no finish
     assert len(metrics_rows(only_run(tmp_path))) == 4
     assert list((only_run(tmp_path) / "tensorboard").iterdir())  # the other tracker carried on
+
+
+@pytest.mark.parametrize("store", ["file", "folder"])
+def test_a_store_mlflow_refuses_stops_the_run_before_training_and_leaves_no_folder(
+        cli, small_csv, train_args, tmp_path, monkeypatch, store):
+    import mlflow
+
+    # MLflow 3 keeps its folder store in maintenance mode: it raises rather than write one
+    uri = (tmp_path / "mlruns").as_uri() if store == "file" else str(tmp_path / "mlruns")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    result = cli("train", small_csv, *train_args, "--track", "tensorboard", "--track", "mlflow")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"error: --track mlflow: MLflow {mlflow.__version__} refuses the tracking store {uri}: a folder store is "
+        "no longer written; set MLFLOW_TRACKING_URI=sqlite:///mlflow.db or a tracking server (http://HOST:5000)")
+    assert list((tmp_path / "runs").iterdir()) == []  # no run folder, no latest
+    # TensorBoard had started first: its writer thread was stopped before the folder went
+    assert not [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread" and t.is_alive()]
+
+
+def test_a_tracker_that_cannot_start_on_resume_stops_it_and_keeps_the_run_as_it_was(
+        cli, small_csv, train_args, tmp_path, monkeypatch, no_mlflow_env):
+    from mlflow.tracking import MlflowClient
+
+    first = cli("train", small_csv, *train_args, "--epochs", "1", "--patience", "5", "--keep-optimizer")
+    assert first.exit_code == 0, first.output
+    run = only_run(tmp_path)
+    (run / "tensorboard").write_text("not a folder")  # where the event files would go
+    before = (run / "metrics.jsonl").read_text()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    more = cli("train", "--resume", run, "--epochs", "2", "--track", "mlflow", "--track", "tensorboard", "--quiet")
+    assert more.exit_code == 2, more.output
+    assert more.output.strip() == (f"error: --track tensorboard: cannot write event files to {run / 'tensorboard'} "
+                                   "(File exists); make it a writable folder, or train without --track tensorboard")
+    assert (run / "metrics.jsonl").read_text() == before  # nothing trained
+    assert (run / "tensorboard").read_text() == "not a folder" and (run / "checkpoints" / "last.pt").is_file()
+    # MLflow had started first: the MLflow run it opened for this resume is deleted again, and forgotten
+    client = MlflowClient(tracking_uri=store)
+    assert client.search_runs([client.get_experiment_by_name("mtl").experiment_id]) == []
+    assert not (run / "mlflow.json").exists()
+
+
+def test_a_plugin_tracker_that_cannot_start_is_named_in_one_line(cli, small_csv, train_args, tmp_path):
+    from mtlcli.registry import trackers
+
+    class Refused:
+        def start(self, config, run_dir, resumed):
+            raise ConnectionRefusedError("no server at 127.0.0.1:9\nsecond line")
+
+    trackers.register("refused", Refused)
+    try:
+        result = cli("train", small_csv, *train_args, "--track", "refused", "--name", "r")
+    finally:
+        trackers.unregister("refused")
+    assert result.exit_code == 2
+    assert result.output.strip() == ("error: --track refused: the tracker cannot start (ConnectionRefusedError: no "
+                                     "server at 127.0.0.1:9); fix its settings, or train without it")
+    assert not (tmp_path / "runs" / "r").exists()
 
 
 def test_unknown_tracker_and_missing_extra_are_one_line_before_training(cli, small_csv, train_args, tmp_path,

@@ -114,6 +114,9 @@ def test_eval_steps_validates_within_epochs_and_max_steps_ends_the_run(cli, smal
     assert [r["epoch"] for r in metrics(run)] == [0.5714, 1, 1.1429, 1.7143, 1.8571]
     done = summary(run)
     assert done["steps_run"] == 13 and done["epochs_run"] == 1 and done["stopped_early"] is False
+    # a run that spent its --max-steps keeps last.pt without --keep-optimizer: a budget is raised later
+    assert done["optimizer_state"] == "kept" and done["last_checkpoint"] == "checkpoints/last.pt"
+    assert done["best_step"] == round(done["best_epoch"] * 7)
     best = done["best_epoch"]
     assert done["best_checkpoint"] == f"checkpoints/best_epoch_{best}.pt" and (run / done["best_checkpoint"]).is_file()
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["resume"]
@@ -128,7 +131,7 @@ def test_early_stopping_counts_validations(cli, small_csv, train_args):
     # with --min-delta 1.0 only the first validation is an improvement: patience 2 ends the run at
     # the third validation, after step 8 (the first of epoch 2)
     result = cli("train", small_csv, *train_args, "--epochs", "4", "--eval-steps", "4", "--patience", "2",
-                 "--min-delta", "1.0", "--name", "p")
+                 "--min-delta", "1.0", "--keep-optimizer", "--name", "p")
     assert result.exit_code == 0, result.output
     run = Path("runs/p")
     assert [r["epoch"] for r in metrics(run)] == [0.5714, 1, 1.1429]
@@ -192,6 +195,25 @@ def test_a_run_ended_by_max_steps_goes_on_with_a_larger_budget(cli, small_csv, t
     assert summary(Path("runs/part"))["steps_run"] == 15
 
 
+def test_eval_steps_without_validation_is_refused_and_max_steps_keeps_where_it_ended(cli, small_csv, train_args):
+    refused = cli("train", small_csv, *train_args, "--val-split", "0", "--eval-steps", "4")
+    assert refused.exit_code == 2
+    assert refused.output.strip() == ("error: --eval-steps 4: --val-split 0 leaves no validation rows to score "
+                                      "every 4 steps; drop --eval-steps, or give --val FILE or a --val-split above 0")
+    assert not Path("runs").exists() or not any(Path("runs").iterdir())
+    # no validation: every epoch's end, and the step where the budget is spent, is the kept checkpoint
+    result = cli("train", small_csv, *train_args, "--val-split", "0", "--epochs", "5", "--max-steps", "13",
+                 "--name", "nv")
+    assert result.exit_code == 0, result.output
+    run = Path("runs/nv")
+    done = summary(run)
+    assert done["best_rule"].startswith("last epoch") and done["steps_run"] == 13
+    assert done["best_checkpoint"] == f"checkpoints/best_epoch_{done['best_epoch']}.pt"
+    assert done["best_step"] == 13 and done["optimizer_state"] == "kept"
+    assert f"Kept where --max-steps ended, epoch {done['best_epoch']} (step 13)" in result.output
+    assert all("val_loss" not in r for r in metrics(run))
+
+
 def test_step_options_are_config_keys_and_refuse_bad_values_in_one_line(cli, small_csv, train_args, tmp_path):
     config = tmp_path / "steps.yaml"
     config.write_text("grad_accum: 2\nmax_steps: 3\neval_steps: 2\nlog_steps: 1\ngradient_checkpointing: true\n")
@@ -250,6 +272,31 @@ def test_with_eval_steps_trackers_plot_validations_by_step(cli, small_csv, train
     assert [e.step for e in events.Scalars("val/loss")] == [4, 7, 8, 12, 14]
     assert [e.value for e in events.Scalars("val/loss")] == pytest.approx(
         [r["val_loss"] for r in metrics(Path("runs/e"))], rel=1e-6)
+
+
+
+@pytest.mark.slow  # TensorBoard and MLflow imports
+def test_with_eval_steps_the_test_scores_go_to_the_best_validations_step(cli, small_csv, train_args, tmp_path,
+                                                                         monkeypatch):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    result = cli("train", small_csv, *train_args, "--track", "tensorboard", "--track", "mlflow", "--eval-steps", "4",
+                 "--patience", "9", "--test", small_csv, "--name", "t")
+    assert result.exit_code == 0, result.output
+    run = Path("runs/t")
+    done = summary(run)
+    assert done["best_step"] == round(done["best_epoch"] * 7) and done["test"]["n"] > 0
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("test/loss")] == [done["best_step"]]
+    assert events.Scalars("test/loss")[0].value == pytest.approx(done["test"]["loss"], rel=1e-6)
+    client = MlflowClient(tracking_uri=store)
+    run_id = json.loads((run / "mlflow.json").read_text())["run_id"]
+    assert [m.step for m in client.get_metric_history(run_id, "test_loss")] == [done["best_step"]]
 
 
 # ---- gradient checkpointing ---------------------------------------------------------------------

@@ -36,7 +36,8 @@ def evil_checkpoint(path, marker, legacy=False):
 
 @pytest.fixture
 def trained(cli, small_csv, train_args, tmp_path):
-    assert cli("train", small_csv, *train_args, "--epochs", "1", "--name", "r").exit_code == 0
+    # its optimizer state kept: the tests resume it with last.pt as a hostile sender would craft it
+    assert cli("train", small_csv, *train_args, "--epochs", "1", "--name", "r", "--keep-optimizer").exit_code == 0
     return tmp_path / "runs" / "r"
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import typer
-from typer.core import TyperGroup
 
 from mtlcli import __version__
-from mtlcli.cli import eval_cmd, export_cmd, plot_cmd, plugins_cmd, predict_cmd, report_cmd, serve_cmd, train_cmd
+from mtlcli.cli import (eval_cmd, export_cmd, plot_cmd, plugins_cmd, predict_cmd, report_cmd, serve_cmd, tidy_cmd,
+                        train_cmd)
+from mtlcli.cli.help_layout import Command, Group
 
 
-class OneLineErrors(TyperGroup):
+class OneLineErrors(Group):
     """Usage errors in any command are one line on stderr, 'error: ...', exit code 2, like every other error."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
@@ -38,7 +41,7 @@ class OneLineErrors(TyperGroup):
 app = typer.Typer(
     name="mtl",
     cls=OneLineErrors,
-    help="Multi-task fine-tuning of sentence transformers: train, evaluate, predict, plot, report, export and serve.",
+    help="Multi-task fine-tuning of sentence transformers: train, evaluate, predict, plot, report, export, serve and tidy.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -59,15 +62,34 @@ def root(
     """Multi-task fine-tuning of sentence transformers."""
 
 
-app.command("train")(train_cmd.train)
-app.command("eval")(eval_cmd.eval_)
-app.command("predict")(predict_cmd.predict)
-app.command("plot")(plot_cmd.plot)
-app.command("report")(report_cmd.report)
-app.command("plugins")(plugins_cmd.plugins)
-app.command("export")(export_cmd.export)
-app.command("serve")(serve_cmd.serve)
+app.command("train", cls=Command)(train_cmd.train)
+app.command("eval", cls=Command)(eval_cmd.eval_)
+app.command("predict", cls=Command)(predict_cmd.predict)
+app.command("plot", cls=Command)(plot_cmd.plot)
+app.command("report", cls=Command)(report_cmd.report)
+app.command("plugins", cls=Command)(plugins_cmd.plugins)
+app.command("export", cls=Command)(export_cmd.export)
+app.command("serve", cls=Command)(serve_cmd.serve)
+app.command("tidy", cls=Command)(tidy_cmd.tidy)
 
 
 def main() -> None:
-    app()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # not one of several torchrun processes
+        app()
+        return
+    # A process under torchrun ends with os._exit once its command is over and its output is out.
+    # The interpreter's own teardown would free torch.distributed's objects after their threads:
+    # now and then that aborts the process ("terminate called without an active exception"), and
+    # torchrun answers by stopping the other processes while they still save the run.
+    try:
+        app()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+        if not isinstance(stop.code, (int, type(None))):
+            print(stop.code, file=sys.stderr)
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)

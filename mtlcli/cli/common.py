@@ -88,10 +88,11 @@ def whole_number_option(*names: str, help: str, default: str | None = None, low:
     return option(*names, help=help, default=default, parser=in_range(read_whole_number, low, high), metavar="N")
 
 
-def number_option(*names: str, help: str, default: str | None = None, low: float | None = None) -> Any:
+def number_option(*names: str, help: str, default: str | None = None, low: float | None = None,
+                  high: float | None = None) -> Any:
     from mtlcli.config import read_number
 
-    return option(*names, help=help, default=default, parser=in_range(read_number, low), metavar="X")
+    return option(*names, help=help, default=default, parser=in_range(read_number, low, high), metavar="X")
 
 
 class BadValue(typer.BadParameter):

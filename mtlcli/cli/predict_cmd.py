@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mtlcli.cli.common import (argument, choice_option, console, device_option, err_console, handles_errors, option,
-                               precision_option, print_note, print_warning, whole_number_option)
+from mtlcli.cli.common import (argument, choice_option, console, device_option, err_console, handles_errors,
+                               number_option, option, precision_option, print_note, print_warning, whole_number_option)
 from mtlcli.errors import RunFailed, UserError
 
 FORMATS = ("table", "csv", "jsonl")
@@ -26,6 +26,7 @@ def predict(
     fmt: Annotated[Optional[str], choice_option("--format", "-f", choices=FORMATS, help="How to write the predictions.", default="table on a terminal; csv for --output *.csv; else jsonl")] = None,
     output: Annotated[Optional[Path], option("--output", "-o", metavar="FILE", help="Write here instead of standard output.")] = None,
     top_k: Annotated[int, whole_number_option("--top-k", help="Show the K most likely labels per task.", default="1", low=1)] = 1,
+    min_score: Annotated[Optional[float], number_option("--min-score", help="A class task's label whose probability is below this is left out (empty in CSV, null in JSON Lines); its score and top-k still show.", default="none: always the most likely label", low=0, high=1)] = None,
     embeddings: Annotated[Optional[Path], option("--embeddings", metavar="FILE.npy", help="Also write the pooled sentence vectors to this .npy file, one row per text.")] = None,
     text_column: Annotated[Optional[str], option("--text-column", metavar="TEXT", help="Column with the text in a table input.", default="the run's")] = None,
     delimiter: Annotated[Optional[str], option("--delimiter", metavar="CHAR", help="Field delimiter of delimited text, one character (tab: \\t or tab); makes a .txt or standard input a table.", default="by extension; else sniffed")] = None,
@@ -43,6 +44,9 @@ def predict(
         raise UserError("give TEXT arguments or --input, not both")
     if not texts and not input_:
         raise UserError("no texts: give TEXT arguments, or --input FILE (- for standard input)")
+    for i, text in enumerate(texts or [], 1):  # as an empty cell of --input is refused: nothing to label
+        if not text.strip():
+            raise UserError(f"TEXT {i} is empty{' (only whitespace)' if text else ''}; every text needs words")
     model = Model.load(run, device, precision)
     column = text_column or model.text_column
     source = predict_io.open_input(input_, column, delimiter) if input_ else predict_io.from_texts(list(texts))
@@ -55,7 +59,7 @@ def predict(
     total = 0
     try:
         with predict_io.open_output(str(output) if output else None) as out, _progress(source, bool(input_)) as progress:
-            write = _writer(fmt, out, source.columns, tasks, k)
+            write = _writer(fmt, out, source.columns, tasks, k, min_score)
             for chunk in predict_io.predict_chunks(model, source, batch_size, npy is not None, on_batch=progress.batch):
                 write(chunk)
                 if npy:
@@ -89,16 +93,16 @@ def _pick_format(fmt: str | None, output: Path | None) -> str:
     return "table" if console.is_terminal and sys.stdout.isatty() else "jsonl"
 
 
-def _writer(fmt: str, out, columns, tasks, k) -> Callable:
+def _writer(fmt: str, out, columns, tasks, k, min_score: float | None = None) -> Callable:
     from mtlcli.inference import predict_io
 
     if fmt == "jsonl":
-        return lambda chunk: (predict_io.write_jsonl(out, chunk, tasks, k), out.flush())
+        return lambda chunk: (predict_io.write_jsonl(out, chunk, tasks, k, min_score), out.flush())
     if fmt == "csv":
-        writer = predict_io.CsvWriter(out, columns, tasks, k)
+        writer = predict_io.CsvWriter(out, columns, tasks, k, min_score)
         return writer.write
     target = console if out is sys.stdout else Console(file=out, width=120, force_terminal=False)
-    return lambda chunk: target.print(prediction_table(predict_io.records(chunk, tasks, k), tasks))
+    return lambda chunk: target.print(prediction_table(predict_io.records(chunk, tasks, k, min_score), tasks))
 
 
 def prediction_table(records: Iterator[dict], tasks: dict) -> Table:
@@ -116,7 +120,8 @@ def _cell(p: dict) -> str:
     (a multi-label task) chosen in bold, then the rest of the top-k; or the value (a regression task)."""
     if "value" in p:
         return f"[bold]{p['value']:.4f}[/]"
-    chosen = list(zip(p["labels"], p["scores"])) if "labels" in p else [(p["label"], p["score"])]
+    chosen = list(zip(p["labels"], p["scores"])) if "labels" in p else \
+        [(p["label"], p["score"])] if p["label"] is not None else []  # below --min-score: no label
     rest = [(label, s) for label, s in p["top"] if label not in {c for c, _ in chosen}]
     lines = [f"[bold]{escape(label)}[/] {s:.3f}" for label, s in chosen] or ["[dim](none)[/]"]
     return "\n".join(lines + [f"{escape(label)} {s:.3f}" for label, s in rest])

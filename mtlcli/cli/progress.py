@@ -30,11 +30,15 @@ def _fmt(v: Any) -> str:
 
 
 def epoch_line(row: dict[str, Any], tasks: list[str], improved: bool) -> str:
-    """One epoch: the losses, each task's validation scores by their short names, the speed."""
-    parts = [f"epoch {row[vocab.EPOCH]}", *(f"{k} {row[k]:.4f}" for k in (vocab.TRAIN_LOSS, vocab.VAL_LOSS))]
+    """One epoch: the losses, each task's validation scores by their short names (training's, in a run
+    without validation), the speed."""
+    losses = (k for k in (vocab.TRAIN_LOSS, vocab.VAL_LOSS) if k in row)
+    parts = [f"epoch {row[vocab.EPOCH]}", *(f"{k} {row[k]:.4f}" for k in losses)]
+    split = vocab.VAL if vocab.VAL_LOSS in row else vocab.TRAIN
+    named = "" if split == vocab.VAL else f"{split} "  # validation's scores go unnamed, as they always have
     for t in tasks:
-        scores = [m for m in vocab.metrics(row, t, vocab.VAL) if m != vocab.LOSS]
-        parts.append(" ".join([t, *(f"{m.column} {row[vocab.key(vocab.VAL, t, m)]:.3f}" for m in scores)]))
+        scores = [m for m in vocab.metrics(row, t, split) if m != vocab.LOSS]
+        parts.append(" ".join([t, *(f"{named}{m.column} {row[vocab.key(split, t, m)]:.3f}" for m in scores)]))
     parts.append(f"{row[vocab.TRAIN_SPEED]:.0f} sent/s, {row[vocab.SECONDS]:.1f}s")
     return " | ".join(parts) + (" | new best, saved" if improved else "")
 
@@ -72,8 +76,11 @@ class PlainReporter(_ShowsWarnings):
     def train_start(self, info):
         self.tasks = list(info["tasks"])
         self.types = types_of(info)
+        validating = (f"validating on {info['val_rows']}" if info["val_rows"]
+                      else "no validation (--val-split 0: the last epoch is kept)")
+        testing = f", testing on {info['test_rows']} at the end" if info.get("test_rows") else ""
         self.console.print(
-            f"Training on {info['train_rows']} rows, validating on {info['val_rows']}; {len(self.tasks)} "
+            f"Training on {info['train_rows']} rows, {validating}{testing}; {len(self.tasks)} "
             f"task{'s' if len(self.tasks) != 1 else ''}; device {info['device']} ({info['precision']}); "
             f"run folder {info['run']}", soft_wrap=True, markup=False)
         for line in task_lines(info):
@@ -167,28 +174,42 @@ def show_summary(console: Console, summary: dict[str, Any], chart: bool, types: 
         console.print(f"Run folder {summary['run']}: no epoch finished, so there is no best checkpoint",
                       soft_wrap=True, markup=False)
         return
-    console.print(f"Best epoch {summary['best_epoch']} of {summary['epochs_run']}"
-                  + (" (stopped early)" if summary.get("stopped_early") else "") + ", validation scores:",
-                  soft_wrap=True, markup=False, highlight=False)
-    for table in best_tables(best, types or {}):
+    validated = vocab.VAL_LOSS in best
+    if validated:
+        console.print(f"Best epoch {summary['best_epoch']} of {summary['epochs_run']}"
+                      + (" (stopped early)" if summary.get("stopped_early") else "") + ", validation scores:",
+                      soft_wrap=True, markup=False, highlight=False)
+    else:
+        kept = (f"the last epoch, {summary['best_epoch']} of {summary['epochs_run']}"
+                if isinstance(summary["best_epoch"], int) else  # --max-steps spent within an epoch
+                f"where --max-steps ended, epoch {summary['best_epoch']} (step {summary.get('best_step')})")
+        console.print(f"Kept {kept} (no validation: --val-split 0), training scores:", soft_wrap=True, markup=False,
+                      highlight=False)
+    for table in best_tables(best, types or {}, vocab.VAL if validated else vocab.TRAIN):
         console.print(table)
+    test = vocab.scores_on_test(summary)
+    if test:
+        console.print(f"Test scores of that checkpoint on {summary['test']['n']} rows of {summary['test']['data']}:",
+                      soft_wrap=True, markup=False, highlight=False)
+        for table in best_tables(test, types or {}, vocab.TEST):
+            console.print(table)
     for warning in summary.get("warnings") or []:
         print_warning(warning)
     console.print(f"Run saved in {summary['run']} (best checkpoint {summary['best_checkpoint']})", soft_wrap=True, markup=False)
 
 
-def best_tables(best: dict[str, Any], types: dict[str, str]) -> list[Table]:
-    """A table per task type (tasks whose rows hold the same metrics): a row per task, a column per
-    metric of that type, so no cell is empty and a table stays narrow."""
+def best_tables(best: dict[str, Any], types: dict[str, str], split: str = vocab.VAL) -> list[Table]:
+    """A table per task type (tasks whose rows hold the same metrics on ``split``): a row per task, a
+    column per metric of that type, so no cell is empty and a table stays narrow."""
     tables = []
-    for columns, tasks in vocab.groups(best, vocab.tasks(best), vocab.VAL):
+    for columns, tasks in vocab.groups(best, vocab.tasks(best), split):
         title = ", ".join(dict.fromkeys(types.get(t, "") for t in tasks if types.get(t)))
         table = Table(title=title or None, title_justify="left")
         table.add_column("task", overflow="fold")
         for m in columns:
             table.add_column(m.column, justify="right", no_wrap=True)
         for t in tasks:
-            table.add_row(t, *(_fmt(best.get(vocab.key(vocab.VAL, t, m))) for m in columns))
+            table.add_row(t, *(_fmt(best.get(vocab.key(split, t, m))) for m in columns))
         tables.append(table)
     return tables
 

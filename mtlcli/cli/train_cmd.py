@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import os
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -25,7 +27,7 @@ def train(
     """Fine-tune a backbone with one head per task on DATA and save the run."""
     from mtlcli.cli.progress import make_reporter
     from mtlcli.training.distributed import is_main_process
-    from mtlcli.training.interrupt import TrainingInterrupted
+    from mtlcli.training.interrupt import LAUNCHER_SAYS_RESUME, TrainingInterrupted
     from mtlcli.training.reporter import Reporter
     from mtlcli.training.run import train as run_training
 
@@ -37,11 +39,8 @@ def train(
     try:
         run_training(cfg, reporter, resume=run_dir)
     except TrainingInterrupted as stop:
-        if not is_main_process():
-            raise typer.Exit(stop.exit_code) from None
-        err_console.print(f"Stopped {stop.where}: checkpoints/last.pt holds "
-                          f"everything needed to go on. Continue with:\n  mtl train --resume {_shown(stop.run)}",
-                          soft_wrap=True, markup=False, highlight=False)
+        if is_main_process() and not os.environ.get(LAUNCHER_SAYS_RESUME):
+            _say_resume(stop.run, stop.where)
         raise typer.Exit(stop.exit_code) from None
     finally:
         reporter.close()
@@ -128,6 +127,7 @@ def child_argv(cfg, run_dir: Path | None, quiet: bool) -> list[str]:
 
 def _launch(nproc: int, cfg, run_dir: Path | None, quiet: bool) -> None:
     """--nproc N: check the inputs once here, then start N processes through torch.distributed.run."""
+    from mtlcli import runs
     from mtlcli.training.distributed import launched_by_torchrun
     from mtlcli.training.interrupt import StopSignals
     from mtlcli.training.launch import launch
@@ -137,12 +137,42 @@ def _launch(nproc: int, cfg, run_dir: Path | None, quiet: bool) -> None:
         raise UserError("--nproc starts its own processes: leave it out when launching with torchrun")
     with StopSignals():  # Ctrl-C before the processes start: exit at once, there is nothing to save
         preflight(cfg, run_dir, nproc)
+    if run_dir is None and cfg.name is None:  # named here, so that this process knows the folder
+        cfg.name = runs.free_name(Path(cfg.out), time.strftime("%Y%m%d-%H%M%S"))
+    run = run_dir or Path(cfg.out) / cfg.name
+    started = time.time()
     code = launch(nproc, child_argv(cfg, run_dir, quiet))
-    if code > 128:  # Ctrl-C or SIGTERM: the main process has said how to resume
+    if code > 128:  # Ctrl-C or SIGTERM: say how to go on, if the run got as far as saving its state
+        if (run / "checkpoints" / "last.pt").is_file():
+            _say_resume(run, _stopped_at(run, started))
         raise typer.Exit(code)
     if code:
         raise RunFailed(f"training with {nproc} processes failed (torch.distributed.run exited with {code}); "
                         "its root cause is shown above")
+
+
+def _say_resume(run: Path, where: str) -> None:
+    err_console.print(f"Stopped{' ' + where if where else ''}: checkpoints/last.pt holds everything needed to go on. "
+                      f"Continue with:\n  mtl train --resume {_shown(run)}", soft_wrap=True, markup=False,
+                      highlight=False)
+
+
+def _stopped_at(run: Path, since: float) -> str:
+    """Where the processes stopped, as the main process wrote it in summary.json during this launch
+    (empty when it was ended before it could: last.pt still holds the last complete state)."""
+    import json
+
+    from mtlcli.training.interrupt import stopped_where
+
+    summary = run / "summary.json"
+    try:
+        if summary.stat().st_mtime >= since:
+            position = json.loads(summary.read_text(encoding="utf-8")).get("position")
+            if isinstance(position, list) and len(position) == 2:
+                return stopped_where(*position)
+    except (OSError, ValueError, TypeError):
+        pass
+    return ""
 
 
 def _shown(path: Path) -> str:

@@ -6,10 +6,12 @@ Where: ``MLFLOW_TRACKING_URI`` when set (a server, ``http://127.0.0.1:5000``), e
 default (a local store in the working folder, as ``mlflow ui`` expects). The experiment is
 ``MLFLOW_EXPERIMENT_NAME`` when set, else ``mtl``. The MLflow run's id and store are kept in
 ``<run>/mlflow.json``, so a resumed run logs into the same MLflow run from any working folder.
+A store MLflow refuses or cannot reach at the start is a UserError: the run does not train.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtlcli.components.trackers import Tracker, numbers, require
+from mtlcli.components.trackers import Tracker, best_x, by_step, numbers, numbers_on_test, require
+from mtlcli.errors import UserError, first_line
 from mtlcli.registry import trackers
 
 RUN_FILE = "mlflow.json"
@@ -49,11 +52,11 @@ class MlflowTracker(Tracker):
         require("mlflow", "mlflow")
         self.client = None
         self.run_id = None
+        self.resumed = False  # continues the MLflow run of <run>/mlflow.json
+        self.by_step = False  # validations logged against optimizer steps, not epochs
 
     def start(self, config: dict[str, Any], run_dir: Path, resumed: bool) -> None:
-        from mlflow.entities import Param
-        from mlflow.tracking import MlflowClient
-
+        self.by_step = by_step(config)
         for name, value in GENTLE_HTTP.items():
             os.environ.setdefault(name, value)
         for logger in ("mlflow", "alembic"):  # creating a local store logs a dozen INFO lines into the display
@@ -61,7 +64,19 @@ class MlflowTracker(Tracker):
         saved = _read_run_file(run_dir) if resumed else None
         # the saved store wins over the default (another working folder), not over an explicit URI
         uri = os.environ.get("MLFLOW_TRACKING_URI") or (saved or {}).get("tracking_uri")
+        try:
+            self._start(config, run_dir, saved, uri)
+        except Exception as exc:  # the store or the server: training is not started unrecorded
+            with contextlib.suppress(Exception):  # an MLflow run opened before the failure goes again
+                self.abandon(run_dir)
+            raise UserError(cannot_start(exc, uri)) from None
+
+    def _start(self, config: dict[str, Any], run_dir: Path, saved: dict[str, Any] | None, uri: str | None) -> None:
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
         self.client = MlflowClient(tracking_uri=uri)
+        self.resumed = saved is not None
         params = params_of(config)
         if saved:
             self.run_id = saved["run_id"]
@@ -108,6 +123,12 @@ class MlflowTracker(Tracker):
                 "mtl.stopped_early": summary.get("stopped_early")}
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, json.dumps(value))
+        scores = numbers_on_test(summary)
+        if scores:
+            from mlflow.entities import Metric
+
+            now, step = int(time.time() * 1000), best_x(summary, self.by_step)
+            self.client.log_batch(self.run_id, metrics=[Metric(metric_key(k), v, now, step) for k, v in scores.items()])
         for path in sorted(run_dir.iterdir()):
             if path.name in SKIPPED or path.name.startswith("."):
                 continue
@@ -117,6 +138,31 @@ class MlflowTracker(Tracker):
                 self.client.log_artifact(self.run_id, str(path))
         ended = "FAILED" if summary.get("diverged") else "KILLED" if summary.get("interrupted") else "FINISHED"
         self.client.set_terminated(self.run_id, status=ended)
+
+    def abandon(self, run_dir: Path) -> None:
+        if self.client is None or self.run_id is None:
+            return
+        if self.resumed:  # the run it continues stays, as stopped
+            self.client.set_terminated(self.run_id, status="KILLED")
+        else:  # a run that never trained is no record; a later resume starts a new one
+            self.client.delete_run(self.run_id)
+            (run_dir / RUN_FILE).unlink(missing_ok=True)
+
+
+def cannot_start(exc: Exception, uri: str | None) -> str:
+    """The one line for a store MLflow refuses or cannot reach: which, why, and what works."""
+    where = f"the tracking store {uri}" if uri else "MLflow's default tracking store"
+    if "maintenance mode" in str(exc):  # MLflow 3 refuses a folder (file://, ./mlruns) as the store
+        return (f"--track mlflow: MLflow {_version()} refuses {where}: a folder store is no longer written; "
+                "set MLFLOW_TRACKING_URI=sqlite:///mlflow.db or a tracking server (http://HOST:5000)")
+    return (f"--track mlflow: cannot start at {where} ({type(exc).__name__}: {first_line(exc, 200)}); "
+            "check MLFLOW_TRACKING_URI: sqlite:///mlflow.db or a tracking server that answers")
+
+
+def _version() -> str:
+    import mlflow
+
+    return mlflow.__version__
 
 
 def _read_run_file(run_dir: Path) -> dict[str, Any] | None:

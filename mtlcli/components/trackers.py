@@ -13,10 +13,15 @@ arguments, on the main process only, with three methods and an optional fourth (
     every ``--log-steps`` optimizer steps: ``train_loss`` (the mean since the last call or the
     epoch's start), ``lr_backbone`` and ``lr_heads``; ``step`` is the optimizer steps done.
 ``finish(run_dir, summary)``
-    once, after ``summary.json`` is written (also when the run was interrupted or diverged).
+    once, after ``summary.json`` is written (also when the run was interrupted or diverged); with
+    --test, ``summary["test"]`` holds the test scores (``numbers_on_test`` gives them as metric keys).
+``abandon(run_dir)``, optional
+    instead of ``finish``, when the run stops before training because a tracker started after this
+    one could not start: undo what ``start`` made (the new run folder is removed after it).
 
-A tracker whose library is missing says which extra to install when it is built; one that raises
-later is warned about once and dropped, and training goes on.
+A tracker whose library is missing says which extra to install when it is built. One whose
+``start`` raises stops the run before training (one line, exit code 2; raise ``UserError`` to say
+how to fix it); one that raises later is warned about once and dropped, and training goes on.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class Tracker:
 
     def finish(self, run_dir: Path, summary: dict[str, Any]) -> None: ...
 
+    def abandon(self, run_dir: Path) -> None: ...
+
 
 def require(module: str, extra: str) -> Any:
     """Import a tracking library, or stop with the one line that says how to install it."""
@@ -56,6 +63,24 @@ def numbers(row: dict[str, Any]) -> dict[str, float]:
     """The finite numbers of a metrics row, the epoch left out (it is the step)."""
     return {k: float(v) for k, v in row.items()
             if k != vocab.EPOCH and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def numbers_on_test(summary: dict[str, Any]) -> dict[str, float]:
+    """--test's finite scores as metric keys (``test_loss``, ``test_topic_acc``); {} without --test."""
+    return numbers(vocab.scores_on_test(summary))
+
+
+def by_step(config: dict[str, Any]) -> bool:
+    """Whether validations are logged against optimizer steps (--eval-steps, --max-steps), not epochs."""
+    return bool(config.get("eval_steps") or config.get("max_steps"))
+
+
+def best_x(summary: dict[str, Any], steps: bool) -> int:
+    """The x-axis value of the best validation, where --test's scores are logged: its optimizer step
+    when validations are logged by step, else its epoch."""
+    if steps:
+        return int(summary.get("best_step") or 0)
+    return int(summary.get("best_epoch") or 0)
 
 
 def tensorboard_tag(key: str) -> str:
@@ -76,14 +101,22 @@ class TensorBoardTracker(Tracker):
         require("tensorboard", "tensorboard")
         self.folder: Path | None = None
         self.resumed = False
+        self.by_step = False  # validations logged against optimizer steps, not epochs
         self.writers: dict[str, Any] = {}
 
     def start(self, config: dict[str, Any], run_dir: Path, resumed: bool) -> None:
         import yaml
 
         self.folder, self.resumed = run_dir / "tensorboard", resumed
-        if not resumed:
-            self._writer("", 0).add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False) + "```", 0)
+        self.by_step = by_step(config)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not resumed:
+                self._writer("", 0).add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False) + "```", 0)
+        except OSError as exc:
+            raise UserError(f"--track tensorboard: cannot write event files to {self.folder} "
+                            f"({exc.strerror or exc}); make it a writable folder, or train without "
+                            "--track tensorboard") from None
 
     def _writer(self, sub: str, step: int):
         """The writer of ``sub``, opened at the first event. A resumed run opens it with purge_step at
@@ -110,5 +143,14 @@ class TensorBoardTracker(Tracker):
         writer.flush()
 
     def finish(self, run_dir: Path, summary: dict[str, Any]) -> None:
+        scores = numbers_on_test(summary)
+        if scores:  # at the best validation: the checkpoint they score
+            step = best_x(summary, self.by_step)
+            writer = self._writer("", step)
+            for key, value in scores.items():
+                writer.add_scalar(tensorboard_tag(key), value, step)
         for writer in self.writers.values():
             writer.close()
+
+    def abandon(self, run_dir: Path) -> None:
+        self.finish(run_dir, {})  # its thread stops writing before the folder goes

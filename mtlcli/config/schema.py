@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 from mtlcli.config.values import (AUTO_OR_WHOLE, CLASS_WEIGHT, DEVICES, MAPPING, NUMBER, NUMBER_OR_MODEL, PRECISIONS,
                                   SWITCH, TASK_TYPES, TEXT, TEXTS, WEIGHTS, WHOLE, Kind, at_least, class_weight_names,
-                                  not_negative, one_character, positive, seed_range, share_below_one, share_or_model,
-                                  strictly_between_0_and_1, token_count, weights_not_negative)
+                                  held_out_share, not_negative, one_character, positive, seed_range, share_below_one,
+                                  share_or_model, token_count, weights_not_negative)
 
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"  # the backbone when no --model is given (mtlcli.model.network.default_model_path)
@@ -48,6 +48,8 @@ class TrainConfig:
     # data
     data: str | None = setting(None, "Training data (CSV, TSV, JSONL, Parquet): a text column and one column per task.", flag="DATA")
     val: str | None = setting(None, "Validation data, in any format DATA takes.", default_text="hold out --val-split of DATA")
+    test: str | None = setting(None, "Test data, in any format DATA takes: scored with the best checkpoint when "
+                               "training ends; its scores go into summary.json and the report.", default_text="none")
     text_column: str = setting("sentence", "Column with the text.")
     tasks: list[str] = setting([], "A task column to train (repeatable).", kind=TEXTS, flag="--task",
                                default_text="every other column")
@@ -56,8 +58,9 @@ class TrainConfig:
                                          flag="--task-type", default_text="inferred")
     label_separator: str = setting("|", "What joins the labels of a multi-label cell in delimited text.",
                                    metavar="CHAR", check=one_character)
-    val_split: float = setting(0.2, "Share of DATA held out for validation, stratified on the first class task.",
-                               kind=NUMBER, check=strictly_between_0_and_1)
+    val_split: float = setting(0.2, "Share of DATA held out for validation, stratified on the first class task; 0: "
+                               "train on every row for --epochs epochs, without validation or early stopping "
+                               "(the last epoch is kept).", kind=NUMBER, check=held_out_share)
     delimiter: str | None = setting(None, "Field delimiter of delimited text, one character (tab: \\t or tab).",
                                     metavar="CHAR", default_text="by extension: .csv comma, .tsv tab; else sniffed")
     # model
@@ -120,6 +123,9 @@ class TrainConfig:
     min_delta: float = setting(0.0, "Fall in validation loss that counts as an improvement.", kind=NUMBER,
                                check=not_negative)
     keep_all_best: bool = setting(False, "Keep every best checkpoint, not only the newest.", kind=SWITCH)
+    keep_optimizer: bool = setting(False, "Keep checkpoints/last.pt (the optimizer state that --resume needs to "
+                                   "train on) when the run ends; without it a finished or early-stopped run drops "
+                                   "it and an interrupted one keeps it.", kind=SWITCH)
     seed: int = setting(42, "Seed for Python, NumPy and torch.", kind=WHOLE, check=seed_range)
     device: str = setting("auto", "Where to train; auto: CUDA when present.", choices=DEVICES)
     precision: str = setting("auto", "auto: bf16 where the hardware runs it natively, else fp32; fp16 is CUDA only.",

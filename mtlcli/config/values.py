@@ -153,8 +153,8 @@ def share_below_one(v: float) -> str | None:
     return None if 0.0 <= v < 1.0 else "must be in [0, 1)"
 
 
-def strictly_between_0_and_1(v: float) -> str | None:
-    return None if 0.0 < v < 1.0 else "must be between 0 and 1"
+def held_out_share(v: float) -> str | None:
+    return None if 0.0 <= v < 1.0 else "must be 0 (no validation) or between 0 and 1"
 
 
 def share_or_model(v: float | str) -> str | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from mtlcli.errors import UserError, shown
+from mtlcli.errors import UserError, json_problem, shown
 
 # Reviews can be long; Python's default 128 KiB field limit is a CSV-module default, not a rule of ours.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -310,7 +310,7 @@ def _json_objects(lines: Lines) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 obj = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
-                raise UserError(f"{where}: not valid JSON ({exc.msg} at column {exc.pos + 1})") from None
+                raise UserError(f"{where}: not valid JSON ({json_problem(exc, line=False)})") from None
             except ValueError as exc:  # a number too long to convert
                 raise UserError(f"{where}: not valid JSON ({shown(str(exc), 120)})") from None
             if not isinstance(obj, dict):

@@ -41,8 +41,10 @@ gives the standardised value: times `std` plus `mean` is the value in the column
 """,
     "onnx": """## Load it
 
-With ONNX Runtime: `model.onnx` takes `input_ids` and `attention_mask` (int64, `[batch, tokens]`,
-from the tokenizer in this folder, at most {max_length} tokens) and returns `embedding`
+With ONNX Runtime: `model.onnx` takes `input_ids` and `attention_mask` (int64, `[batch, tokens]`),
+which the tokenizer in this folder returns, cut at {max_length} tokens:
+`encoded = tokenizer(texts, truncation=True, padding=True, return_tensors="np")`, then
+`session.run(None, dict(encoded))`. It returns `embedding`
 (`[batch, {dim}]`) and per task `probs_<task>` (`[batch, labels]`, in the order of `labels.json`) for
 a classification or multi-label task, or `value_<task>` (`[batch]`, in the column's units) for a
 regression task.

@@ -95,6 +95,20 @@ def _read_json(path: Path) -> Any:
         raise UserError(f"{path}: not readable JSON ({exc})") from None
 
 
+def save_tokenizer(tokenizer, out: Path, max_length: int, input_names: list[str] | None = None) -> None:
+    """The run's tokenizer, saved so that a plain ``tokenizer(texts, truncation=True)`` cuts texts
+    where the run cut them: ``model_max_length`` is the run's max length, not the base model's
+    limit. ``input_names`` (``model_input_names``) are what it returns, when the model reads fewer
+    than the tokenizer would give (the ONNX graph takes no ``token_type_ids``)."""
+    tokenizer.save_pretrained(str(out))
+    path = out / "tokenizer_config.json"
+    config = _read_json(path)
+    config["model_max_length"] = max_length
+    if input_names is not None:
+        config["model_input_names"] = list(input_names)
+    write_json(path, config)
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

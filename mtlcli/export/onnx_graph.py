@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from mtlcli.errors import RunFailed
+from mtlcli.export.folder import save_tokenizer
 from mtlcli.tasks.base import Task
 from mtlcli.tasks.columns import kind
 
@@ -48,22 +49,48 @@ def output_names(tasks: dict[str, Task]) -> list[str]:
     return ["embedding"] + [output_name(task) for task in tasks.values()]
 
 
+INPUTS = ["input_ids", "attention_mask"]  # what the saved tokenizer returns (its model_input_names)
+
+
 class _Graph(nn.Module):
     """What the graph computes: the embedding (after normalization, as the heads see it) and each
-    task's outputs, as its type gives them to predictions."""
+    task's outputs, as its type gives them to predictions.
 
-    def __init__(self, model, tasks: dict[str, Task]):
+    Texts longer than the run's max length are cut to it in the graph, as the tokenizer's truncation
+    cuts them (keeping the closing special token, where the tokenizer adds one), so a text tokenized
+    without truncation gives the same answer instead of a shape error past the position limit."""
+
+    def __init__(self, model, tasks: dict[str, Task], max_length: int, keeps_end: bool):
         super().__init__()
-        self.model, self.tasks = model, tasks
+        self.model, self.tasks, self.max_length, self.keeps_end = model, tasks, max_length, keeps_end
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        input_ids, attention_mask = self._cut(input_ids, attention_mask)
         pooled = self.model.embed(input_ids, attention_mask)
         return (pooled, *(kind(task).outputs(task, self.model.heads[t](pooled)) for t, task in self.tasks.items()))
+
+    def _cut(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded rows cut to ``max_length`` tokens; a row that was longer ends with its own last
+        token (the tokenizer's [SEP] or </s>) where the tokenizer would have put it."""
+        ids, mask = input_ids[:, : self.max_length], attention_mask[:, : self.max_length]
+        if not self.keeps_end:
+            return ids, mask
+        lengths = attention_mask.sum(dim=1, keepdim=True)
+        last = input_ids.gather(1, (lengths - 1).clamp(min=0))
+        end = torch.where(lengths > self.max_length, last, ids[:, -1:])
+        return torch.cat([ids[:, :-1], end], dim=1), mask
+
+
+def graph(loaded) -> _Graph:
+    """The module exported (and compared with the graph) for ``loaded``, in eval mode."""
+    ids = loaded.tokenizer("a")["input_ids"]
+    keeps_end = bool(ids) and ids[-1] in set(loaded.tokenizer.all_special_ids)
+    return _Graph(loaded.model, loaded.tasks, loaded.max_length, keeps_end).eval()
 
 
 def write(loaded, out: Path) -> float:
     """Export ``loaded`` (fp32, on the CPU) to ``out/model.onnx`` and check it; returns the largest difference."""
-    graph = _Graph(loaded.model, loaded.tasks).eval()
+    module = graph(loaded)
     # traced on a padded batch: a batch without padding may let the backbone leave the mask out of the graph
     ids, mask = _encode(loaded, CHECK_TEXTS[:2])
     names = output_names(loaded.tasks)
@@ -71,35 +98,42 @@ def write(loaded, out: Path) -> float:
     axes.update({name: {0: "batch"} for name in names})
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
-        torch.onnx.export(graph, (torch.from_numpy(ids), torch.from_numpy(mask)), str(out / MODEL), dynamo=False,
-                          input_names=["input_ids", "attention_mask"], output_names=names, dynamic_axes=axes,
+        torch.onnx.export(module, (torch.from_numpy(ids), torch.from_numpy(mask)), str(out / MODEL), dynamo=False,
+                          input_names=INPUTS, output_names=names, dynamic_axes=axes,
                           opset_version=OPSET, do_constant_folding=True)
-    loaded.tokenizer.save_pretrained(str(out))
+    # the tokenizer returns exactly the graph's inputs, cut at the run's max length: its output feeds
+    # session.run as it is
+    save_tokenizer(loaded.tokenizer, out, loaded.max_length, INPUTS)
     return verify(out / MODEL, loaded)
 
 
-def _encode(loaded, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    enc = loaded.tokenizer(texts, truncation=True, max_length=loaded.max_length, padding=True, return_tensors="np")
+def _encode(loaded, texts: list[str], truncation: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    enc = loaded.tokenizer(texts, truncation=truncation, max_length=loaded.max_length if truncation else None,
+                           padding=True, return_tensors="np")
     return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
 
 
 def verify(path: Path, loaded) -> float:
     """Run the graph with ONNX Runtime and PyTorch on the check texts, batched and one by one: every
-    output of every task, by name."""
+    output of every task, by name. The texts also go in untruncated (the graph cuts them), and must
+    give what the truncated ones give."""
     import onnx
     import onnxruntime as ort
 
     onnx.checker.check_model(str(path))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names, scales = output_names(loaded.tasks), [1.0] + [_scale(task) for task in loaded.tasks.values()]
+    module = graph(loaded)
     worst = 0.0
     for texts in [CHECK_TEXTS] + [[t] for t in CHECK_TEXTS]:
         ids, mask = _encode(loaded, texts)
-        got = session.run(names, {"input_ids": ids, "attention_mask": mask})
         with torch.inference_mode():
-            want = _Graph(loaded.model, loaded.tasks)(torch.from_numpy(ids), torch.from_numpy(mask))
-        for g, w, scale in zip(got, want, scales):
-            worst = max(worst, float(np.abs(g.astype(np.float64) - w.float().numpy()).max()) / scale)
+            want = module(torch.from_numpy(ids), torch.from_numpy(mask))
+        for truncation in (True, False):
+            ids, mask = _encode(loaded, texts, truncation)
+            got = session.run(names, {"input_ids": ids, "attention_mask": mask})
+            for g, w, scale in zip(got, want, scales):
+                worst = max(worst, float(np.abs(g.astype(np.float64) - w.float().numpy()).max()) / scale)
     if not worst <= TOLERANCE:
         raise RunFailed(f"{path}: the ONNX graph differs from the PyTorch model by up to {worst:.2e} "
                         f"(more than {TOLERANCE:g}); the export was not written")

@@ -37,7 +37,7 @@ def write(loaded, out: Path) -> None:
     check_exportable(cfg)
     model = loaded.model
     model.backbone.save_pretrained(str(out))  # config.json + model.safetensors
-    loaded.tokenizer.save_pretrained(str(out))
+    export_folder.save_tokenizer(loaded.tokenizer, out, cfg.max_length)
     hidden = model.backbone.config.hidden_size
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]

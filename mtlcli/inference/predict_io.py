@@ -165,11 +165,24 @@ def predict_chunks(predictor: Predictor, source: Source, batch_size: int | None 
 # ---- what a prediction is ---------------------------------------------------------------------
 
 
-def records(chunk: Chunk, tasks: dict[str, Task], top_k: int) -> Iterator[dict[str, Any]]:
-    """One dict per text: ``{"text": ..., task: its type's prediction}``, numbers to 6 decimals:
-    classification ``{"label", "score", "top": [[label, p], ...]}``, multi-label ``{"labels",
-    "scores", "top"}``, regression ``{"value"}`` (docs/predict.md)."""
+def decide(chunk: Chunk, tasks: dict[str, Task], top_k: int, min_score: float | None = None) -> dict[str, list[dict]]:
+    """Each task's prediction per text. With ``min_score``, a class task's label whose probability is
+    below it becomes None (no label); its score and top-k stay, so the doubt shows."""
     decided = {t: kind(task).decide(task, chunk.probs[t], top_k) for t, task in tasks.items()}
+    if min_score is not None:
+        for predictions in decided.values():
+            for p in predictions:
+                if "label" in p and p["score"] < min_score:
+                    p["label"] = None
+    return decided
+
+
+def records(chunk: Chunk, tasks: dict[str, Task], top_k: int,
+            min_score: float | None = None) -> Iterator[dict[str, Any]]:
+    """One dict per text: ``{"text": ..., task: its type's prediction}``, numbers to 6 decimals:
+    classification ``{"label", "score", "top": [[label, p], ...]}`` (label None below ``min_score``),
+    multi-label ``{"labels", "scores", "top"}``, regression ``{"value"}`` (docs/predict.md)."""
+    decided = decide(chunk, tasks, top_k, min_score)
     for i, text in enumerate(chunk.texts):
         yield {"text": text, **{t: _rounded(decided[t][i]) for t in tasks}}
 
@@ -201,24 +214,28 @@ def open_output(path: str | None) -> Iterator[IO[str]]:
         yield f
 
 
-def write_jsonl(out: IO[str], chunk: Chunk, tasks: dict[str, Task], top_k: int) -> None:
-    out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records(chunk, tasks, top_k)))
+def write_jsonl(out: IO[str], chunk: Chunk, tasks: dict[str, Task], top_k: int,
+                min_score: float | None = None) -> None:
+    out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records(chunk, tasks, top_k, min_score)))
 
 
 class CsvWriter:
-    """The input's columns (or ``text``), then per task: ``T`` and ``T_score`` (a class task: the label and
-    its probability; a multi-label task: the labels at or above their thresholds and their
-    probabilities, each joined by the run's separator, or ``[]`` and nothing when none is), ``T_top``
-    with top-k > 1 (a JSON array of [label, score] pairs); a regression task: ``T``, the value.
+    """The input's columns (or ``text``), then per task: ``T`` and ``T_score`` (a class task: the label
+    and its probability, the label empty below ``min_score``; a multi-label task: the labels at or
+    above their thresholds and their probabilities, each joined by the run's separator, or ``[]``
+    and nothing when none is), ``T_top`` with top-k > 1 (a JSON array of [label, score] pairs); a
+    regression task: ``T``, the value.
 
     When the input already has a column ``T`` (labelled data), the prediction goes in
     ``T_predicted`` so both can be compared.
     """
 
-    def __init__(self, out: IO[str], columns: list[str] | None, tasks: dict[str, Task], top_k: int):
+    def __init__(self, out: IO[str], columns: list[str] | None, tasks: dict[str, Task], top_k: int,
+                 min_score: float | None = None):
         self.writer = csv.writer(out)
         self.tasks = tasks
         self.top_k = top_k
+        self.min_score = min_score
         self.columns = columns
         taken = set(columns or ["text"])
         header = list(columns or ["text"])
@@ -229,7 +246,7 @@ class CsvWriter:
 
     def write(self, chunk: Chunk) -> None:
         rows = chunk.rows if chunk.rows is not None else [[t] for t in chunk.texts]
-        decided = {t: kind(task).decide(task, chunk.probs[t], self.top_k) for t, task in self.tasks.items()}
+        decided = decide(chunk, self.tasks, self.top_k, self.min_score)
         for i, row in enumerate(rows):
             cells = list(row)
             for t, task in self.tasks.items():
@@ -243,7 +260,7 @@ class CsvWriter:
             joined = task.params.get("separator", "|")
             cells = [joined.join(p["labels"]) or NONE, joined.join(f"{s:.4f}" for s in p["scores"])]
         else:
-            cells = [p["label"], f"{p['score']:.4f}"]
+            cells = [p["label"] if p["label"] is not None else "", f"{p['score']:.4f}"]
         if self.top_k > 1:  # JSON: a label may hold spaces, colons or commas
             cells.append(json.dumps([[label, round(float(s), 4)] for label, s in p["top"]], ensure_ascii=False))
         return cells

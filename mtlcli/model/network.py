@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,10 +55,52 @@ def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     _quiet_transformers()
+    source = pretrained_source(path)
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, **source)
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
         raise UserError(f"model '{path}': cannot load its tokenizer ({first_line(exc)})") from None
+
+
+HUB_PROBE_TIMEOUT = 5  # seconds; an unreachable host answers at once, a dropped connection within this
+
+
+def pretrained_source(path: str) -> dict[str, Any]:
+    """How ``from_pretrained`` should find ``path``: a local folder or a reachable Hub as usual; a
+    Hub id while the Hub cannot be reached from its cache only, so a cached model loads at once and
+    any other is one line now, instead of a minute of download retries ending in the same error."""
+    from huggingface_hub import constants
+
+    if Path(path).exists() or constants.HF_HUB_OFFLINE:  # offline mode: transformers reads the cache alone
+        return {}
+    if _hub_reachable(constants.ENDPOINT):
+        return {}
+    if not _cached(path):
+        raise UserError(f"model '{path}': not a local folder and not in the Hugging Face cache "
+                        f"({constants.HF_HUB_CACHE}), and {constants.ENDPOINT} cannot be reached; "
+                        "connect to the network or give a local folder")
+    return {"local_files_only": True}
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_reachable(endpoint: str) -> bool:
+    """One request, no retries: any answer means the Hub is there (proxies as huggingface_hub sets them)."""
+    from huggingface_hub import get_session
+
+    try:
+        get_session().head(endpoint, timeout=HUB_PROBE_TIMEOUT)
+    except Exception:  # no network, no DNS, refused, timed out: the HTTP client's errors differ by version
+        return False
+    return True
+
+
+def _cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # not a valid repo id: it cannot be in the cache
+        return False
 
 
 # Where Hugging Face configs keep the dropout on attention weights (BERT family; DistilBERT and newer; GPT-2).
@@ -73,15 +117,16 @@ def load_pretrained_backbone(path: str, attention_dropout: float | None = None) 
     from transformers import AutoConfig, AutoModel
 
     _quiet_transformers()
+    source = pretrained_source(path)
     try:
         overrides = {}
         if attention_dropout is not None:
-            config = AutoConfig.from_pretrained(path)
+            config = AutoConfig.from_pretrained(path, **source)
             overrides = {key: attention_dropout for key in ATTENTION_DROPOUT_KEYS if hasattr(config, key)}
         try:
-            return AutoModel.from_pretrained(path, attn_implementation="sdpa", **overrides)
+            return AutoModel.from_pretrained(path, attn_implementation="sdpa", **source, **overrides)
         except (ValueError, ImportError):  # this architecture has no SDPA attention
-            return AutoModel.from_pretrained(path, **overrides)
+            return AutoModel.from_pretrained(path, **source, **overrides)
     except Exception as exc:
         raise UserError(f"model '{path}': cannot load it ({first_line(exc)})") from None
 

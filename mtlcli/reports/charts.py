@@ -8,7 +8,7 @@ import base64
 import io
 from typing import Any
 
-from mtlcli.reports.plots import Bests, draw_predicted, epoch_axis
+from mtlcli.reports.plots import Bests, draw_predicted, epoch_axis, names_of
 from mtlcli import vocabulary as vocab
 
 Rows = list[dict[str, Any]]
@@ -23,11 +23,12 @@ RUN_COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", 
 
 
 def panels(rows: Rows) -> list[tuple[str, list[str]]]:
-    """(title, metric keys): the combined loss, then each of each task's scores (loss, accuracy, macro-F1)."""
-    first = rows[0] if rows else {}
-    out = [("combined loss", vocab.keys_of(first, None, vocab.LOSS))]
-    for t in vocab.tasks(first):
-        out += [(f"{t}: {m.label}", vocab.keys_of(first, t, m)) for m in vocab.metrics(first, t)]
+    """(title, metric keys): the combined loss, then each of each task's scores (loss, accuracy,
+    macro-F1), for every task of any of the rows (runs compared may have different tasks)."""
+    names = names_of(rows)
+    out = [("combined loss", vocab.keys_of(names, None, vocab.LOSS))]
+    for t in vocab.tasks(names):
+        out += [(f"{t}: {m.label}", vocab.keys_of(names, t, m)) for m in vocab.metrics(names, t)]
     return out
 
 
@@ -45,6 +46,7 @@ def curves_svg(series: dict[str, Rows], chart_panels: list[tuple[str, list[str]]
         for ax, (title, keys) in zip(axes.flat, chart_panels):
             for i, (run, rows) in enumerate(series.items()):
                 color = RUN_COLORS[i % len(RUN_COLORS)]
+                drawn = False
                 for key in keys:
                     points = [(r["epoch"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and r[key] == r[key]]
                     if not points:
@@ -55,8 +57,9 @@ def curves_svg(series: dict[str, Rows], chart_panels: list[tuple[str, list[str]]
                     ax.plot(*zip(*points), color="#94a3b8" if train and len(series) == 1 else color,
                             linestyle="--" if train else "-", marker="s" if train else "o", markersize=3,
                             linewidth=1.4, label=label)
+                    drawn = True
                 best = bests.get(run)
-                if best is not None:
+                if best is not None and drawn:  # a run without this metric gets no marker here either
                     ax.axvline(best, color=color, linestyle=":", linewidth=1)
             ax.set_title(title)
             epoch_axis(ax, series)

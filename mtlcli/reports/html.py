@@ -56,7 +56,7 @@ def collect(paths: list[str], device: str = "auto", warn: Callable[[str], None] 
         view = RunView(run, name, _read_yaml(run / "config.yaml"), _read_json(run / "summary.json"), rows)
         view.tasks, view.best = vocab.tasks(rows[0]), bests[name]
         try:
-            if read_cached(run) is None:
+            if read_cached(run) is None and validated(view):
                 on_compute(f"{name}: scoring the validation set with the best checkpoint (cached in {run.name}/validation.json)")
             view.validation, _ = validation_report(run, device)
         except UserError as exc:
@@ -103,8 +103,15 @@ def settings(view: RunView) -> dict[str, Any]:
         "best epoch": view.best,
         "precision": s.get("precision", c.get("precision")), "device": s.get("device", c.get("device")),
         "seed": c.get("seed"), "data": c.get("data"),
-        "validation": c.get("val") or f"{c.get('val_split')} of the data, stratified",
+        "validation": c.get("val") or (f"{c.get('val_split')} of the data, stratified" if validated(view)
+                                       else "none (--val-split 0: every row trains; the last epoch is kept)"),
+        "test": c.get("test") or "none",
     }
+
+
+def validated(view: RunView) -> bool:
+    """The run held validation rows (not --val-split 0)."""
+    return bool(view.config.get("val")) or view.config.get("val_split") != 0
 
 
 def best_row(view: RunView) -> dict[str, Any]:
@@ -161,8 +168,9 @@ def confusion_html(r: dict[str, Any]) -> str:
             cells.append(f'<td class="{"diag" if i == j else ""}" style="background:rgba({hue},{0.08 + 0.85 * share:.2f});'
                          f'color:{ink}" title="{escape(label)} predicted as {escape(labels[j])}: {n}">{n}</td>')
         body.append(f'<tr><th class="true">{escape(label)}</th>{"".join(cells)}</tr>')
-    return (f'<table class="confusion"><thead><tr><th class="corner">true \u2193 predicted \u2192</th>{head}</tr>'
-            f'</thead><tbody>{"".join(body)}</tbody></table>')
+    # in a box that scrolls sideways: a matrix of many labels is wider than its card
+    return (f'<div class="scroll"><table class="confusion"><thead><tr><th class="corner">true \u2193 predicted \u2192</th>'
+            f'{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
 def per_class_html(r: dict[str, Any]) -> str:
@@ -200,6 +208,7 @@ def run_section(index: int, view: RunView) -> str:
                  + report_charts.curves_svg({view.name: view.rows}, report_charts.panels(view.rows), {view.name: view.best})
                  + '"></div>')
     parts.append(f'<div class="card wide" id="{sid}-best"><h3>Best epoch</h3>{best_html(view)}</div>')
+    parts.append(test_html(sid, view))
     parts.append(validation_html(sid, view))
     parts.append("</section>")
     return "".join(parts)
@@ -242,8 +251,31 @@ def best_html(view: RunView) -> str:
         kinds = ", ".join(dict.fromkeys(types[t] for t in tasks if t in types))
         tables.append((f"<h4>{escape(kinds)}</h4>" if kinds else "")
                       + table(["task", *(f"{split} {m.label}" for split, m in columns)], body, "num"))
+    if vocab.VAL_LOSS not in best:
+        return (f'<p>Epoch <b>{best.get(vocab.EPOCH)}</b>, the last: no validation (--val-split 0); training loss '
+                f'<b>{fmt(best.get(vocab.TRAIN_LOSS))}</b>.</p>' + "".join(tables))
     return (f'<p>Epoch <b>{best.get(vocab.EPOCH)}</b>: validation loss <b>{fmt(best.get(vocab.VAL_LOSS))}</b> '
             f'(training loss {fmt(best.get(vocab.TRAIN_LOSS))}).</p>' + "".join(tables))
+
+
+def test_html(sid: str, view: RunView) -> str:
+    """--test's scores, as training wrote them to summary.json; nothing for a run without them."""
+    scores = vocab.scores_on_test(view.summary)
+    if not scores:
+        return ""
+    test = view.summary["test"]
+    types = view.config.get("task_types") or {}
+    tables = []
+    for columns, tasks in vocab.groups(scores, vocab.tasks(scores), vocab.TEST):
+        body = [[escape(t), str(test["tasks"][t].get("n", "")), *(fmt(scores.get(vocab.key(vocab.TEST, t, m)))
+                                                                   for m in columns)] for t in tasks]
+        kinds = ", ".join(dict.fromkeys(types[t] for t in tasks if t in types))
+        tables.append((f"<h4>{escape(kinds)}</h4>" if kinds else "")
+                      + table(["task", "rows", *(m.label for m in columns)], body, "num"))
+    return (f'<div class="card wide" id="{sid}-test"><h3>Test set</h3>'
+            f'<p class="muted">Scored with {escape(str(test.get("checkpoint")))} when training ended, on the '
+            f'{test.get("n")} rows of {escape(str(test.get("data")))}: loss <b>{fmt(test.get("loss"))}</b>.</p>'
+            + "".join(tables) + "</div>")
 
 
 def scores_line(r: dict[str, Any]) -> str:
@@ -380,6 +412,7 @@ table.num td:not(:first-child){text-align:right;font-variant-numeric:tabular-num
 table.kv td:first-child{color:#475569;white-space:nowrap}
 table.kv td:not(:first-child){overflow-wrap:anywhere}
 .pair{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
+.scroll{overflow-x:auto;max-width:100%;min-width:0}
 table.confusion td{text-align:center;min-width:44px;font-variant-numeric:tabular-nums;border:1px solid #fff}
 table.confusion td.diag{font-weight:700}
 table.confusion th.pred{font-size:12px;text-align:center}

@@ -66,14 +66,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def names_of(rows: list[dict[str, Any]]) -> list[str]:
+    """Every key the rows hold, in the order they first appear: runs compared may have different tasks."""
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
 def default_panels(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
-    """(title, metric keys) per panel: the combined loss, then each task's headline score (accuracy)."""
-    first = rows[0] if rows else {}
-    panels = [(vocab.LOSS.label, vocab.keys_of(first, None, vocab.LOSS))]
-    for t in vocab.tasks(first):
-        metric = vocab.headline(first, t)
+    """(title, metric keys) per panel: the combined loss, then each task's headline score (accuracy),
+    for every task of any of the rows."""
+    names = names_of(rows)
+    panels = [(vocab.LOSS.label, vocab.keys_of(names, None, vocab.LOSS))]
+    for t in vocab.tasks(names):
+        metric = vocab.headline(names, t)
         if metric is not None:
-            panels.append((f"{t} {metric.label}", vocab.keys_of(first, t, metric)))
+            panels.append((f"{t} {metric.label}", vocab.keys_of(names, t, metric)))
     return panels
 
 
@@ -110,21 +116,26 @@ def write_png(series: Series, panels: list[tuple[str, list[str]]], path: str | P
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False)
     for ax, (title, keys) in zip(axes.flat, panels):
         for i, (run, rows) in enumerate(series.items()):
+            drawn = False
             for key in keys:
                 xs = [r["epoch"] for r in rows if key in r]
                 ys = [r[key] for r in rows if key in r]
+                if not xs:  # this run has no such metric (another task): no curve, no legend entry
+                    continue
                 label = key if len(series) == 1 else f"{run}: {key}"
                 # several runs: a colour per run; training dashed with squares, validation solid with dots
                 train = vocab.split_of(key) == vocab.TRAIN
                 style = {} if len(series) == 1 else {"color": f"C{i}", "linestyle": "--" if train else "-"}
                 ax.plot(xs, ys, marker="s" if train and style else "o", markersize=3, label=label, **style)
+                drawn = True
             best = bests.get(run)
-            if best is not None:
+            if best is not None and drawn:
                 ax.axvline(best, color="grey" if len(series) == 1 else f"C{i}", linestyle=":", linewidth=1)
         ax.set_title(title)
         epoch_axis(ax, series)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
@@ -175,6 +186,7 @@ def terminal_chart(series: Series, title: str, keys: list[str], bests: Bests, wi
     for paint in (plt.canvas_color, plt.axes_color, plt.ticks_color):
         paint("default")  # the terminal's own background and text colour; only the lines are coloured
     n = 0
+    drawn = []  # the runs with a curve here: runs compared may have different tasks
     for run, rows in series.items():
         for key in keys:
             xs = [r["epoch"] for r in rows if key in r and r[key] == r[key]]
@@ -183,11 +195,12 @@ def terminal_chart(series: Series, title: str, keys: list[str], bests: Bests, wi
                 marker = TEXT_MARKERS[n % len(TEXT_MARKERS)]
                 plt.plot(xs, ys, label=key if len(series) == 1 else f"{run}: {key}", marker=marker)
                 n += 1
+                drawn += [run] if run not in drawn else []
         best = bests.get(run)
         if best is not None and len(series) == 1:
             plt.vline(best)
     marks = ", ".join(f"{run} {bests[run]}" if len(series) > 1 else str(bests[run])
-                      for run in series if bests.get(run) is not None)
+                      for run in drawn if bests.get(run) is not None)
     plt.title(title + (f" (best epoch {marks})" if marks else ""))
     plt.xlabel("epoch")
     epochs = epochs_of(series)

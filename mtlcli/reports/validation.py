@@ -71,6 +71,9 @@ def compute(run: Path, device: str = "auto", batch_size: int | None = None) -> d
     cfg = config_mod.resolve(run / "config.yaml", {})
     if not cfg.data:
         raise UserError(f"{run / 'config.yaml'}: names no training data")
+    if not cfg.val and cfg.val_split == 0:
+        raise UserError(f"{run}: trained on every row with no validation (--val-split 0), so there are no "
+                        "validation rows to analyse; mtl eval RUN FILE scores it on other labelled data")
     train, val, _, _ = columns.load_train_val(cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed,
                                               cfg.delimiter, cfg.task_types, cfg.to_dict())
     loaded = load_run(run, device, "run")  # the precision it trained with: the numbers match its validation

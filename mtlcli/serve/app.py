@@ -1,6 +1,9 @@
-"""The HTTP API: POST /predict, GET /health, GET /info; every error is a JSON object with a 4xx code.
+"""The HTTP API: POST /predict, GET /health, GET /info, GET /metrics; every error is a JSON object
+with a 4xx code.
 
     POST /predict  {"texts": ["...", ...], "top_k": 1}  ->  {"predictions": [{as mtl predict --format jsonl}, ...]}
+
+With an API key, every path but /health needs ``Authorization: Bearer <key>`` (``auth``).
 """
 
 from __future__ import annotations
@@ -10,15 +13,19 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mtlcli.errors import json_problem
 from mtlcli.inference import predict_io
+from mtlcli.serve import metrics as metrics_mod
+from mtlcli.serve.auth import RequireKey
 from mtlcli.serve.batcher import MicroBatcher
 
 
@@ -36,16 +43,23 @@ class ApiError(Exception):
         self.status, self.message = status, message
 
 
-def create_app(model: Any, limits: Limits, log: TextIO = sys.stderr) -> Any:
-    """The ASGI app for ``model`` (a ``mtlcli.Model``), wrapped in one log line per request."""
-    batcher = MicroBatcher(model, limits.batch_size, limits.max_wait_ms / 1000)
+def create_app(model: Any, limits: Limits, log: TextIO = sys.stderr, api_key: str | None = None) -> Any:
+    """The ASGI app for ``model`` (a ``mtlcli.Model``), wrapped in one log line per request, and
+    behind ``api_key`` when one is given."""
+    metrics = metrics_mod.Metrics()
+    batcher = MicroBatcher(model, limits.batch_size, limits.max_wait_ms / 1000, on_batch=metrics.batch)
     in_flight = [0]  # /predict requests being answered
+    # the folder's name, not its absolute path: a client has no business knowing the server's file layout
+    folder_name = Path(model.path).resolve().name
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "in_flight": in_flight[0]})
 
     async def info(request: Request) -> JSONResponse:
-        return JSONResponse({**model.info(), "limits": asdict(limits)})
+        return JSONResponse({**model.info(), "path": folder_name, "limits": asdict(limits)})
+
+    async def metrics_text(request: Request) -> Response:
+        return Response(metrics.render(), media_type=metrics_mod.CONTENT_TYPE)
 
     async def predict(request: Request) -> JSONResponse:
         in_flight[0] += 1
@@ -64,7 +78,9 @@ def create_app(model: Any, limits: Limits, log: TextIO = sys.stderr) -> Any:
         if note is not None:
             note["note"] = f"{len(texts)} texts, batch of {batched}"
         chunk = predict_io.Chunk(texts, None, probs, None)
-        return JSONResponse({"predictions": list(predict_io.records(chunk, model.tasks, top_k))})
+        answer = JSONResponse({"predictions": list(predict_io.records(chunk, model.tasks, top_k))})
+        metrics.predicted(len(texts))
+        return answer
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -78,7 +94,8 @@ def create_app(model: Any, limits: Limits, log: TextIO = sys.stderr) -> Any:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        message = {404: f"no such endpoint {request.url.path}; use POST /predict, GET /health or GET /info",
+        message = {404: f"no such endpoint {request.url.path}; use POST /predict, GET /health, GET /info "
+                        "or GET /metrics",
                    405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, exc.detail)
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
@@ -88,11 +105,11 @@ def create_app(model: Any, limits: Limits, log: TextIO = sys.stderr) -> Any:
 
     app = Starlette(
         routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health, methods=["GET"]),
-                Route("/info", info, methods=["GET"])],
+                Route("/info", info, methods=["GET"]), Route("/metrics", metrics_text, methods=["GET"])],
         exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
-    return RequestLog(app, log)
+    return RequestLog(RequireKey(app, api_key) if api_key else app, log, metrics)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -113,7 +130,7 @@ def _parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ApiError(400, f"the body is not UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise ApiError(400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise ApiError(400, f"malformed JSON: {json_problem(exc)}") from None
 
 
 def _parse_predict(payload: Any, max_texts: int) -> tuple[list[str], int]:
@@ -130,6 +147,8 @@ def _parse_predict(payload: Any, max_texts: int) -> tuple[list[str], int]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise ApiError(422, f"texts[{i}] must be a string, not {_json_type(t)}")
+        if not t.strip():  # as mtl predict and mtl train refuse an empty text cell: nothing to label
+            raise ApiError(422, f"texts[{i}] is empty{' (only whitespace)' if t else ''}; every text needs words")
     top_k = payload.get("top_k", 1)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ApiError(422, f"'top_k' must be a whole number of at least 1, not {json.dumps(top_k)}")
@@ -144,10 +163,11 @@ def _json_type(value: Any) -> str:
 
 
 class RequestLog:
-    """ASGI middleware: one line per request on ``log``: time, client, method, path, status, texts, duration."""
+    """ASGI middleware: one line per request on ``log``: time, client, method, path, status, texts,
+    duration; the same request counted in ``metrics``."""
 
-    def __init__(self, app: Any, log: TextIO):
-        self.app, self.log = app, log
+    def __init__(self, app: Any, log: TextIO, metrics: metrics_mod.Metrics):
+        self.app, self.log, self.metrics = app, log, metrics
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -160,7 +180,9 @@ class RequestLog:
             logged[0] = True
             client = scope.get("client") or ("-", 0)
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            ms = (time.perf_counter() - start) * 1000
+            seconds = time.perf_counter() - start
+            ms = seconds * 1000
+            self.metrics.request(scope["path"], status[0], seconds)
             extra = f" {note['note']}" if "note" in note else ""
             print(f"{stamp} {client[0]} {scope['method']} {scope['path']} {status[0]} {ms:.1f} ms{extra}",
                   file=self.log, flush=True)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 
 class MicroBatcher:
-    def __init__(self, model: Any, batch_size: int = 64, max_wait: float = 0.005):
+    def __init__(self, model: Any, batch_size: int = 64, max_wait: float = 0.005,
+                 on_batch: Callable[[int], None] | None = None):
         self.model, self.batch_size, self.max_wait = model, batch_size, max_wait
+        self.on_batch = on_batch  # told the number of texts of each forward pass that succeeded
         self.queue: asyncio.Queue | None = None
         self.worker: asyncio.Task | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtl-model")
@@ -64,6 +66,8 @@ class MicroBatcher:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            if self.on_batch is not None:
+                self.on_batch(len(texts))
             start = 0
             for batch_texts, future in items:
                 end = start + len(batch_texts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,18 @@ from mtlcli.tasks import metrics
 from mtlcli.tasks.base import Task, TaskType, Where
 
 F1_MARGIN = 0.10  # macro-F1 must beat the better of the two baselines by this much to count as learned
+
+
+WHOLE_AS_FLOAT = re.compile(r"[+-]?[0-9]+\.0+")  # 5.0: how pandas writes a whole number in a column with gaps
+
+
+def as_known(label: str, known) -> str:
+    """``label`` as the task knows it: a whole number written as a float (``5.0``) is the learned
+    whole number (``5``) where that is a label and ``5.0`` itself is not; any other label is itself."""
+    if label in known or not WHOLE_AS_FLOAT.fullmatch(label):
+        return label
+    whole = str(int(label.split(".")[0]))
+    return whole if whole in known else label
 
 
 def label_order(label: str):
@@ -43,7 +56,8 @@ class Classification(TaskType):
                 hint: str = "") -> np.ndarray:
         unknown = MISSING if ignore_unknown else -1
         index = {label: i for i, label in enumerate(task.labels)}
-        lookup = np.array([index.get(name, unknown) if name else MISSING for name in cells.names], dtype=np.int64)
+        lookup = np.array([index.get(as_known(name, index), unknown) if name else MISSING for name in cells.names],
+                          dtype=np.int64)
         ids = lookup[cells.codes]
         bad = np.flatnonzero(ids == -1)
         if len(bad):
@@ -55,7 +69,7 @@ class Classification(TaskType):
         known = set(task.labels)
         counts = np.bincount(cells.codes, minlength=len(cells.names))
         return {name: int(counts[code]) for code, name in enumerate(cells.names)
-                if name and name not in known and counts[code]}
+                if name and as_known(name, known) not in known and counts[code]}
 
     def labelled(self, targets):
         return targets != MISSING

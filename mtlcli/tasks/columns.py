@@ -143,6 +143,8 @@ def load_train_val(data: str, val: str | None, text_column: str, columns: list[s
     types = choose_types(train, chosen or {}, separator)
     if val:
         validation = data_mod.read_table(val, text_column, list(train.labels), delimiter)
+    elif val_split == 0:  # every row trains; no validation (--val-split 0)
+        validation = train.subset([])
     else:
         train, validation = data_mod.stratified_split(train, val_split, seed, stratify_on(types))
         labels_of = {t: f for t, chosen_type in types.items() if (f := cell_labels(chosen_type, separator))}
@@ -150,3 +152,11 @@ def load_train_val(data: str, val: str | None, text_column: str, columns: list[s
     tasks = fit_tasks(train, types, settings)
     encode_targets(validation, tasks)  # an unseen validation label is reported now
     return train, validation, tasks, {t: why for t, (_, why) in types.items()}
+
+
+def load_test(path: str, text_column: str, tasks: dict[str, Task], delimiter: str | None = None) -> Table:
+    """The test rows (--test), read and checked as validation rows are: every task's column, and
+    only labels the training rows have."""
+    test = data_mod.read_table(path, text_column, list(tasks), delimiter)
+    encode_targets(test, tasks)
+    return test

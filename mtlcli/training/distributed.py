@@ -82,6 +82,21 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def wait_for_all() -> None:
+    """Every process waits here until all have finished writing: one that went on to close its
+    connections and exit while the main process still saved would make torchrun end the others
+    mid-save. A peer that has died by now only ends the wait: everything is written already."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        dist.barrier()
+    except (RuntimeError, OSError) as exc:  # the backend's own error types derive from RuntimeError
+        if not is_peer_failure(exc):
+            raise
+
+
 def usable_batches(batches: list[np.ndarray], d: Dist) -> list[np.ndarray]:
     """The global batches every process steps through: a final batch smaller than the world is
     dropped, so every process has at least one row in every step and all take the same number."""

@@ -13,6 +13,8 @@ import signal
 import threading
 from pathlib import Path
 
+from mtlcli.training.distributed import launched_by_torchrun
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -34,8 +36,12 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc) -> None:
+        # A training process under torchrun ignores a signal that comes once training is over: it only
+        # has to exit, and Python's own handler would end it by the signal, which torchrun takes for
+        # a failure and answers by stopping the other processes in the middle of their writes.
+        late = self.armed and launched_by_torchrun()
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if late else handler)
         self._previous.clear()
 
     @property
@@ -72,8 +78,18 @@ class TrainingInterrupted(Exception):
 
     @property
     def where(self) -> str:
-        return f"after epoch {self.epoch - 1}" if self.step == 0 else f"in epoch {self.epoch} after batch {self.step}"
+        return stopped_where(self.epoch, self.step)
 
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+# set by `mtl train --nproc` for its processes: the launcher itself says how to resume, once, even
+# when the main process could not (torchrun ended it because another one died)
+LAUNCHER_SAYS_RESUME = "MTL_LAUNCHER_SAYS_RESUME"
+
+
+def stopped_where(epoch: int, step: int) -> str:
+    """Where a stopped run goes on from, in words: the epoch and batch its last.pt holds."""
+    return f"after epoch {epoch - 1}" if step == 0 else f"in epoch {epoch} after batch {step}"

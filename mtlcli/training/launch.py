@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 
+from mtlcli.training.interrupt import LAUNCHER_SAYS_RESUME
+
 SHUTDOWN_TIMEOUT_S = 120
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -24,7 +26,7 @@ def launch(nproc: int, train_argv: list[str]) -> int:
     # on a stop request torchrun waits this long for the workers to save last.pt before it kills them
     cmd = [sys.executable, "-m", "mtlcli.training.torchrun_child", "--standalone", f"--nproc_per_node={nproc}",
            f"--shutdown_timeout={SHUTDOWN_TIMEOUT_S}", "-m", "mtlcli", "train", *train_argv]
-    env = dict(os.environ)
+    env = {**os.environ, LAUNCHER_SAYS_RESUME: "1"}
     # each process then uses its share of the cores (distributed.set_cpu_threads does the same);
     # set here, torchrun does not print its banner about defaulting it to 1
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))

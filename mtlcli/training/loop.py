@@ -285,25 +285,31 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
         if at_end:
             p.combiner.epoch_end(train_task_loss)  # combiners adapt between epochs, not between validations
         mark = epoch_mark(epoch, step, steps)
-        reporter.validation_start(mark)
-        val = evaluate(getattr(p.model, "module", p.model), p.combiner, p.val, p.tasks, p.device, p.amp, p.pad_id,
-                       p.max_length, p.objective, d, tune=True)
+        val = None  # no validation rows (--val-split 0): the row holds training's numbers only
+        if len(p.val):
+            reporter.validation_start(mark)
+            val = evaluate(getattr(p.model, "module", p.model), p.combiner, p.val, p.tasks, p.device, p.amp,
+                           p.pad_id, p.max_length, p.objective, d, tune=True)
         row = {vocab.EPOCH: mark, **_current_lrs(p), vocab.SECONDS: round(time.perf_counter() - t0, 3),
                vocab.TRAIN_SECONDS: round(train_seconds, 3),
                vocab.TRAIN_SPEED: round((total.seen - seen_before) / train_seconds, 2),
-               vocab.TRAIN_LOSS: float(total.combined_sum) / total.seen, vocab.VAL_LOSS: val["loss"]}
+               vocab.TRAIN_LOSS: float(total.combined_sum) / total.seen}
+        if val:
+            row[vocab.VAL_LOSS] = val["loss"]
         for t in tasks:
             trained = {vocab.LOSS.name: train_task_loss.get(t, float("nan"))}
             if t in total.hits:
                 hits = float(total.correct[t]) / total.counted[t] if total.counted[t] else float("nan")
                 trained[kind(p.tasks[t]).train_metric.name] = hits
             row.update(vocab.scores(t, vocab.TRAIN, trained))
-            row.update(vocab.scores(t, vocab.VAL, {m.name: val["tasks"][t][m.name] for m in kind(p.tasks[t]).metrics}))
-        if any(v["n"] and not math.isfinite(v["loss"]) for v in val["tasks"].values()):
+            if val:
+                scores = {m.name: val["tasks"][t][m.name] for m in kind(p.tasks[t]).metrics}
+                row.update(vocab.scores(t, vocab.VAL, scores))
+        if val and any(v["n"] and not math.isfinite(v["loss"]) for v in val["tasks"].values()):
             return {**ended, "diverged": {"epoch": mark, "batch": None, "loss": row[vocab.VAL_LOSS]}}
 
         # ---- policies: best checkpoint, log, the state to resume from, early stopping
-        improved = stopper.update(mark, row[vocab.VAL_LOSS])
+        improved = stopper.update(mark, row.get(vocab.VAL_LOSS))
         if improved:
             hooks.on_best(mark, row)
         hooks.log_epoch(row)

@@ -1,4 +1,5 @@
-"""Policies the loop consults after each validation: early stopping and keeping the best checkpoint.
+"""Policies the loop consults after each validation: early stopping (or, with no validation, the
+last epoch or step reached) and keeping the best checkpoint.
 
 Each is a small object with state_dict()/load_state_dict(), so a resumed run continues them.
 """
@@ -40,6 +41,20 @@ class EarlyStopping:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+
+
+class LastEpoch(EarlyStopping):
+    """The policy without validation (--val-split 0): every epoch's end (or the step where --max-steps
+    is spent) is the new best, and training runs all its epochs. The best checkpoint is then always
+    the last one reached."""
+
+    def __init__(self):
+        super().__init__(patience=1)
+        self.best = None
+
+    def update(self, epoch: int | float, val_loss: float | None) -> bool:
+        self.best_epoch = epoch
+        return True
 
 
 def stopping_epoch(val_losses: list[float], patience: int, min_delta: float = 0.0) -> int:

@@ -38,6 +38,7 @@ def resume_settings(run_dir: str | Path, overrides: dict[str, Any], config_file:
     if given:
         raise UserError(f"--resume continues {run} with its own settings ({run / 'config.yaml'}); "
                         f"drop {', '.join(given)} ({config_mod.resume_rule()})")
+    check_can_go_on(run)
     cfg = config_mod.resolve(run / "config.yaml", {})
     if "attention_dropout" not in config_mod.read_config_file(run / "config.yaml"):
         cfg.attention_dropout = "model"  # a run from before the setting trained with the model's own value
@@ -52,6 +53,18 @@ def resume_settings(run_dir: str | Path, overrides: dict[str, Any], config_file:
                             f"on resume {config_mod.resume_rule()}")
         setattr(cfg, key, value)
     return run, cfg
+
+
+def check_can_go_on(run: Path) -> None:
+    """A run that ended and dropped last.pt (the default, or `mtl tidy`) cannot train on: say so,
+    rather than start it over in place as a run killed before its first checkpoint would."""
+    summary = runs.read_summary(run)
+    if runs.has_ended(summary) and not last_checkpoint(run).is_file():
+        where = (f"step {summary['steps_run']}" if not summary.get("epochs_run") and summary.get("steps_run")
+                 else f"epoch {summary['epochs_run']}")
+        raise UserError(f"{run}: the run ended after {where} and its optimizer state "
+                        f"({runs.LAST}) was dropped to save disk, so it cannot train on; start a new run "
+                        "(with --keep-optimizer to keep that state when it ends)")
 
 
 def last_checkpoint(run: Path) -> Path:

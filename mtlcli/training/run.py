@@ -8,6 +8,7 @@ the model and the run folder (and, on resume, puts back what last.pt holds); ``f
 from __future__ import annotations
 
 import random
+import shutil
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,10 +39,10 @@ from mtlcli.training import distributed, memory
 from mtlcli.training.grad_scaling import grad_scaler
 from mtlcli.training.interrupt import StopSignals, TrainingInterrupted
 from mtlcli.training.loop import Hooks, LoopParts, Position, epoch_mark, fit
-from mtlcli.training.policies import BestCheckpoint, EarlyStopping
+from mtlcli.training.policies import BestCheckpoint, EarlyStopping, LastEpoch
 from mtlcli.training.reporter import Reporter
 from mtlcli.training.resume import TrainingState, data_fingerprint, last_checkpoint
-from mtlcli.training.tracking import TrackingReporter, build_trackers
+from mtlcli.training.tracking import TrackingReporter, build_trackers, start_trackers
 
 
 def seed_everything(seed: int) -> None:
@@ -61,7 +62,10 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, resume: Path | Non
             session = set_up(cfg, reporter or Reporter(), resume, stop)
             stop.armed = True  # from here a first Ctrl-C/SIGTERM means: finish the batch, save, stop
             result = fit(session.parts, cfg.epochs, session.stopper, session.hooks, session.start, session.tally)
-            return finish(session, result, stop)
+            try:
+                return finish(session, result, stop)
+            finally:
+                distributed.wait_for_all()  # the others leave once the main process has written the summary
         except (RuntimeError, OSError, MemoryError) as exc:
             if is_out_of_memory(exc):  # what the estimate before training let through
                 raise memory.out_of_memory("training", cfg.batch_size, cfg.max_length,
@@ -80,7 +84,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, resume: Path | Non
 @dataclass
 class Inputs:
     train: data_mod.Table
-    val: data_mod.Table
+    val: data_mod.Table  # no rows with --val-split 0
+    test: data_mod.Table | None  # --test
     tasks: dict[str, Task]  # each task column's type and what it learned from the training rows
     why: dict[str, str]  # why each task has its type (chosen, or what its cells show)
     components: dict[str, dict[str, str]]  # kind -> name, package, version: saved in every checkpoint
@@ -97,6 +102,9 @@ def check_inputs(cfg: TrainConfig, resume: Path | None, nproc: int = 1, new_fold
     """
     if not cfg.data:
         raise UserError("no training data: give DATA (a CSV, TSV, JSONL or Parquet file, or 'data' in the config file)")
+    if cfg.eval_steps and not cfg.val and cfg.val_split == 0:
+        raise UserError(f"--eval-steps {cfg.eval_steps}: --val-split 0 leaves no validation rows to score every "
+                        f"{cfg.eval_steps} steps; drop --eval-steps, or give --val FILE or a --val-split above 0")
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     if device.type == "cuda" and nproc > torch.cuda.device_count():
@@ -108,9 +116,10 @@ def check_inputs(cfg: TrainConfig, resume: Path | None, nproc: int = 1, new_fold
     train_table, val_table, tasks, why = columns.load_train_val(
         cfg.data, cfg.val, cfg.text_column, cfg.tasks, cfg.val_split, cfg.seed, cfg.delimiter, cfg.task_types,
         cfg.to_dict())
+    test_table = columns.load_test(cfg.test, cfg.text_column, tasks, cfg.delimiter) if cfg.test else None
     components = builder.look_up_components(cfg.to_dict())
     check_task_settings(cfg, tasks)
-    return Inputs(train_table, val_table, tasks, why, components, device, precision)
+    return Inputs(train_table, val_table, test_table, tasks, why, components, device, precision)
 
 
 def preflight(cfg: TrainConfig, resume: Path | None, nproc: int) -> None:
@@ -185,6 +194,7 @@ class Session:
     tally: dict | None
     info: dict[str, Any]  # what the display shows at the start; the summary repeats part of it
     best_row: dict[str, Any]
+    test: Encoded | None  # --test: scored with the best checkpoint when the run ends
 
 
 def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: StopSignals) -> Session:
@@ -197,6 +207,7 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     trackers = build_trackers(cfg.track) if main else []  # one record of the run
     cfg.data = str(Path(cfg.data).resolve())
     cfg.val = str(Path(cfg.val).resolve()) if cfg.val else None
+    cfg.test = str(Path(cfg.test).resolve()) if cfg.test else None
     cfg.tasks = list(tasks)
     cfg.task_types = {t: task.type for t, task in tasks.items()}  # as inferred: config.yaml repeats the run
     fingerprint = data_fingerprint(cfg)
@@ -230,7 +241,7 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     scaler = grad_scaler(device, precision)  # fp16: loss scaling, its state saved in last.pt
 
     # ---- policies, and where a resumed run goes on from
-    stopper = EarlyStopping(cfg.patience, cfg.min_delta)
+    stopper = EarlyStopping(cfg.patience, cfg.min_delta) if len(data.val) else LastEpoch()
     saver = BestCheckpoint(run / "checkpoints", cfg.keep_all_best, save=lambda path, ckpt: ckpt.save(path))
     log = runs.MetricsLog(run / "metrics.jsonl") if main else _MemoryLog(run / "metrics.jsonl")
     state = TrainingState(run, optimizer, scheduler, scaler, stopper, saver, log, total, warmup, fingerprint)
@@ -249,12 +260,16 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
             "max_length": data.max_length, "max_length_auto": cfg.max_length == "auto",
             "train_rows": len(data.train), "val_rows": len(data.val), "tasks": label_sets, "epochs": cfg.epochs,
             "max_steps": cfg.max_steps or None,
+            "test_rows": len(data.test) if data.test is not None else None,
             "task_types": {t: {"type": task.type, "why": inputs.why.get(t, "")} for t, task in tasks.items()},
             "steps_per_epoch": steps_per_epoch, "components": inputs.components,
             "resumed_from": [start.epoch, start.step] if saved else None, "processes": dist.world_size,
             "cuda_graphs": graphs_off or "on"}
+    if main:  # every check has passed: the trackers start, then ``latest`` points at the run
+        _start_trackers(trackers, cfg, run, resume)
+        runs.point_latest(run)
     if trackers:
-        reporter = TrackingReporter(reporter, trackers, cfg.to_dict(), resumed=resume is not None)
+        reporter = TrackingReporter(reporter, trackers, by_step=bool(cfg.eval_steps or cfg.max_steps))
     reporter.train_start(info)
 
     def checkpoint(epoch: int, row: dict[str, Any]) -> Checkpoint:
@@ -275,7 +290,7 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
                       objective=data.objective, dist=dist, scaler=scaler, cuda_graphs=graphs_off is None,
                       grad_accum=cfg.grad_accum, max_steps=cfg.max_steps, eval_steps=cfg.eval_steps,
                       log_steps=cfg.log_steps)
-    return Session(cfg, run, main, parts, stopper, saver, log, hooks, start, tally, info, writer.best_row)
+    return Session(cfg, run, main, parts, stopper, saver, log, hooks, start, tally, info, writer.best_row, data.test)
 
 
 @dataclass
@@ -288,6 +303,7 @@ class Tokenized:
     max_length: int
     train: Encoded
     val: Encoded
+    test: Encoded | None
     objective: Objective  # its class weights come from the training rows' labels
 
 
@@ -302,17 +318,32 @@ def tokenize_inputs(cfg: TrainConfig, inputs: Inputs) -> Tokenized:
     max_length = resolve_max_length(cfg, tokenizer, backbone, model_path, inputs.train.texts)
     train_ids = columns.encode_targets(inputs.train, inputs.tasks)
     val_ids = columns.encode_targets(inputs.val, inputs.tasks)
+    test = inputs.test
     return Tokenized(model_path, tokenizer, backbone, max_length,
                      encode(tokenizer, inputs.train.texts, train_ids, max_length),
                      encode(tokenizer, inputs.val.texts, val_ids, max_length),
+                     encode(tokenizer, test.texts, columns.encode_targets(test, inputs.tasks), max_length)
+                     if test is not None else None,
                      Objective(class_weights(cfg, train_ids, inputs.tasks), cfg.label_smoothing))
+
+
+def _start_trackers(trackers: list[tuple[str, Any]], cfg: TrainConfig, run: Path, resume: Path | None) -> None:
+    """Trackers start last before training: they record the run folder's name and write into it,
+    and a run that a later check refused would leave them a record of nothing. One that cannot
+    start removes a new folder again (``latest`` does not point at it yet), so a refused run leaves
+    nothing behind; a resumed run's folder is kept as it was."""
+    try:
+        start_trackers(trackers, cfg.to_dict(), run, resumed=resume is not None)
+    except UserError:
+        if resume is None:
+            shutil.rmtree(run, ignore_errors=True)
+        raise
 
 
 def _write_run_files(run: Path, cfg: TrainConfig, label_sets: dict[str, list[str]], tokenizer, backbone) -> None:
     """What the run folder holds before the first epoch: settings, labels, the backbone's files."""
     atomic.write_atomic(run / "config.yaml", config_mod.dump(cfg))
     atomic.write_json(run / "labels.json", label_sets)
-    runs.point_latest(run)
     if not (run / "backbone").is_dir():
         runs.save_backbone_files(run, tokenizer, backbone)
 
@@ -372,16 +403,30 @@ def finish(session: Session, result: dict[str, Any], stop: StopSignals) -> Path:
         return run
     saver, stopper, log, parts = session.saver, session.stopper, session.log, session.parts
     last = last_checkpoint(run)
-    summary = {"best_epoch": stopper.best_epoch, "best_val_loss": stopper.best, **result,
+    validated = len(parts.val) > 0
+    ended = not result["interrupted"] and not result["diverged"]  # finished, or stopped early
+    # a run that spent its --max-steps keeps it: --resume with a larger --max-steps goes on from there
+    budget_spent = bool(session.cfg.max_steps) and result["steps_run"] >= session.cfg.max_steps
+    # the optimizer state only serves --resume: a run that ended drops it unless told to keep it
+    drop_optimizer = ended and not budget_spent and not session.cfg.keep_optimizer and last.is_file()
+    summary = {"best_epoch": stopper.best_epoch, "best_val_loss": stopper.best,
+               "best_rule": "lowest validation loss" if validated else runs.NO_VALIDATION_RULE, **result,
                "best_checkpoint": str(saver.path.relative_to(run)) if saver.path else None,
-               "last_checkpoint": str(last.relative_to(run)) if last.is_file() else None,
+               "last_checkpoint": str(last.relative_to(run)) if last.is_file() and not drop_optimizer else None,
+               "optimizer_state": runs.DROPPED if drop_optimizer else runs.KEPT if last.is_file() else None,
                **{k: info[k] for k in ("device", "precision", "model", "max_length")},
                "class_weights": parts.objective.class_weights, "best_metrics": best_row}
-    checks = task_checks(best_row, parts.val, parts.tasks)
+    if stopper.best_epoch:  # the optimizer step of the best validation (1.5: half into epoch 2)
+        summary["best_step"] = round(stopper.best_epoch * info["steps_per_epoch"])
+    checks = task_checks(best_row, parts.val, parts.tasks) if validated else {}
     if checks:
         summary["task_checks"] = checks
         summary["warnings"] = [c["warning"] for c in checks.values() if c.get("warning")]
+    if ended and session.test is not None and saver.path:
+        summary["test"] = score_test_file(run, saver.path, session.test, info["device"], session.cfg.test)
     atomic.write_json(run / "summary.json", summary)
+    if drop_optimizer:
+        last.unlink(missing_ok=True)  # after summary.json says so: a crash in between leaves it for `mtl tidy`
     if log.rows:
         plots.write_png({run.name: log.rows}, plots.default_panels(log.rows), run / "plots" / "learning_curves.png",
                         {run.name: stopper.best_epoch or None})
@@ -392,6 +437,24 @@ def finish(session: Session, result: dict[str, Any], stop: StopSignals) -> Path:
     if result["interrupted"]:
         raise TrainingInterrupted(run, stop.received, *result["position"])
     return run
+
+
+def score_test_file(run: Path, best: Path, test: Encoded, device: str, path: str | None) -> dict[str, Any]:
+    """--test scored with the best checkpoint, by the loader and scoring routine `mtl eval` uses, so
+    `mtl eval RUN FILE` gives the same numbers. Only the main process scores it."""
+    from mtlcli.inference.loaded_run import load_run
+    from mtlcli.scoring.scores import score_encoded
+
+    loaded = load_run(run, device, "run", checkpoint=best)
+    report, _ = score_encoded(loaded, test)
+    tasks = {name: {k: v for k, v in entry.items() if k in ("type", "n", "loss", *_metric_names(loaded.tasks[name]))}
+             for name, entry in report["tasks"].items()}
+    return {"data": path, "checkpoint": str(best.relative_to(run)), "n": report["n"], "loss": report["loss"],
+            "tasks": tasks}
+
+
+def _metric_names(task: Task) -> set[str]:
+    return {m.name for m in kind(task).metrics}
 
 
 class _MemoryLog(runs.MetricsLog):

@@ -4,7 +4,9 @@ every --log-steps optimizer steps, and the end of training.
 A validation is plotted against its epoch; with --eval-steps or --max-steps, validations fall
 within epochs, so they are plotted against the optimizer step, as the per-step losses are.
 
-Tracking never stops training: a tracker that raises is warned about once (one line) and dropped.
+A tracker that cannot start (a store MLflow refuses, a server that does not answer) stops the run
+before its first step, with one line: a run meant to be recorded is not trained unrecorded. Once
+started, tracking never stops training: a tracker that raises is warned about once and dropped.
 Only the main process tracks, so a run under torchrun is one record, not one per process.
 """
 
@@ -33,15 +35,38 @@ def build_trackers(names: list[str]) -> list[tuple[str, Any]]:
     return built
 
 
-class TrackingReporter(Reporter):
-    """Forwards everything to ``inner`` (the display) and feeds the trackers."""
+def start_trackers(trackers: list[tuple[str, Any]], config: dict[str, Any], run_dir: Path, resumed: bool) -> None:
+    """Call each tracker's ``start``; the first that fails is a UserError naming it and what failed,
+    after the trackers already started have abandoned what they began."""
+    for i, (name, tracker) in enumerate(trackers):
+        try:
+            tracker.start(config, run_dir, resumed)
+        except Exception as exc:
+            _abandon(trackers[:i], run_dir)
+            if isinstance(exc, UserError):  # the tracker said itself what is wrong and how to fix it
+                raise
+            raise UserError(f"--track {name}: the tracker cannot start ({_first_line(exc)}); "
+                            "fix its settings, or train without it") from None
 
-    def __init__(self, inner: Reporter, trackers: list[tuple[str, Any]], config: dict[str, Any], resumed: bool):
+
+def _abandon(started: list[tuple[str, Any]], run_dir: Path) -> None:
+    for _, tracker in started:
+        abandon = getattr(tracker, "abandon", None)  # optional: a plugin need not subclass Tracker
+        try:
+            if abandon is not None:
+                abandon(run_dir)
+        except Exception:  # best effort: the error the user must see is the one that stopped the run
+            pass
+
+
+class TrackingReporter(Reporter):
+    """Forwards everything to ``inner`` (the display) and feeds the trackers, started already
+    (``start_trackers``)."""
+
+    def __init__(self, inner: Reporter, trackers: list[tuple[str, Any]], by_step: bool = False):
         self.inner = inner
         self.trackers = list(trackers)
-        self.config = config
-        self.resumed = resumed
-        self.by_step = bool(config.get("eval_steps") or config.get("max_steps"))  # the x-axis of validations
+        self.by_step = by_step  # the x-axis of validations: optimizer steps (--eval-steps, --max-steps) or epochs
         self.steps_per_epoch = 0
         self.step = 0  # optimizer steps done
 
@@ -59,7 +84,6 @@ class TrackingReporter(Reporter):
     def train_start(self, info: dict[str, Any]) -> None:
         self.inner.train_start(info)
         self.steps_per_epoch = info["steps_per_epoch"]
-        self._each("start", self.config, Path(info["run"]), self.resumed)
 
     def epoch_start(self, epoch: int, steps: int) -> None:
         self.inner.epoch_start(epoch, steps)
