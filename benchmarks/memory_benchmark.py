@@ -13,6 +13,13 @@ seconds each stage took. ``--skip-tokenize`` measures the data stage alone.
 ``--predict RUN`` measures `mtl predict RUN --input lines.txt --output out.csv` instead, on a text
 file of that many generated sentences, one per line: the peak resident memory of that process
 (its own VmHWM, as benchmarks/children.py measures it), whole-process seconds, and lines per second.
+
+``--train DATA`` measures one epoch of `mtl train` instead, on the first ``--train-rows`` rows of DATA
+(validated on the next 500), once as it is and once with --gradient-checkpointing: each process's
+peak resident memory, whole-process and training seconds, sentences per second, and the validation
+loss (which should agree: checkpointing changes the memory, not the numbers).
+
+    OMP_NUM_THREADS=1 python benchmarks/memory_benchmark.py --train ../shared/data/womens_clothing_reviews.csv
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import argparse
 import csv
 import json
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -67,6 +75,30 @@ def measure_predict(run: str, rows: int, tmp: Path) -> None:
           flush=True)
 
 
+def measure_training(data: Path, rows: int, extra: list[str], tmp: Path) -> None:
+    """One epoch of `mtl train` on ``rows`` rows of ``data``, without and with gradient checkpointing."""
+    with data.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        kept = [row for _, row in zip(range(rows + 500), reader)]
+    train, val = tmp / "train.csv", tmp / "val.csv"
+    for path, part in ((train, kept[:rows]), (val, kept[rows:])):
+        with path.open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([header, *part])
+    print("| training | peak RSS MB | whole process s | train s | train sents/s | val_loss |")
+    print("|---|---|---|---|---|---|")
+    for name, flags in (("as it is", []), ("--gradient-checkpointing", ["--gradient-checkpointing"])):
+        run = re.sub(r"\W+", "-", name).strip("-")
+        done = run_child([sys.executable, "-m", "mtlcli", "train", str(train), "--val", str(val), "--epochs", "1",
+                          "--out", str(tmp / "runs"), "--name", run, "--quiet", *flags, *extra])
+        if done.returncode:
+            print(done.stderr[-2000:], file=sys.stderr)
+            continue
+        (row,) = [json.loads(line) for line in (tmp / "runs" / run / "metrics.jsonl").read_text().splitlines()]
+        print(f"| {name} | {done.max_rss_mb:.0f} | {done.wall_s:.0f} | {row['train_seconds']:.0f} | "
+              f"{row['train_sentences_per_s']:.1f} | {row['val_loss']:.4f} |", flush=True)
+
+
 def child(path: str, tokenize: bool) -> None:
     def rss() -> dict[str, float]:
         found = {}
@@ -105,8 +137,17 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", type=int, default=[100_000, 1_000_000])
     parser.add_argument("--skip-tokenize", action="store_true", help="measure reading and splitting only")
     parser.add_argument("--predict", metavar="RUN", help="measure `mtl predict RUN` on that many lines instead")
+    parser.add_argument("--train", metavar="DATA", type=Path,
+                        help="measure one epoch of `mtl train` on DATA with and without --gradient-checkpointing")
+    parser.add_argument("--train-rows", type=int, default=6000, help="training rows of DATA for --train")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # with --train, the rest goes to `mtl train` (--batch-size 64, ...)
+    if extra and not args.train:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.train:
+        with tempfile.TemporaryDirectory() as tmp:
+            measure_training(args.train, args.train_rows, extra, Path(tmp))
+        return
     if args.child:
         child(args.child, not args.skip_tokenize)
         return

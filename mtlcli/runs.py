@@ -205,9 +205,9 @@ def best_checkpoint(run: Path) -> Path:
     return found[-1]
 
 
-def _epoch_of(path: Path) -> int:
-    m = re.search(r"best_epoch_(\d+)\.pt$", path.name)
-    return int(m.group(1)) if m else -1
+def _epoch_of(path: Path) -> float:
+    m = re.search(r"best_epoch_(\d+(?:\.\d+)?)\.pt$", path.name)
+    return float(m.group(1)) if m else -1
 
 
 # ---- a finished run's optimizer state ---------------------------------------------------------
@@ -223,10 +223,11 @@ def read_summary(run: Path) -> dict[str, Any]:
 
 
 def has_ended(summary: dict[str, Any]) -> bool:
-    """The run finished or stopped early: not interrupted, not diverged, at least one epoch done."""
-    epochs = summary.get("epochs_run")
-    return (isinstance(epochs, int) and epochs >= 1 and not summary.get("interrupted")
-            and not summary.get("diverged"))
+    """The run finished or stopped early: not interrupted, not diverged, at least one epoch (or, with
+    --max-steps, one optimizer step) done."""
+    epochs, steps = summary.get("epochs_run"), summary.get("steps_run")
+    done = (isinstance(epochs, int) and epochs >= 1) or (isinstance(steps, int) and steps >= 1)
+    return done and not summary.get("interrupted") and not summary.get("diverged")
 
 
 def spare_optimizer_state(run: Path) -> Path | None:

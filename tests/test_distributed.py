@@ -88,6 +88,18 @@ def test_two_processes_match_one(finished):
     assert probs["class_label"].shape[0] == 2
 
 
+def test_two_processes_accumulating_two_batches_of_6_match_one_process_with_batches_of_12(setup, finished):
+    folder, args = setup
+    done = mtl("train", *args, "--batch-size", "6", "--grad-accum", "2", "--out", folder / "accum",
+               "--nproc", "2")
+    assert done.returncode == 0, done.stderr + done.stdout
+    rows = [json.loads((out / "latest" / "metrics.jsonl").read_text().splitlines()[0])
+            for out in (finished[0], folder / "accum")]
+    for key in COMPARED:
+        assert rows[1][key] == pytest.approx(rows[0][key], abs=1e-3), key
+    assert json.loads((folder / "accum" / "latest" / "summary.json").read_text())["steps_run"] == 10 * EPOCHS  # 120 / 12
+
+
 def start_training(args, out: Path, *extra: str) -> subprocess.Popen:
     """`mtl train --nproc 2` in a new session, as a terminal starts it: Ctrl-C reaches its whole group."""
     return subprocess.Popen([sys.executable, "-m", "mtlcli", "train", *map(str, args), "--nproc", "2", "--out", str(out),

@@ -33,6 +33,8 @@ def test_graphs_are_used_on_one_cuda_process_with_every_row_labelled_and_built_i
     ({"loss_scaling": True}, "fp16 (loss scaling reads"),
     ({"distributed": True}, "several processes"),
     ({"partial_labels": True}, "some training rows lack a task's label"),
+    ({"accumulating": True}, "gradient accumulation (--grad-accum above 1)"),
+    ({"checkpointing": True}, "gradient checkpointing"),
     ({"modules": [nn.Sequential(PluginHead(4, 2))]}, "components from mtl_plugin_example"),
 ])
 def test_what_keeps_the_model_op_by_op(change, reason):

@@ -100,7 +100,7 @@ def test_resume_refuses_other_settings_naming_them(cli, small_csv, train_args, t
     run = tmp_path / "runs" / "r"
     result = cli("train", "--resume", run, "--lr-heads", "0.1", "--pooling", "cls", "--task", "class_label")
     assert result.exit_code == 2
-    assert "drop --lr-heads, --pooling, --task" in result.output and "only --epochs and --patience" in result.output
+    assert "drop --lr-heads, --pooling, --task" in result.output and "only --epochs, --max-steps and --patience" in result.output
     result = cli("train", small_csv, "--resume", run)
     assert result.exit_code == 2 and "drop DATA" in result.output
     result = cli("train", "--resume", run, "--config", run / "config.yaml")

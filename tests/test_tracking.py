@@ -323,10 +323,14 @@ def test_under_two_processes_only_rank_0_tracks(tmp_path, tiny_model):
     done = subprocess.run(
         [sys.executable, "-m", "mtlcli", "train", str(data), "--model", tiny_model, "--epochs", "2", "--batch-size",
          "12", "--precision", "fp32", "--quiet", "--out", str(tmp_path / "runs"), "--name", "two", "--nproc", "2",
-         "--track", "tensorboard"], env=env, capture_output=True, text=True, timeout=180)
+         "--track", "tensorboard", "--log-steps", "4"], env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     folder = tmp_path / "runs" / "two" / "tensorboard"
-    assert len(list(folder.iterdir())) == 1  # one event file: one writer
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [p.name for p in folder.glob("events.*")]
+    assert len(list(folder.glob("events.*"))) == 1 and len(list((folder / "steps").iterdir())) == 1  # one writer each
     events = EventAccumulator(str(folder))
     events.Reload()
     assert [e.step for e in events.Scalars("val/loss")] == [1, 2]
+    steps = EventAccumulator(str(folder / "steps"))
+    steps.Reload()
+    assert [e.step for e in steps.Scalars("train/loss")] == [4, 8, 12, 16]  # 96 training rows: 8 steps an epoch

@@ -131,7 +131,10 @@ class LiveReporter(PlainReporter):
         self.progress.update(self.task_id, description="validate", loss="validating")
 
     def epoch_end(self, row, improved):
-        self.progress.remove_task(self.task_id)
+        if isinstance(row[vocab.EPOCH], int):
+            self.progress.remove_task(self.task_id)
+        else:  # a validation mid-epoch (--eval-steps): the epoch's bar goes on
+            self.progress.update(self.task_id, description="train", loss="-")
         self.console.print(epoch_line(row, self.tasks, improved), soft_wrap=True, markup=False,
                            style="green" if improved else None)
 
@@ -177,8 +180,11 @@ def show_summary(console: Console, summary: dict[str, Any], chart: bool, types: 
                       + (" (stopped early)" if summary.get("stopped_early") else "") + ", validation scores:",
                       soft_wrap=True, markup=False, highlight=False)
     else:
-        console.print(f"Kept the last epoch, {summary['best_epoch']} of {summary['epochs_run']} (no validation: "
-                      "--val-split 0), training scores:", soft_wrap=True, markup=False, highlight=False)
+        kept = (f"the last epoch, {summary['best_epoch']} of {summary['epochs_run']}"
+                if isinstance(summary["best_epoch"], int) else  # --max-steps spent within an epoch
+                f"where --max-steps ended, epoch {summary['best_epoch']} (step {summary.get('best_step')})")
+        console.print(f"Kept {kept} (no validation: --val-split 0), training scores:", soft_wrap=True, markup=False,
+                      highlight=False)
     for table in best_tables(best, types or {}, vocab.VAL if validated else vocab.TRAIN):
         console.print(table)
     test = vocab.scores_on_test(summary)

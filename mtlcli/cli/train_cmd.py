@@ -18,7 +18,7 @@ from mtlcli.errors import RunFailed, UserError
 
 def train(
     config: Annotated[Optional[Path], option("--config", metavar="FILE", help="YAML file with any of these options (keys with _ for -); flags given here win.")] = None,
-    batch_size_per_process: Annotated[Optional[int], whole_number_option("--batch-size-per-process", help="Sentences per process and step instead of --batch-size: the batch is this times the number of processes.", low=1)] = None,
+    batch_size_per_process: Annotated[Optional[int], whole_number_option("--batch-size-per-process", help="Sentences per process and forward pass instead of --batch-size: the batch is this times the number of processes.", low=1)] = None,
     quiet: Annotated[bool, option("--quiet", "-q", help="Print only the final summary.")] = False,
     resume: Annotated[Optional[Path], option("--resume", metavar="RUN", help=f"Continue this run folder where it stopped, with its own settings: {config_mod.resume_rule()}.")] = None,
     nproc: Annotated[Optional[int], whole_number_option("--nproc", help="Train with this many processes on this machine (DistributedDataParallel, one per GPU); see docs/scaling.md.", low=1)] = None,

@@ -1,5 +1,6 @@
-"""The MLflow tracker: the resolved config as parameters, every epoch's metrics, the run folder's
-files as artifacts, in one MLflow run that ``mtl train --resume`` continues.
+"""The MLflow tracker: the resolved config as parameters, every validation's metrics, the per-step
+training loss, the run folder's files as artifacts, in one MLflow run that ``mtl train --resume``
+continues.
 
 Where: ``MLFLOW_TRACKING_URI`` when set (a server, ``http://127.0.0.1:5000``), else MLflow's own
 default (a local store in the working folder, as ``mlflow ui`` expects). The experiment is
@@ -19,11 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtlcli.components.trackers import Tracker, numbers, numbers_on_test, require
+from mtlcli.components.trackers import Tracker, best_x, by_step, numbers, numbers_on_test, require
 from mtlcli.errors import UserError, first_line
 from mtlcli.registry import trackers
 
 RUN_FILE = "mlflow.json"
+STEP = "step"  # the prefix of the per-step metrics
 EXPERIMENT = "mtl"
 SKIPPED = ("checkpoints",)  # weights stay in the run folder: hundreds of MB per run in the store otherwise
 PARAM_LIMIT = 6000  # MLflow's longest parameter value
@@ -51,8 +53,10 @@ class MlflowTracker(Tracker):
         self.client = None
         self.run_id = None
         self.resumed = False  # continues the MLflow run of <run>/mlflow.json
+        self.by_step = False  # validations logged against optimizer steps, not epochs
 
     def start(self, config: dict[str, Any], run_dir: Path, resumed: bool) -> None:
+        self.by_step = by_step(config)
         for name, value in GENTLE_HTTP.items():
             os.environ.setdefault(name, value)
         for logger in ("mlflow", "alembic"):  # creating a local store logs a dozen INFO lines into the display
@@ -103,6 +107,15 @@ class MlflowTracker(Tracker):
         metrics = [Metric(metric_key(k), v, now, epoch) for k, v in numbers(row).items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
+    def log_step(self, values: dict[str, float], step: int) -> None:
+        """The per-step losses as ``step/train_loss``, ``step/lr_backbone``...: their own metrics, so
+        that each metric's history has one x-axis."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(metric_key(f"{STEP}/{k}"), v, now, step) for k, v in numbers(values).items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
     def finish(self, run_dir: Path, summary: dict[str, Any]) -> None:
         if self.client is None:
             return
@@ -114,7 +127,7 @@ class MlflowTracker(Tracker):
         if scores:
             from mlflow.entities import Metric
 
-            now, step = int(time.time() * 1000), summary.get("best_epoch") or 0
+            now, step = int(time.time() * 1000), best_x(summary, self.by_step)
             self.client.log_batch(self.run_id, metrics=[Metric(metric_key(k), v, now, step) for k, v in scores.items()])
         for path in sorted(run_dir.iterdir()):
             if path.name in SKIPPED or path.name.startswith("."):

@@ -1,13 +1,17 @@
 """Experiment trackers: where a run's settings and numbers also go, besides its run folder.
 
 Interface (kind ``trackers``, entry-point group ``mtlcli.trackers``): a class built with no
-arguments, on the main process only, with three methods, called in this order:
+arguments, on the main process only, with three methods and an optional fourth (``log_step``):
 
 ``start(config, run_dir, resumed)``
     once, before the first epoch; ``config`` is the resolved config as a dict, ``resumed`` is True
     when ``mtl train --resume`` continues the run in ``run_dir``.
-``log_metrics(row, epoch)``
-    after every epoch, with that epoch's line of ``metrics.jsonl``.
+``log_metrics(row, step)``
+    after every validation, with its line of ``metrics.jsonl``; ``step`` is the epoch, or with
+    ``--eval-steps`` or ``--max-steps`` the optimizer steps done (validations then fall within epochs).
+``log_step(values, step)`` (optional)
+    every ``--log-steps`` optimizer steps: ``train_loss`` (the mean since the last call or the
+    epoch's start), ``lr_backbone`` and ``lr_heads``; ``step`` is the optimizer steps done.
 ``finish(run_dir, summary)``
     once, after ``summary.json`` is written (also when the run was interrupted or diverged); with
     --test, ``summary["test"]`` holds the test scores (``numbers_on_test`` gives them as metric keys).
@@ -39,6 +43,8 @@ class Tracker:
 
     def log_metrics(self, row: dict[str, Any], epoch: int) -> None: ...
 
+    def log_step(self, values: dict[str, float], step: int) -> None: ...
+
     def finish(self, run_dir: Path, summary: dict[str, Any]) -> None: ...
 
     def abandon(self, run_dir: Path) -> None: ...
@@ -64,52 +70,87 @@ def numbers_on_test(summary: dict[str, Any]) -> dict[str, float]:
     return numbers(vocab.scores_on_test(summary))
 
 
+def by_step(config: dict[str, Any]) -> bool:
+    """Whether validations are logged against optimizer steps (--eval-steps, --max-steps), not epochs."""
+    return bool(config.get("eval_steps") or config.get("max_steps"))
+
+
+def best_x(summary: dict[str, Any], steps: bool) -> int:
+    """The x-axis value of the best validation, where --test's scores are logged: its optimizer step
+    when validations are logged by step, else its epoch."""
+    if steps:
+        return int(summary.get("best_step") or 0)
+    return int(summary.get("best_epoch") or 0)
+
+
 def tensorboard_tag(key: str) -> str:
     """metrics.jsonl key -> TensorBoard tag, grouped by its prefix: val_loss -> val/loss, seconds -> epoch/seconds."""
     prefix, sep, rest = key.partition("_")
     return f"{prefix}/{rest}" if sep and prefix in (*vocab.SPLITS, "lr") else f"epoch/{key}"
 
 
+STEPS = "steps"  # the TensorBoard run (a subfolder) of the per-step losses: its x-axis is optimizer steps
+
+
 @trackers.register("tensorboard")
 class TensorBoardTracker(Tracker):
-    """TensorBoard event files in ``<run>/tensorboard/``: every epoch's metrics, and the config as text."""
+    """TensorBoard event files in ``<run>/tensorboard/``: every validation's metrics and the config as
+    text; the per-step training loss and learning rates in ``<run>/tensorboard/steps/``."""
 
     def __init__(self):
         require("tensorboard", "tensorboard")
-        self.writer = None
+        self.folder: Path | None = None
+        self.resumed = False
+        self.by_step = False  # validations logged against optimizer steps, not epochs
+        self.writers: dict[str, Any] = {}
 
     def start(self, config: dict[str, Any], run_dir: Path, resumed: bool) -> None:
         import yaml
-        from torch.utils.tensorboard import SummaryWriter
 
-        done = _epochs_logged(run_dir) if resumed else 0
-        log_dir = run_dir / "tensorboard"
+        self.folder, self.resumed = run_dir / "tensorboard", resumed
+        self.by_step = by_step(config)
         try:
-            # purge_step: a resumed run drops events a killed process logged after its last checkpoint
-            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=done + 1 if resumed else None)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not resumed:
+                self._writer("", 0).add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False) + "```", 0)
         except OSError as exc:
-            raise UserError(f"--track tensorboard: cannot write event files to {log_dir} ({exc.strerror or exc}); "
-                            "make it a writable folder, or train without --track tensorboard") from None
-        if not resumed:
-            self.writer.add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False) + "```", 0)
+            raise UserError(f"--track tensorboard: cannot write event files to {self.folder} "
+                            f"({exc.strerror or exc}); make it a writable folder, or train without "
+                            "--track tensorboard") from None
+
+    def _writer(self, sub: str, step: int):
+        """The writer of ``sub``, opened at the first event. A resumed run opens it with purge_step at
+        its first event's step: TensorBoard then drops what a killed process logged after the last
+        checkpoint from there on."""
+        if sub not in self.writers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writers[sub] = SummaryWriter(log_dir=str(self.folder / sub) if sub else str(self.folder),
+                                              purge_step=step if self.resumed else None)
+        return self.writers[sub]
 
     def log_metrics(self, row: dict[str, Any], epoch: int) -> None:
+        writer = self._writer("", epoch)
         for key, value in numbers(row).items():
-            self.writer.add_scalar(tensorboard_tag(key), value, epoch)
-        self.writer.flush()
+            writer.add_scalar(tensorboard_tag(key), value, epoch)
+        writer.flush()
+
+    def log_step(self, values: dict[str, float], step: int) -> None:
+        writer = self._writer(STEPS, step)
+        for key, value in values.items():
+            if math.isfinite(value):
+                writer.add_scalar(tensorboard_tag(key), value, step)
+        writer.flush()
 
     def finish(self, run_dir: Path, summary: dict[str, Any]) -> None:
-        if self.writer is not None:
-            for key, value in numbers_on_test(summary).items():  # at the best epoch: the checkpoint they score
-                self.writer.add_scalar(tensorboard_tag(key), value, summary.get("best_epoch") or 0)
-            self.writer.close()
+        scores = numbers_on_test(summary)
+        if scores:  # at the best validation: the checkpoint they score
+            step = best_x(summary, self.by_step)
+            writer = self._writer("", step)
+            for key, value in scores.items():
+                writer.add_scalar(tensorboard_tag(key), value, step)
+        for writer in self.writers.values():
+            writer.close()
 
     def abandon(self, run_dir: Path) -> None:
         self.finish(run_dir, {})  # its thread stops writing before the folder goes
-
-
-def _epochs_logged(run_dir: Path) -> int:
-    from mtlcli import runs
-
-    path = run_dir / "metrics.jsonl"
-    return len(runs.read_metrics(path)) if path.is_file() else 0

@@ -101,9 +101,25 @@ class TrainConfig:
     warmup_ratio: float = setting(0.1, "Share of all steps spent warming up.", kind=NUMBER, check=share_below_one)
     # the loop
     epochs: int = setting(3, "Most epochs to train.", kind=WHOLE, check=at_least(1), on_resume="raise")
-    batch_size: int = setting(32, "Sentences per optimizer step, over all processes.", kind=WHOLE, check=at_least(1))
-    patience: int = setting(2, "Stop after this many epochs without improvement.", kind=WHOLE, check=at_least(1),
-                            on_resume="raise")
+    batch_size: int = setting(32, "Sentences per forward pass, over all processes; an optimizer step takes "
+                              "--grad-accum of them.", kind=WHOLE, check=at_least(1))
+    grad_accum: int = setting(1, "Gradient accumulation (Trainer's gradient_accumulation_steps): add up the gradients "
+                              "of this many batches before each optimizer step, as one batch of --batch-size x "
+                              "--grad-accum sentences would give, in the memory of one batch.", kind=WHOLE,
+                              check=at_least(1), metavar="K")
+    max_steps: int = setting(0, "Stop after this many optimizer steps in all, whatever --epochs says; the learning "
+                             "rate schedule spans them.", kind=WHOLE, check=at_least(0), on_resume="raise",
+                             default_text="0 (off: --epochs decides)")
+    eval_steps: int = setting(0, "Also validate every this many optimizer steps (and save last.pt, and the best "
+                              "checkpoint when it improved); validation always runs at each epoch's end.",
+                              kind=WHOLE, check=at_least(0), default_text="0 (at epoch ends only)")
+    log_steps: int = setting(10, "With --track: log the training loss and learning rates every this many optimizer "
+                             "steps (their mean over those steps).", kind=WHOLE, check=at_least(1))
+    gradient_checkpointing: bool = setting(False, "Recompute the backbone's activations during the backward pass "
+                                           "instead of keeping them: less memory for some more time per step.",
+                                           kind=SWITCH)
+    patience: int = setting(2, "Stop after this many validations without improvement.", kind=WHOLE,
+                            check=at_least(1), on_resume="raise")
     min_delta: float = setting(0.0, "Fall in validation loss that counts as an improvement.", kind=NUMBER,
                                check=not_negative)
     keep_all_best: bool = setting(False, "Keep every best checkpoint, not only the newest.", kind=SWITCH)
@@ -153,8 +169,12 @@ def resume_rule() -> str:
     """What may be given beside --resume, as the schema says."""
     raisable = [flag_of(k) for k in RESUMABLE if SETTINGS[k].on_resume == "raise"]
     addable = [flag_of(k) for k in RESUMABLE if SETTINGS[k].on_resume == "add"]
-    return f"only {' and '.join(raisable)} may be given, to raise them" + (
+    return f"only {_listed(raisable)} may be given, to raise them" + (
         f"; {' and '.join(addable)} adds to the run's" if addable else "")
+
+
+def _listed(words: list[str]) -> str:
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 2 else words)
 
 
 def flag_of(key: str) -> str:

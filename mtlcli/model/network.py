@@ -131,6 +131,16 @@ def load_pretrained_backbone(path: str, attention_dropout: float | None = None) 
         raise UserError(f"model '{path}': cannot load it ({first_line(exc)})") from None
 
 
+def enable_gradient_checkpointing(backbone: nn.Module) -> None:
+    """--gradient-checkpointing: each layer keeps only its input for the backward pass and recomputes
+    the rest there. Non-reentrant checkpoints: gradients reach every layer even when the embeddings
+    are frozen, and the recomputation replays the same dropout masks."""
+    if not getattr(backbone, "supports_gradient_checkpointing", False):
+        raise UserError(f"--gradient-checkpointing: the backbone ({type(backbone).__name__}) does not support it; "
+                        "drop the flag")
+    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def backbone_from_config(folder: str | Path) -> nn.Module:
     """An untrained backbone of the saved architecture; weights come from a checkpoint."""
     from transformers import AutoConfig, AutoModel

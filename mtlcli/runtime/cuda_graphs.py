@@ -35,12 +35,19 @@ MIN_ROWS = 64  # inference pads a batch's rows up to a power of two from here: f
 
 
 def graph_blocker(device: torch.device, modules: list[torch.nn.Module], *, loss_scaling: bool = False,
-                  distributed: bool = False, partial_labels: bool = False) -> str | None:
+                  distributed: bool = False, accumulating: bool = False, checkpointing: bool = False,
+                  partial_labels: bool = False) -> str | None:
     """Why the model cannot run as CUDA graphs here, or None when it can."""
     if device.type != "cuda":
         return "not on CUDA"
     if distributed:
         return "several processes (gradients are averaged between the passes)"
+    if accumulating:
+        # a step's parts add their gradients up, and recording a shape runs its pass a few times first
+        return "gradient accumulation (--grad-accum above 1)"
+    if checkpointing:
+        # each checkpointed layer reads and sets the random number generators' state: not while recording
+        return "gradient checkpointing (it saves and restores the random number state around each layer)"
     if loss_scaling:
         return "fp16 (loss scaling reads the GPU's result on the host every step)"
     if partial_labels:

@@ -1,5 +1,5 @@
-"""Policies the loop consults after each epoch: early stopping (or, with no validation, the last
-epoch) and keeping the best checkpoint.
+"""Policies the loop consults after each validation: early stopping (or, with no validation, the
+last epoch or step reached) and keeping the best checkpoint.
 
 Each is a small object with state_dict()/load_state_dict(), so a resumed run continues them.
 """
@@ -15,7 +15,7 @@ from mtlcli import vocabulary as vocab
 
 
 class EarlyStopping:
-    """Stop after ``patience`` epochs in which validation loss did not fall by more than ``min_delta``."""
+    """Stop after ``patience`` validations in which validation loss did not fall by more than ``min_delta``."""
 
     def __init__(self, patience: int, min_delta: float = 0.0):
         self.patience = patience
@@ -44,14 +44,15 @@ class EarlyStopping:
 
 
 class LastEpoch(EarlyStopping):
-    """The policy without validation (--val-split 0): every epoch is the new best, and training runs
-    all its epochs. The best checkpoint is then always the last complete epoch's."""
+    """The policy without validation (--val-split 0): every epoch's end (or the step where --max-steps
+    is spent) is the new best, and training runs all its epochs. The best checkpoint is then always
+    the last one reached."""
 
     def __init__(self):
         super().__init__(patience=1)
         self.best = None
 
-    def update(self, epoch: int, val_loss: float | None) -> bool:
+    def update(self, epoch: int | float, val_loss: float | None) -> bool:
         self.best_epoch = epoch
         return True
 
@@ -73,7 +74,7 @@ class BestCheckpoint:
     one: a crash in between leaves an extra file, never a state that points at a deleted one.
     """
 
-    PATTERN = re.compile(r"best_epoch_(\d+)\.pt")
+    PATTERN = re.compile(r"best_epoch_(\d+(?:\.\d+)?)\.pt")  # 1.25: a validation a quarter into epoch 2
 
     def __init__(self, folder: Path, keep_all: bool, save: Callable[[Path, Any], None]):
         self.folder = folder
@@ -95,11 +96,12 @@ class BestCheckpoint:
             path.unlink(missing_ok=True)
         self._replaced.clear()
 
-    def tidy(self, next_epoch: int) -> None:
-        """On resume: drop bests of epochs that will run again, and older bests a crash left behind."""
+    def tidy(self, done: float) -> None:
+        """On resume from ``done`` epochs: drop bests of validations that will run again, and older
+        bests a crash left behind."""
         for path in self.folder.glob("best_epoch_*.pt"):
             m = self.PATTERN.fullmatch(path.name)
-            if m and path != self.path and (int(m.group(1)) >= next_epoch or not self.keep_all):
+            if m and path != self.path and (float(m.group(1)) > done or not self.keep_all):
                 path.unlink(missing_ok=True)
 
     def state_dict(self) -> dict[str, Any]:

@@ -60,7 +60,9 @@ def check_can_go_on(run: Path) -> None:
     rather than start it over in place as a run killed before its first checkpoint would."""
     summary = runs.read_summary(run)
     if runs.has_ended(summary) and not last_checkpoint(run).is_file():
-        raise UserError(f"{run}: the run ended after epoch {summary['epochs_run']} and its optimizer state "
+        where = (f"step {summary['steps_run']}" if not summary.get("epochs_run") and summary.get("steps_run")
+                 else f"epoch {summary['epochs_run']}")
+        raise UserError(f"{run}: the run ended after {where} and its optimizer state "
                         f"({runs.LAST}) was dropped to save disk, so it cannot train on; start a new run "
                         "(with --keep-optimizer to keep that state when it ends)")
 

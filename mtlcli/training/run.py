@@ -21,14 +21,15 @@ from mtlcli import __version__, atomic, config as config_mod, runs
 from mtlcli.model import builder
 from mtlcli.data import tables as data_mod
 from mtlcli.reports import plots
-from mtlcli.data.batching import Encoded, choose_max_length, encode, model_length_limit
+from mtlcli.data.batching import Encoded, choose_max_length, encode, model_length_limit, train_batches
 from mtlcli.model.checkpoint import Checkpoint
 from mtlcli.config import TrainConfig
 from mtlcli.runtime.cuda_graphs import graph_blocker
 from mtlcli.errors import RunFailed, UserError
 from mtlcli.runtime.hardware import autocast, configure_device, is_out_of_memory, resolve_device, resolve_precision
 from mtlcli.model.losses import Objective
-from mtlcli.model.network import apply_freeze, check_freeze, default_model_path, load_pretrained_backbone, load_tokenizer, parameter_groups
+from mtlcli.model.network import (apply_freeze, check_freeze, default_model_path, enable_gradient_checkpointing,
+                                  load_pretrained_backbone, load_tokenizer, parameter_groups)
 from mtlcli.scoring.quality import task_checks
 from mtlcli.registry import schedulers, task_types
 from mtlcli.tasks import columns
@@ -37,7 +38,7 @@ from mtlcli.tasks.columns import kind
 from mtlcli.training import distributed, memory
 from mtlcli.training.grad_scaling import grad_scaler
 from mtlcli.training.interrupt import StopSignals, TrainingInterrupted
-from mtlcli.training.loop import Hooks, LoopParts, Position, fit
+from mtlcli.training.loop import Hooks, LoopParts, Position, epoch_mark, fit
 from mtlcli.training.policies import BestCheckpoint, EarlyStopping, LastEpoch
 from mtlcli.training.reporter import Reporter
 from mtlcli.training.resume import TrainingState, data_fingerprint, last_checkpoint
@@ -101,6 +102,9 @@ def check_inputs(cfg: TrainConfig, resume: Path | None, nproc: int = 1, new_fold
     """
     if not cfg.data:
         raise UserError("no training data: give DATA (a CSV, TSV, JSONL or Parquet file, or 'data' in the config file)")
+    if cfg.eval_steps and not cfg.val and cfg.val_split == 0:
+        raise UserError(f"--eval-steps {cfg.eval_steps}: --val-split 0 leaves no validation rows to score every "
+                        f"{cfg.eval_steps} steps; drop --eval-steps, or give --val FILE or a --val-split above 0")
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     if device.type == "cuda" and nproc > torch.cuda.device_count():
@@ -227,8 +231,11 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     combiner.to(device)
     groups = parameter_groups(model, combiner, cfg.lr_backbone, cfg.lr_heads, cfg.weight_decay)
     optimizer = torch.optim.AdamW(groups, fused=device.type in ("cpu", "cuda") or None)  # one kernel for all parameters
-    steps_per_epoch = -(-len(data.train) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
+    # optimizer steps: each takes --batch-size x --grad-accum rows; under torchrun a last batch
+    # smaller than the processes is left out
+    steps_per_epoch = len(distributed.usable_batches(
+        train_batches(data.train.lengths, cfg.batch_size * cfg.grad_accum, cfg.seed, 1), dist))
+    total = cfg.max_steps or steps_per_epoch * cfg.epochs
     warmup = TrainingState.warmup(saved, cfg.warmup_ratio, total)
     scheduler = schedulers.get(cfg.scheduler)(optimizer, total, warmup)
     scaler = grad_scaler(device, precision)  # fp16: loss scaling, its state saved in last.pt
@@ -238,19 +245,21 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     saver = BestCheckpoint(run / "checkpoints", cfg.keep_all_best, save=lambda path, ckpt: ckpt.save(path))
     log = runs.MetricsLog(run / "metrics.jsonl") if main else _MemoryLog(run / "metrics.jsonl")
     state = TrainingState(run, optimizer, scheduler, scaler, stopper, saver, log, total, warmup, fingerprint)
-    start, tally = _go_on_from(saved, state, model, combiner, cfg, resume is not None, main)
+    start, tally = _go_on_from(saved, state, model, combiner, cfg, resume is not None, main, steps_per_epoch)
     if main:
         best_size, last_size = checkpoint_bytes(model)
         runs.require_free_space(run, best_size + 2 * last_size + (0 if saved else best_size),
                                 "the checkpoints of this model (a best one and last.pt, each written beside the old)")
 
     graphs_off = graph_blocker(device, [model, combiner], loss_scaling=scaler.is_enabled(), distributed=dist.enabled,
+                               accumulating=cfg.grad_accum > 1, checkpointing=cfg.gradient_checkpointing,
                                partial_labels=not all(np.asarray(kind(tasks[t]).labelled(y)).all()
                                                       for t, y in data.train.labels.items())) \
         if cfg.cuda_graphs else "--no-cuda-graphs"
     info = {"run": str(run), "device": str(device), "precision": precision, "model": data.model_path,
             "max_length": data.max_length, "max_length_auto": cfg.max_length == "auto",
             "train_rows": len(data.train), "val_rows": len(data.val), "tasks": label_sets, "epochs": cfg.epochs,
+            "max_steps": cfg.max_steps or None,
             "test_rows": len(data.test) if data.test is not None else None,
             "task_types": {t: {"type": task.type, "why": inputs.why.get(t, "")} for t, task in tasks.items()},
             "steps_per_epoch": steps_per_epoch, "components": inputs.components,
@@ -260,7 +269,7 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
         _start_trackers(trackers, cfg, run, resume)
         runs.point_latest(run)
     if trackers:
-        reporter = TrackingReporter(reporter, trackers)
+        reporter = TrackingReporter(reporter, trackers, by_step=bool(cfg.eval_steps or cfg.max_steps))
     reporter.train_start(info)
 
     def checkpoint(epoch: int, row: dict[str, Any]) -> Checkpoint:
@@ -278,7 +287,9 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
                       amp=partial(autocast, device, precision), pad_id=data.tokenizer.pad_token_id or 0,
                       batch_size=cfg.batch_size, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
                       lr_backbone=cfg.lr_backbone, lr_heads=cfg.lr_heads, max_length=data.max_length,
-                      objective=data.objective, dist=dist, scaler=scaler, cuda_graphs=graphs_off is None)
+                      objective=data.objective, dist=dist, scaler=scaler, cuda_graphs=graphs_off is None,
+                      grad_accum=cfg.grad_accum, max_steps=cfg.max_steps, eval_steps=cfg.eval_steps,
+                      log_steps=cfg.log_steps)
     return Session(cfg, run, main, parts, stopper, saver, log, hooks, start, tally, info, writer.best_row, data.test)
 
 
@@ -302,6 +313,8 @@ def tokenize_inputs(cfg: TrainConfig, inputs: Inputs) -> Tokenized:
     tokenizer = load_tokenizer(model_path)
     own = cfg.attention_dropout == "model"
     backbone = load_pretrained_backbone(model_path, None if own else cfg.attention_dropout)
+    if cfg.gradient_checkpointing:  # before the run folder exists: a backbone without it is refused first
+        enable_gradient_checkpointing(backbone)
     max_length = resolve_max_length(cfg, tokenizer, backbone, model_path, inputs.train.texts)
     train_ids = columns.encode_targets(inputs.train, inputs.tasks)
     val_ids = columns.encode_targets(inputs.val, inputs.tasks)
@@ -336,21 +349,26 @@ def _write_run_files(run: Path, cfg: TrainConfig, label_sets: dict[str, list[str
 
 
 def _go_on_from(saved: Checkpoint | None, state: TrainingState, model, combiner, cfg: TrainConfig, resumed: bool,
-                main: bool) -> tuple[Position, dict | None]:
+                main: bool, steps_per_epoch: int) -> tuple[Position, dict | None]:
     """Where the run starts: afresh, or where last.pt says; a run with nothing left to do is told how to go on."""
     start, tally = state.restore(saved, model, combiner) if saved else (Position(), None)
     stopper = state.stopper
-    if saved and start.step == 0 and stopper.should_stop:
-        raise UserError(f"{state.run}: the run stopped early after epoch {start.epoch - 1} (no improvement for "
-                        f"{stopper.bad_epochs} epochs); to train on, raise --patience with --resume")
-    if start.epoch > cfg.epochs:
+    done = epoch_mark(start.epoch, start.step, steps_per_epoch) if start.step else start.epoch - 1
+    if saved and stopper.should_stop:
+        raise UserError(f"{state.run}: the run stopped early after epoch {done} (no improvement for "
+                        f"{stopper.bad_epochs} validations); to train on, raise --patience with --resume")
+    steps_done = (start.epoch - 1) * steps_per_epoch + start.step
+    if cfg.max_steps and steps_done >= cfg.max_steps:
+        raise UserError(f"{state.run}: the run has finished (step {steps_done} of {cfg.max_steps}); "
+                        "to train on, raise --max-steps with --resume")
+    if not cfg.max_steps and start.epoch > cfg.epochs:
         raise UserError(f"{state.run}: the run has finished (epoch {cfg.epochs} of {cfg.epochs}); "
                         "to train on, raise --epochs with --resume")
     if main:
         if resumed and not saved:  # killed before its first checkpoint: the run starts over in place
             state.log.restore([])
             (state.run / "summary.json").unlink(missing_ok=True)
-        state.saver.tidy(start.epoch)  # bests of epochs that will run again
+        state.saver.tidy(done)  # bests of validations that will run again
     return start, tally
 
 
@@ -387,8 +405,10 @@ def finish(session: Session, result: dict[str, Any], stop: StopSignals) -> Path:
     last = last_checkpoint(run)
     validated = len(parts.val) > 0
     ended = not result["interrupted"] and not result["diverged"]  # finished, or stopped early
+    # a run that spent its --max-steps keeps it: --resume with a larger --max-steps goes on from there
+    budget_spent = bool(session.cfg.max_steps) and result["steps_run"] >= session.cfg.max_steps
     # the optimizer state only serves --resume: a run that ended drops it unless told to keep it
-    drop_optimizer = ended and not session.cfg.keep_optimizer and last.is_file()
+    drop_optimizer = ended and not budget_spent and not session.cfg.keep_optimizer and last.is_file()
     summary = {"best_epoch": stopper.best_epoch, "best_val_loss": stopper.best,
                "best_rule": "lowest validation loss" if validated else runs.NO_VALIDATION_RULE, **result,
                "best_checkpoint": str(saver.path.relative_to(run)) if saver.path else None,
@@ -396,6 +416,8 @@ def finish(session: Session, result: dict[str, Any], stop: StopSignals) -> Path:
                "optimizer_state": runs.DROPPED if drop_optimizer else runs.KEPT if last.is_file() else None,
                **{k: info[k] for k in ("device", "precision", "model", "max_length")},
                "class_weights": parts.objective.class_weights, "best_metrics": best_row}
+    if stopper.best_epoch:  # the optimizer step of the best validation (1.5: half into epoch 2)
+        summary["best_step"] = round(stopper.best_epoch * info["steps_per_epoch"])
     checks = task_checks(best_row, parts.val, parts.tasks) if validated else {}
     if checks:
         summary["task_checks"] = checks

@@ -1,4 +1,8 @@
-"""Trackers beside the run's reporter: each hears the start, every epoch and the end of training.
+"""Trackers beside the run's reporter: each hears the start, every validation, the training loss
+every --log-steps optimizer steps, and the end of training.
+
+A validation is plotted against its epoch; with --eval-steps or --max-steps, validations fall
+within epochs, so they are plotted against the optimizer step, as the per-step losses are.
 
 A tracker that cannot start (a store MLflow refuses, a server that does not answer) stops the run
 before its first step, with one line: a run meant to be recorded is not trained unrecorded. Once
@@ -59,12 +63,17 @@ class TrackingReporter(Reporter):
     """Forwards everything to ``inner`` (the display) and feeds the trackers, started already
     (``start_trackers``)."""
 
-    def __init__(self, inner: Reporter, trackers: list[tuple[str, Any]]):
+    def __init__(self, inner: Reporter, trackers: list[tuple[str, Any]], by_step: bool = False):
         self.inner = inner
         self.trackers = list(trackers)
+        self.by_step = by_step  # the x-axis of validations: optimizer steps (--eval-steps, --max-steps) or epochs
+        self.steps_per_epoch = 0
+        self.step = 0  # optimizer steps done
 
     def _each(self, method: str, *args: Any) -> None:
         for name, tracker in list(self.trackers):
+            if not hasattr(tracker, method):  # a plugin's tracker from before log_step
+                continue
             try:
                 getattr(tracker, method)(*args)
             except Exception as exc:  # a server gone, a full disk: training matters more than its record
@@ -74,19 +83,25 @@ class TrackingReporter(Reporter):
 
     def train_start(self, info: dict[str, Any]) -> None:
         self.inner.train_start(info)
+        self.steps_per_epoch = info["steps_per_epoch"]
 
     def epoch_start(self, epoch: int, steps: int) -> None:
         self.inner.epoch_start(epoch, steps)
 
     def batch_end(self, epoch: int, step: int, steps: int, loss: float | None, sentences_per_s: float) -> None:
         self.inner.batch_end(epoch, step, steps, loss, sentences_per_s)
+        self.step = (epoch - 1) * self.steps_per_epoch + step
+
+    def log_step(self, step: int, values: dict[str, float]) -> None:
+        self.inner.log_step(step, values)
+        self._each("log_step", values, step)
 
     def validation_start(self, epoch: int) -> None:
         self.inner.validation_start(epoch)
 
     def epoch_end(self, row: dict[str, Any], improved: bool) -> None:
         self.inner.epoch_end(row, improved)
-        self._each("log_metrics", row, int(row["epoch"]))
+        self._each("log_metrics", row, self.step if self.by_step else int(row["epoch"]))
 
     def train_end(self, summary: dict[str, Any]) -> None:
         self.inner.train_end(summary)
