@@ -37,7 +37,8 @@ def test_every_key_training_logs_reads_back_and_is_spelled_the_same(trained_run)
 def test_a_task_whose_name_has_underscores_or_a_metric_word():
     assert vocab.parse("train_my_loss_task_acc") == (vocab.TRAIN, "my_loss_task", vocab.ACCURACY)
     assert vocab.parse("val_loss_loss") == (vocab.VAL, "loss", vocab.LOSS)
-    assert vocab.parse("test_x_acc") is None and vocab.parse("val_x_speed") is None
+    assert vocab.parse("test_x_acc") == (vocab.TEST, "x", vocab.ACCURACY)  # --test FILE's scores
+    assert vocab.parse("dev_x_acc") is None and vocab.parse("val_x_speed") is None
 
 
 def test_the_best_epoch_is_early_stoppings_not_the_lowest_loss():
