@@ -104,7 +104,7 @@ def test_class_weight_is_saved_with_the_run_and_eval_scores_with_it(cli, tmp_pat
     assert set(json.loads((tmp_path / "runs" / "cw-all" / "summary.json").read_text())["class_weights"]) == {
         "class_label", "sentiment_label"}
     bad = cli("train", data, *train_args, "--class-weight", "sentiment_label=heavy")
-    assert bad.exit_code == 2 and "--class-weight sentiment_label=heavy: must be none or balanced" in bad.output
+    assert bad.exit_code == 2 and "--class-weight sentiment_label=heavy: must be auto or none or balanced" in bad.output
     missing = cli("train", data, *train_args, "--class-weight", "mood=balanced")
     assert missing.exit_code == 2 and "--class-weight mood=...: no task 'mood'" in missing.output
 

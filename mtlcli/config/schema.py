@@ -84,8 +84,9 @@ class TrainConfig:
     task_weights: dict[str, float] = setting({}, "Weight of a task's loss for the weighted combiner (repeatable).",
                                              kind=WEIGHTS, flag="--task-weight", check=weights_not_negative,
                                              default_text="1.0 each")
-    class_weight: str | dict[str, str] = setting("none", "balanced: weigh each label by how rare it is in the "
-                                                 "training rows; for every task, or TASK=balanced (repeatable).",
+    class_weight: str | dict[str, str] = setting("auto", "balanced: weigh each label by how rare it is in the "
+                                                 "training rows; none: do not; auto: multi-label tasks balanced, "
+                                                 "the others not. For every task, or TASK=HOW (repeatable).",
                                                  kind=CLASS_WEIGHT, check=class_weight_names)
     label_smoothing: float = setting(0.0, "Spread this share of each class target over all labels.", kind=NUMBER,
                                      check=share_below_one)

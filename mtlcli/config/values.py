@@ -21,7 +21,7 @@ from mtlcli.errors import UserError, shown
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-CLASS_WEIGHTS = ("none", "balanced")
+CLASS_WEIGHTS = ("auto", "none", "balanced")  # auto: what the task's type weighs by default
 
 
 # ---- how a flag's text becomes a value, and back ----------------------------------------------
@@ -93,7 +93,7 @@ def _task_and_type(text: str) -> tuple[str, str]:
 def _class_weight_item(text: str) -> tuple[str | None, str]:
     task, sep, how = text.rpartition("=")
     if sep and not task:
-        raise ValueError("expected balanced (every task) or TASK=balanced")
+        raise ValueError("expected auto, none or balanced (every task), or TASK=HOW")
     return (task, how) if sep else (None, text)
 
 
@@ -102,7 +102,7 @@ def _class_weights(items: list[tuple[str | None, str]]) -> str | dict[str, str]:
     if len(items) == 1 and items[0][0] is None:
         return items[0][1]
     if any(task is None for task, _ in items):
-        raise ValueError("expected balanced (every task) or TASK=balanced")
+        raise ValueError("expected auto, none or balanced (every task), or TASK=HOW")
     return dict(items)
 
 

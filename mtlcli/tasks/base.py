@@ -60,6 +60,7 @@ class TaskType:
     train_metric: ClassVar[vocab.Metric | None] = None  # a metric counted on training batches (``train_hits``)
     min_labels: ClassVar[int] = 0  # labels the training rows must hold for a task of this type
     describe: ClassVar[str] = ""  # one line on the type for an export's model card
+    default_class_weight: ClassVar[str] = "none"  # what --class-weight auto (the default) means for this type
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

