@@ -238,7 +238,7 @@ import os, signal, sys
 from mtlcli.training.interrupt import StopSignals
 with StopSignals() as stop:
     stop.armed = True  # training ran
-os.kill(os.getpid(), signal.SIG{name})  # comes while the process is on its way out
+signal.raise_signal(signal.SIG{name})  # comes while the process is on its way out; handled before this returns
 print("still here")
 """
 
