@@ -235,6 +235,9 @@ def test_launch_passes_the_resolved_options_through(tiny_model, tmp_path):
 
 LATE_SIGNAL = """
 import os, signal, sys
+# Python's own handling, whatever this process inherited (a job started with & in a script ignores SIGINT)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 from mtlcli.training.interrupt import StopSignals
 with StopSignals() as stop:
     stop.armed = True  # training ran
