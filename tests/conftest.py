@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import string
 from pathlib import Path
 
 import pytest
+
+from mtlcli.training.reporter import Reporter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -110,3 +113,19 @@ def trained_run(tiny_model, tmp_path_factory):
         "--lr-heads", "3e-3", "--precision", "fp32", "--quiet"])
     assert result.exit_code == 0, result.output
     return folder / "runs" / "tiny", val_csv
+
+
+class SignalAt(Reporter):
+    """Sends SIGINT to this process when the loop reaches (epoch, batch): after that optimizer step,
+    or with batch 0 as validation starts. Used by the resume tests to stop a run where they choose."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.at = (epoch, batch)
+
+    def batch_end(self, epoch, step, steps, loss, sentences_per_s):
+        if (epoch, step) == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def validation_start(self, epoch):
+        if (epoch, 0) == self.at:
+            os.kill(os.getpid(), signal.SIGINT)

@@ -7,18 +7,16 @@ exact batch, and handled by the real signal handler; the rest goes through `mtl 
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from conftest import SignalAt
 from mtlcli import config as config_mod
 from mtlcli.inference.loaded_run import load_run
 from mtlcli.training.interrupt import TrainingInterrupted
-from mtlcli.training.reporter import Reporter
 from mtlcli.training.run import train
 
 TIMING = ("seconds", "train_seconds", "train_sentences_per_s")
@@ -27,21 +25,6 @@ TIMING = ("seconds", "train_seconds", "train_sentences_per_s")
 def metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
             for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-class SignalAt(Reporter):
-    """Sends SIGINT to this process when the loop reaches (epoch, batch); batch 0 = at validation."""
-
-    def __init__(self, epoch: int, batch: int):
-        self.at = (epoch, batch)
-
-    def batch_end(self, epoch, step, steps, loss, sentences_per_s):
-        if (epoch, step) == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    def validation_start(self, epoch):
-        if (epoch, 0) == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def settings(small_csv, train_args, tmp_path, name: str, **extra):

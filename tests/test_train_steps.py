@@ -8,17 +8,14 @@ runs of the tiny model, never against numbers written down here.
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import sample_rows, write_csv
+from conftest import SignalAt, sample_rows, write_csv
 from mtlcli import config as config_mod
 from mtlcli.training.interrupt import TrainingInterrupted
-from mtlcli.training.reporter import Reporter
 from mtlcli.training.run import train
 
 TIMING = ("seconds", "train_seconds", "train_sentences_per_s")
@@ -140,17 +137,6 @@ def test_early_stopping_counts_validations(cli, small_csv, train_args):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best_epoch_0.5714.pt", "last.pt"]
     again = cli("train", "--resume", run, "--epochs", "5")
     assert again.exit_code == 2 and "stopped early after epoch 1.1429 (no improvement for 2 validations)" in again.output
-
-
-class SignalAt(Reporter):
-    """Sends SIGINT to this process after optimizer step ``step`` of ``epoch``."""
-
-    def __init__(self, epoch: int, step: int):
-        self.at = (epoch, step)
-
-    def batch_end(self, epoch, step, steps, loss, sentences_per_s):
-        if (epoch, step) == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.mark.parametrize("signal_at, expect", [
