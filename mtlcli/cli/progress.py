@@ -46,6 +46,18 @@ def epoch_line(row: dict[str, Any], tasks: list[str], improved: bool) -> str:
 CHOSEN = "--task-type"  # the reason a task's type was given rather than inferred
 
 
+def token_line(tokens: dict[str, Any]) -> str:
+    """Where the token ids came from: the token cache, the tokenizer, or both."""
+    cached, tokenized, seconds = tokens["cached"], tokens["tokenized"], tokens["seconds"]
+    if not tokenized:
+        return f"Tokens from the cache ({cached:,} texts, {seconds:.1f} s); --no-token-cache tokenizes them again"
+    if cached:
+        return f"Tokens of {cached:,} texts from the cache, {tokenized:,} tokenized ({seconds:.1f} s)"
+    kept = (f"; kept in {tokens['cache']} for the next run on these texts" if tokens["cache"]
+            else " (--no-token-cache: not kept)")
+    return f"Tokenized {tokenized:,} texts in {seconds:.1f} s{kept}"
+
+
 def task_lines(info: dict[str, Any]) -> list[str]:
     """A line per task: its type, its labels and why it has that type; then how to choose another."""
     from mtlcli.registry import task_types
@@ -88,6 +100,8 @@ class PlainReporter(_ShowsWarnings):
         if info.get("max_length_auto"):
             self.console.print(f"Max length {info['max_length']} tokens (auto: 95% of the training texts fit whole; "
                                "--max-length N to change)", soft_wrap=True, markup=False)
+        if info.get("tokens"):
+            self.console.print(token_line(info["tokens"]), soft_wrap=True, markup=False, highlight=False)
         if info["device"].startswith("cuda") and info["cuda_graphs"] not in ("on", "--no-cuda-graphs"):
             self.console.print(f"Training steps run op by op, not as CUDA graphs: {info['cuda_graphs']}",
                                soft_wrap=True, markup=False)

@@ -32,7 +32,7 @@ class Setting:
     check: Callable[[Any], str | None] | None = None
     default_text: str | None = None  # what help shows as the default, where the value alone says little
     metavar: str | None = None  # what help shows for the flag's value; default: the kind's
-    on_resume: str | None = None  # "raise": --resume may raise it; "add": --resume may add to it
+    on_resume: str | None = None  # "raise": --resume may raise it; "add": add to it; "set": set it (no result changes)
 
 
 def setting(default: Any, help: str, **schema: Any) -> Any:
@@ -136,6 +136,10 @@ class TrainConfig:
                                 kind=SWITCH)
     track: list[str] = setting([], "Also log the run to a tracker: tensorboard, mlflow or a plugin's (repeatable).",
                                kind=TEXTS, default_text="none", on_resume="add")
+    token_cache: bool = setting(True, "Keep the token ids of the texts in <--out>/.cache/tokens and read them "
+                                "from there when a later run tokenizes the same texts with the same tokenizer and "
+                                "max length; --no-token-cache tokenizes again (the results are the same).",
+                                kind=SWITCH, on_resume="set")
     # where the run goes
     out: str = setting("runs", "Folder that holds the runs.")
     name: str | None = setting(None, "Run folder name; an existing folder is never reused.", default_text="a timestamp")
@@ -170,8 +174,10 @@ def resume_rule() -> str:
     """What may be given beside --resume, as the schema says."""
     raisable = [flag_of(k) for k in RESUMABLE if SETTINGS[k].on_resume == "raise"]
     addable = [flag_of(k) for k in RESUMABLE if SETTINGS[k].on_resume == "add"]
+    settable = [f"{flag_of(k)}/--no-{flag_of(k)[2:]}" for k in RESUMABLE if SETTINGS[k].on_resume == "set"]
     return f"only {_listed(raisable)} may be given, to raise them" + (
-        f"; {' and '.join(addable)} adds to the run's" if addable else "")
+        f"; {' and '.join(addable)} adds to the run's" if addable else "") + (
+        f"; {' and '.join(settable)} may be given too" if settable else "")
 
 
 def _listed(words: list[str]) -> str:

@@ -81,7 +81,11 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.ndarr
 
 
 def encode(tokenizer, texts: Sequence[str], labels: dict[str, np.ndarray | list[int]], max_length: int) -> Encoded:
-    ids, lengths = tokenize(tokenizer, texts, max_length)
+    return from_tokens(*tokenize(tokenizer, texts, max_length), labels)
+
+
+def from_tokens(ids: np.ndarray, lengths: np.ndarray, labels: dict[str, np.ndarray | list[int]]) -> Encoded:
+    """An Encoded from ``tokenize``'s output (or the same arrays read back from the token cache)."""
     offsets = np.zeros(len(lengths), dtype=np.int64)
     np.cumsum(lengths[:-1], out=offsets[1:])
     # class ids stay int64 (what cross-entropy takes); a task type's float targets stay float32

@@ -48,7 +48,7 @@ def resume_settings(run_dir: str | Path, overrides: dict[str, Any], config_file:
             continue
         if config_mod.SETTINGS[key].on_resume == "add":
             value = list(dict.fromkeys(saved + value))
-        elif value < saved:
+        elif config_mod.SETTINGS[key].on_resume == "raise" and value < saved:
             raise UserError(f"{config_mod.flag_of(key)} {value}: lower than the run's {saved}; "
                             f"on resume {config_mod.resume_rule()}")
         setattr(cfg, key, value)

@@ -21,7 +21,8 @@ from mtlcli import __version__, atomic, config as config_mod, runs
 from mtlcli.model import builder
 from mtlcli.data import tables as data_mod
 from mtlcli.reports import plots
-from mtlcli.data.batching import Encoded, choose_max_length, encode, model_length_limit, train_batches
+from mtlcli.data.batching import Encoded, from_tokens, model_length_limit, train_batches
+from mtlcli.data.token_cache import FOLDER as TOKEN_CACHE, TokenCache
 from mtlcli.model.checkpoint import Checkpoint
 from mtlcli.config import TrainConfig
 from mtlcli.runtime.cuda_graphs import graph_blocker
@@ -146,12 +147,12 @@ def check_task_settings(cfg: TrainConfig, tasks: dict[str, Task]) -> None:
     check_freeze(cfg.freeze, list(tasks))
 
 
-def resolve_max_length(cfg: TrainConfig, tokenizer, backbone, model_path: str, texts: list[str]) -> int:
+def resolve_max_length(cfg: TrainConfig, tokens: TokenCache, backbone, model_path: str, texts: list[str]) -> int:
     """The number of tokens texts are cut to: auto measures the training texts; a number beyond the
     model's position embeddings would fail mid-run, so it is refused now."""
-    limit = model_length_limit(tokenizer, backbone)
+    limit = model_length_limit(tokens.tokenizer, backbone)
     if cfg.max_length == "auto":
-        return choose_max_length(tokenizer, texts, limit, cfg.seed)
+        return tokens.auto_max_length(texts, limit, cfg.seed)
     if limit and cfg.max_length > limit:
         raise UserError(f"--max-length {cfg.max_length}: the model '{model_path}' reads at most {limit} tokens; "
                         f"use --max-length {limit} or less (longer texts are truncated)")
@@ -218,7 +219,7 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
 
     # ---- the backbone and the tokenized data, then the run folder: a model that does not load, or a
     # batch that cannot fit in memory, leaves no folder behind
-    data = tokenize_inputs(cfg, inputs)
+    data = tokenize_inputs(cfg, inputs, token_cache_folder(cfg, resume))
     memory.check_batch_fits(data.backbone, data.train.lengths, cfg.batch_size, data.max_length, precision, device,
                             dist.world_size, memory.local_processes(), reporter.warning)
     run = resume or Path(distributed.broadcast_object(str(runs.create_run(cfg.out, cfg.name)) if main else None, dist))
@@ -268,10 +269,13 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
             "task_types": {t: {"type": task.type, "why": inputs.why.get(t, "")} for t, task in tasks.items()},
             "steps_per_epoch": steps_per_epoch, "components": inputs.components,
             "resumed_from": [start.epoch, start.step] if saved else None, "processes": dist.world_size,
-            "cuda_graphs": graphs_off or "on"}
+            "cuda_graphs": graphs_off or "on", "tokens": data.tokens.summary()}
     if main:  # every check has passed: the trackers start, then ``latest`` points at the run
         _start_trackers(trackers, cfg, run, resume)
         runs.point_latest(run)
+        unsaved = data.tokens.save()  # the tokens for the next run; the other processes tokenized the same
+        if unsaved:
+            reporter.warning(unsaved)
     if trackers:
         reporter = TrackingReporter(reporter, trackers, by_step=bool(cfg.eval_steps or cfg.max_steps))
     reporter.train_start(info)
@@ -309,9 +313,16 @@ class Tokenized:
     val: Encoded
     test: Encoded | None
     objective: Objective  # its class weights come from the training rows' labels
+    tokens: TokenCache  # what came from the token cache, and the entries to add to it
 
 
-def tokenize_inputs(cfg: TrainConfig, inputs: Inputs) -> Tokenized:
+def token_cache_folder(cfg: TrainConfig, resume: Path | None) -> Path | None:
+    """``<runs folder>/.cache/tokens``, beside the runs (a resumed run's own folder of runs); None: --no-token-cache."""
+    return (resume.parent if resume else Path(cfg.out)) / TOKEN_CACHE if cfg.token_cache else None
+
+
+def tokenize_inputs(cfg: TrainConfig, inputs: Inputs, cache: Path | None = None) -> Tokenized:
+    """The backbone, and every table tokenized (through the token cache in ``cache``, when given)."""
     model_path = cfg.model or default_model_path()
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(model_path)
@@ -319,16 +330,17 @@ def tokenize_inputs(cfg: TrainConfig, inputs: Inputs) -> Tokenized:
     backbone = load_pretrained_backbone(model_path, None if own else cfg.attention_dropout)
     if cfg.gradient_checkpointing:  # before the run folder exists: a backbone without it is refused first
         enable_gradient_checkpointing(backbone)
-    max_length = resolve_max_length(cfg, tokenizer, backbone, model_path, inputs.train.texts)
+    tokens = TokenCache(cache, tokenizer)
+    max_length = resolve_max_length(cfg, tokens, backbone, model_path, inputs.train.texts)
     train_ids = columns.encode_targets(inputs.train, inputs.tasks)
     val_ids = columns.encode_targets(inputs.val, inputs.tasks)
     test = inputs.test
     return Tokenized(model_path, tokenizer, backbone, max_length,
-                     encode(tokenizer, inputs.train.texts, train_ids, max_length),
-                     encode(tokenizer, inputs.val.texts, val_ids, max_length),
-                     encode(tokenizer, test.texts, columns.encode_targets(test, inputs.tasks), max_length)
+                     from_tokens(*tokens.tokenize(inputs.train.texts, max_length), train_ids),
+                     from_tokens(*tokens.tokenize(inputs.val.texts, max_length), val_ids),
+                     from_tokens(*tokens.tokenize(test.texts, max_length), columns.encode_targets(test, inputs.tasks))
                      if test is not None else None,
-                     Objective(class_weights(cfg, train_ids, inputs.tasks), cfg.label_smoothing))
+                     Objective(class_weights(cfg, train_ids, inputs.tasks), cfg.label_smoothing), tokens)
 
 
 def _start_trackers(trackers: list[tuple[str, Any]], cfg: TrainConfig, run: Path, resume: Path | None) -> None:
