@@ -56,6 +56,11 @@ def write_csv(path: Path, rows: list[list[str]], header: list[str] | None = None
     return path
 
 
+def runs_in(out: Path) -> list[Path]:
+    """The run folders in a folder of runs, as a listing shows them: without ``latest`` and the token cache (.cache)."""
+    return sorted(p for p in out.iterdir() if not p.is_symlink() and not p.name.startswith("."))
+
+
 def sample_rows(n: int | None = None) -> list[list[str]]:
     with SAMPLE.open(encoding="utf-8") as f:
         rows = list(csv.reader(f))[1:]

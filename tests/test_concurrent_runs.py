@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import sample_rows, write_csv
+from conftest import runs_in, sample_rows, write_csv
+from mtlcli.data.token_cache import read_entry
 
 pytestmark = pytest.mark.slow  # several training processes at once
 
@@ -38,7 +39,7 @@ def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path, tiny_model)
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
 
-    runs = sorted(p.name for p in out.iterdir() if not p.is_symlink())
+    runs = [p.name for p in runs_in(out)]
     assert runs == [STAMP] + [f"{STAMP}-{n}" for n in range(2, PROCESSES + 1)]
     for name in runs:  # each complete, written by one process only
         run = out / name
@@ -51,4 +52,7 @@ def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path, tiny_model)
         torch.load(run / "checkpoints" / "best_epoch_1.pt", weights_only=True)
     latest = out / "latest"
     assert latest.is_symlink() and os.readlink(latest) in runs
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary link left behind
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".cache"]  # no temporary link left behind
+    # the runs wrote the same token cache entries at once: each is whole, no temporary file is left
+    entries = list((out / ".cache" / "tokens").iterdir())
+    assert entries and all(p.suffix == ".npz" and read_entry(p) is not None for p in entries), entries

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import sample_rows, write_csv
+from conftest import runs_in, sample_rows, write_csv
 
 pytestmark = pytest.mark.slow  # each test starts two or three Python processes that train
 
@@ -67,7 +67,7 @@ def finished(setup):
 
 
 def test_two_processes_match_one(finished):
-    runs = [p for p in finished[1].iterdir() if p.is_dir() and not p.is_symlink()]
+    runs = runs_in(finished[1])
     assert len(runs) == 1, runs  # rank 0 alone made the run folder
     run = runs[0]
     # rank 0 dropped the optimizer state of the finished run
@@ -133,7 +133,7 @@ def test_ctrl_c_then_resume_logs_what_an_unstopped_run_logs(setup, finished, tmp
     stderr = finish(proc)
     assert proc.returncode == 130, stderr
     assert stderr.count("mtl train --resume") == 1 and "Traceback" not in stderr and "error:" not in stderr, stderr
-    (run,) = [p for p in out.iterdir() if not p.is_symlink()]
+    (run,) = runs_in(out)
     assert f"mtl train --resume {run}" in stderr  # said by the launcher, which named the run folder
 
     again = mtl("train", "--resume", run, "--nproc", "2")

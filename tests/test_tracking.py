@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import sample_rows, write_csv
+from conftest import runs_in, sample_rows, write_csv
 
 pytestmark = pytest.mark.slow  # MLflow and TensorBoard (heavy imports), an MLflow server, two training processes
 
@@ -24,7 +24,7 @@ SERVER_START = 120  # seconds: an mlflow server on a busy 2-core machine can tak
 
 
 def only_run(tmp_path: Path) -> Path:
-    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.name != "latest"]
+    (run,) = runs_in(tmp_path / "runs")
     return run
 
 
