@@ -136,9 +136,9 @@ class TrainConfig:
                                 kind=SWITCH)
     track: list[str] = setting([], "Also log the run to a tracker: tensorboard, mlflow or a plugin's (repeatable).",
                                kind=TEXTS, default_text="none", on_resume="add")
-    token_cache: bool = setting(True, "Keep the token ids of the texts in <--out>/.cache/tokens and read them "
-                                "from there when a later run tokenizes the same texts with the same tokenizer and "
-                                "max length; --no-token-cache tokenizes again (the results are the same).",
+    token_cache: bool = setting(True, "Keep the token ids of the texts in .cache/tokens under --out, and read them "
+                                "there when a later run tokenizes the same texts with the same tokenizer and max "
+                                "length; --no-token-cache tokenizes again (the results are the same).",
                                 kind=SWITCH, on_resume="set")
     # where the run goes
     out: str = setting("runs", "Folder that holds the runs.")
@@ -174,7 +174,7 @@ def resume_rule() -> str:
     """What may be given beside --resume, as the schema says."""
     raisable = [flag_of(k) for k in RESUMABLE if SETTINGS[k].on_resume == "raise"]
     addable = [flag_of(k) for k in RESUMABLE if SETTINGS[k].on_resume == "add"]
-    settable = [f"{flag_of(k)}/--no-{flag_of(k)[2:]}" for k in RESUMABLE if SETTINGS[k].on_resume == "set"]
+    settable = [f"{flag_of(k)} or --no-{flag_of(k)[2:]}" for k in RESUMABLE if SETTINGS[k].on_resume == "set"]
     return f"only {_listed(raisable)} may be given, to raise them" + (
         f"; {' and '.join(addable)} adds to the run's" if addable else "") + (
         f"; {' and '.join(settable)} may be given too" if settable else "")
