@@ -120,7 +120,7 @@ class TokenCache:
     def tokenize(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
         """``batching.tokenize``'s flat ids and lengths, from the cache when it holds them."""
         started = time.perf_counter()
-        path = self._path("tokens", texts_digest(texts), max_length) if self.folder is not None else None
+        path = self._path("tokens", texts_digest(texts), max_length) if self.folder is not None and texts else None
         entry = read_entry(path) if path is not None else None
         if entry is not None and _holds_tokens(entry, len(texts), max_length):
             ids, lengths = entry["ids"], entry["lengths"]
