@@ -166,6 +166,11 @@ def test_processes_writing_the_same_entry_at_once_leave_a_whole_one(tmp_path):
 # ---- through `mtl train` ------------------------------------------------------------------------
 
 
+def loud(train_args: list[str]) -> list[str]:
+    """The tiny model's training flags without --quiet: the first lines say where the tokens came from."""
+    return [a for a in train_args if a != "--quiet"]
+
+
 def numbers(run: Path) -> list[dict]:
     """metrics.jsonl without the timings: what training computed."""
     timing = ("seconds", "train_seconds", "train_sentences_per_s")
@@ -176,7 +181,7 @@ def numbers(run: Path) -> list[dict]:
 @pytest.mark.slow
 def test_a_second_run_reads_the_tokens_and_trains_the_same(cli, tmp_path, train_args):
     data = write_csv(tmp_path / "data.csv", sample_rows(120))
-    args = [a for a in train_args if a != "--quiet"]
+    args = loud(train_args)
     first = cli("train", data, *args, "--name", "first")
     assert first.exit_code == 0, first.output
     assert "Tokenized 120 texts in " in first.output and "kept in runs/.cache/tokens" in first.output
@@ -204,7 +209,7 @@ def test_a_second_run_reads_the_tokens_and_trains_the_same(cli, tmp_path, train_
 
 @pytest.mark.slow
 def test_a_resumed_run_reads_the_tokens_and_may_turn_the_cache_off(cli, small_csv, train_args):
-    args = [a for a in train_args if a != "--quiet"]
+    args = loud(train_args)
     assert cli("train", small_csv, *args, "--max-steps", "2", "--name", "part").exit_code == 0
     resumed = cli("train", "--resume", "runs/part", "--max-steps", "4")
     assert resumed.exit_code == 0, resumed.output
@@ -226,3 +231,20 @@ def test_tidy_clears_the_token_cache(cli, small_csv, train_args):
     tidied = cli("tidy", "runs", "--token-cache")
     assert tidied.exit_code == 0, tidied.output
     assert not folder.exists() and Path("runs/latest").is_dir()
+
+
+@pytest.mark.slow
+def test_runs_with_two_processes_write_one_cache_and_read_it(tmp_path, train_args):
+    data = write_csv(tmp_path / "data.csv", sample_rows(120))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    shown = []
+    for name in ("first", "second"):
+        done = subprocess.run([sys.executable, "-m", "mtlcli", "train", str(data), *loud(train_args), "--nproc", "2",
+                               "--out", str(tmp_path / "runs"), "--name", name], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        shown.append(done.stdout + done.stderr)
+    assert "Tokenized 120 texts" in shown[0] and "Tokens from the cache (120 texts" in shown[1], shown
+    assert numbers(tmp_path / "runs" / "first") == numbers(tmp_path / "runs" / "second")
+    entries = sorted((tmp_path / "runs" / ".cache" / "tokens").iterdir())
+    assert [p.name.split("-")[0] for p in entries] == ["auto", "tokens", "tokens"]  # one writer: no temporary file
