@@ -165,5 +165,30 @@ def test_freed_heap_memory_goes_back_when_a_trimmer_is_made_and_once_the_process
     del kept
 
 
+LARGE_BLOCKS_CHILD = """
+import sys, torch
+from mtlcli.runtime.heap import _resident_bytes, free_large_blocks_at_once
+if sys.argv[1] == "fixed":
+    assert free_large_blocks_at_once()
+big = torch.ones(4 << 20)  # 16 MB, mapped; once freed, glibc's own rule serves blocks up to 16 MB from its heap
+del big
+block = torch.ones(2 << 20)  # 8 MB
+held = _resident_bytes()
+del block
+print((held - _resident_bytes()) >> 20)
+"""
+
+
+@pytest.mark.skipif(_malloc_trim() is None, reason="mallopt's limit is glibc's")
+def test_after_free_large_blocks_at_once_a_freed_tensor_leaves_the_process_at_once():
+    def released_mb(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", LARGE_BLOCKS_CHILD, mode], capture_output=True, text=True,
+                              check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return int(done.stdout)
+
+    assert released_mb("default") < 2  # the freed 8 MB stays resident in the heap
+    assert released_mb("fixed") >= 7  # its own mapping: unmapped when freed
+
+
 def test_the_heap_is_left_alone_on_a_gpu():
     assert HeapTrimmer(torch.device("cuda")).trim is None

@@ -117,7 +117,8 @@ class TrainConfig:
     log_steps: int = setting(10, "With --track: log the training loss and learning rates every this many optimizer "
                              "steps (their mean over those steps).", kind=WHOLE, check=at_least(1))
     gradient_checkpointing: bool = setting(False, "Recompute the backbone's activations during the backward pass "
-                                           "instead of keeping them: less memory for some more time per step.",
+                                           "instead of keeping them: less memory for some more time per step (on a CPU, freed "
+                                           "activations also go back to the system at once).",
                                            kind=SWITCH)
     patience: int = setting(2, "Stop after this many validations without improvement.", kind=WHOLE,
                             check=at_least(1), on_resume="raise")

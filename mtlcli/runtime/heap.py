@@ -41,6 +41,27 @@ class HeapTrimmer:
         self.base = _resident_bytes()  # the next trim counts from here
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+OWN_MAPPING_FROM = 1 << 20  # bytes: a tensor this large or larger gets a mapping of its own
+
+
+def free_large_blocks_at_once() -> bool:
+    """On a CPU with glibc, from now on give every allocation of ``OWN_MAPPING_FROM`` bytes or more a
+    mapping of its own, which goes back to the system the moment it is freed. Returns whether it could.
+
+    glibc's default raises that limit to the size of the largest block freed so far (up to 32 MB),
+    so after the first step the activations come from the heap and their freed pages stay resident
+    between steps: with recomputed activations (gradient checkpointing) that kept most of what
+    recomputing saves. Fixing the limit costs page faults on every step (the fresh mappings are
+    faulted in again), which is why only a run that asked to trade time for memory does this.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not Linux with glibc: its allocator has its own ways
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, OWN_MAPPING_FROM))
+
+
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
         return ctypes.CDLL("libc.so.6").malloc_trim

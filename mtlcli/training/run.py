@@ -27,6 +27,7 @@ from mtlcli.model.checkpoint import Checkpoint
 from mtlcli.config import TrainConfig
 from mtlcli.runtime.cuda_graphs import graph_blocker
 from mtlcli.errors import RunFailed, UserError
+from mtlcli.runtime.heap import free_large_blocks_at_once
 from mtlcli.runtime.hardware import autocast, configure_device, is_out_of_memory, resolve_device, resolve_precision
 from mtlcli.model.losses import Objective
 from mtlcli.model.network import (apply_freeze, check_freeze, default_model_path, enable_gradient_checkpointing,
@@ -206,6 +207,8 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     inputs = check_inputs(cfg, resume, new_folder=distributed.is_main_process())
     dist, device = distributed.init(inputs.device)  # under torchrun: join the others, take this process's GPU
     configure_device(device)
+    if cfg.gradient_checkpointing and device.type == "cpu":  # the freed activations must leave the process too
+        free_large_blocks_at_once()
     main, tasks, precision = dist.is_main, inputs.tasks, inputs.precision
     label_sets = {t: task.labels for t, task in tasks.items()}
     reporter = reporter if main else Reporter()  # one display, from the main process
