@@ -116,6 +116,9 @@ def test_eval_steps_validates_within_epochs_and_max_steps_ends_the_run(cli, smal
     assert done["best_step"] == round(done["best_epoch"] * 7)
     best = done["best_epoch"]
     assert done["best_checkpoint"] == f"checkpoints/best_epoch_{best}.pt" and (run / done["best_checkpoint"]).is_file()
+    (said,) = [line for line in result.output.splitlines() if line.startswith("Best ")]
+    assert said.startswith(f"Best epoch {best} of 1" if isinstance(best, int) else  # never "epoch 1.5 of 1"
+                           f"Best validation at epoch {best} (step {done['best_step']} of 13)")
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["resume"]
     assert (state["epoch"], state["step"]) == (2, 6) and state["schedule"]["total_steps"] == 13
     assert metrics(run)[-1]["lr_heads"] == pytest.approx(0.0, abs=1e-12)  # the schedule spans the 13 steps

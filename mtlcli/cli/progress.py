@@ -190,8 +190,11 @@ def show_summary(console: Console, summary: dict[str, Any], chart: bool, types: 
         return
     validated = vocab.VAL_LOSS in best
     if validated:
-        console.print(f"Best epoch {summary['best_epoch']} of {summary['epochs_run']}"
-                      + (" (stopped early)" if summary.get("stopped_early") else "") + ", validation scores:",
+        best_epoch = summary["best_epoch"]
+        where = (f"Best epoch {best_epoch} of {summary['epochs_run']}" if isinstance(best_epoch, int) else
+                 # a validation within an epoch (--eval-steps): its step says more than a count of whole epochs
+                 f"Best validation at epoch {best_epoch} (step {summary.get('best_step')} of {summary.get('steps_run')})")
+        console.print(where + (" (stopped early)" if summary.get("stopped_early") else "") + ", validation scores:",
                       soft_wrap=True, markup=False, highlight=False)
     else:
         kept = (f"the last epoch, {summary['best_epoch']} of {summary['epochs_run']}"
