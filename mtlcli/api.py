@@ -177,12 +177,16 @@ class Model:
 
 
 def _checked(texts: Sequence[str]) -> list[str]:
+    from mtlcli.inference import predict_io
+
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, not one string; wrap it: [text]")
     texts = list(texts)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is a {type(t).__name__}, not a string")
+        if problem := predict_io.empty_text(i, t):
+            raise ValueError(problem)
     return texts
 
 

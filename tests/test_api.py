@@ -62,6 +62,10 @@ def test_bad_paths_and_arguments(trained_run, tmp_path):
         model.predict("one text")
     with pytest.raises(TypeError, match=r"texts\[1\] is a int"):
         model.predict(["fine", 3])
+    with pytest.raises(ValueError, match=r"^texts\[1\] is empty \(only whitespace\); every text needs words$"):
+        model.predict(["fine", " \t"])  # as mtl predict and mtl serve refuse it
+    with pytest.raises(ValueError, match=r"^texts\[0\] is empty; every text needs words$"):
+        model.embed([""])
     with pytest.raises(ValueError, match="top_k"):
         model.predict(["fine"], top_k=0)
     assert model.predict([]) == []

@@ -56,6 +56,12 @@ class Chunk:
 # ---- reading ----------------------------------------------------------------------------------
 
 
+def empty_text(i: int, text: str) -> str | None:
+    """Why ``texts[i]`` cannot be labelled (empty or only whitespace, as an empty text cell is refused
+    in training), or None: the API and the server refuse such texts alike."""
+    return None if text.strip() else f"texts[{i}] is empty{' (only whitespace)' if text else ''}; every text needs words"
+
+
 def from_texts(texts: list[str]) -> Source:
     return Source("arguments", None, ((None, t) for t in texts))
 

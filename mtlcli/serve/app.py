@@ -147,8 +147,8 @@ def _parse_predict(payload: Any, max_texts: int) -> tuple[list[str], int]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise ApiError(422, f"texts[{i}] must be a string, not {_json_type(t)}")
-        if not t.strip():  # as mtl predict and mtl train refuse an empty text cell: nothing to label
-            raise ApiError(422, f"texts[{i}] is empty{' (only whitespace)' if t else ''}; every text needs words")
+        if problem := predict_io.empty_text(i, t):
+            raise ApiError(422, problem)
     top_k = payload.get("top_k", 1)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ApiError(422, f"'top_k' must be a whole number of at least 1, not {json.dumps(top_k)}")
