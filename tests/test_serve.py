@@ -92,6 +92,10 @@ def test_predict_health_and_info(server, expected, trained_run):
     status, body = server.predict(TEXTS, top_k=2)
     assert status == 200 and set(body) == {"predictions"}
     same_predictions(body["predictions"], expected.predict(TEXTS, top_k=2))
+    status, body = server.predict(TEXTS, min_score=0.99)  # as mtl predict --min-score: no label below it
+    assert status == 200 and all(p[task]["label"] is None for p in body["predictions"]
+               for task in ("class_label", "sentiment_label"))
+    same_predictions(body["predictions"], expected.predict(TEXTS, min_score=0.99))
     assert server.predict([]) == (200, {"predictions": []})
     status, info = server.request("GET", "/info")
     assert status == 200 and info["tasks"] == json.loads((trained_run[0] / "labels.json").read_text())
@@ -138,6 +142,7 @@ def test_concurrent_clients_are_answered_and_batched_together(server, expected):
     ("POST", "/predict", b'{"texts": "a"}', 422, "'texts' must be a list of strings, not a string"),
     ("POST", "/predict", b'{"texts": ["a", 3]}', 422, "texts[1] must be a string, not a number"),
     ("POST", "/predict", b'{"texts": ["a"], "top_k": 0}', 422, "'top_k' must be a whole number"),
+    ("POST", "/predict", b'{"texts": ["a"], "min_score": 1.5}', 422, "'min_score' must be a number from 0 to 1, not 1.5"),
     ("POST", "/predict", json.dumps({"texts": ["a"] * 9}).encode(), 413, "9 texts in one request; the limit is 8"),
     ("POST", "/predict", json.dumps({"texts": ["a" * 5000]}).encode(), 413, "the limit is 4096"),
     ("GET", "/predict", None, 405, "GET is not allowed on /predict"),

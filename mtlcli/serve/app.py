@@ -1,7 +1,7 @@
 """The HTTP API: POST /predict, GET /health, GET /info, GET /metrics; every error is a JSON object
 with a 4xx code.
 
-    POST /predict  {"texts": ["...", ...], "top_k": 1}  ->  {"predictions": [{as mtl predict --format jsonl}, ...]}
+    POST /predict  {"texts": ["...", ...], "top_k": 1, "min_score": 0.5}  ->  {"predictions": [{as mtl predict --format jsonl}, ...]}
 
 With an API key, every path but /health needs ``Authorization: Bearer <key>`` (``auth``).
 """
@@ -70,7 +70,7 @@ def create_app(model: Any, limits: Limits, log: TextIO = sys.stderr, api_key: st
 
     async def _predict(request: Request) -> JSONResponse:
         payload = _parse_json(await _read_body(request, limits.max_body_bytes))
-        texts, top_k = _parse_predict(payload, limits.max_texts)
+        texts, top_k, min_score = _parse_predict(payload, limits.max_texts)
         note = request.scope.get("mtl.log")
         if not texts:
             return JSONResponse({"predictions": []})
@@ -78,7 +78,7 @@ def create_app(model: Any, limits: Limits, log: TextIO = sys.stderr, api_key: st
         if note is not None:
             note["note"] = f"{len(texts)} texts, batch of {batched}"
         chunk = predict_io.Chunk(texts, None, probs, None)
-        answer = JSONResponse({"predictions": list(predict_io.records(chunk, model.tasks, top_k))})
+        answer = JSONResponse({"predictions": list(predict_io.records(chunk, model.tasks, top_k, min_score))})
         metrics.predicted(len(texts))
         return answer
 
@@ -136,9 +136,9 @@ def _parse_json(body: bytes) -> Any:
 def _parse_predict(payload: Any, max_texts: int) -> tuple[list[str], int]:
     if not isinstance(payload, dict):
         raise ApiError(422, 'the body must be a JSON object like {"texts": ["..."]}')
-    unknown = sorted(set(payload) - {"texts", "top_k"})
+    unknown = sorted(set(payload) - {"texts", "top_k", "min_score"})
     if unknown:
-        raise ApiError(422, f"unknown key '{unknown[0]}'; the keys are texts and top_k")
+        raise ApiError(422, f"unknown key '{unknown[0]}'; the keys are texts, top_k and min_score")
     texts = payload.get("texts")
     if not isinstance(texts, list):
         raise ApiError(422, f"'texts' must be a list of strings, not {_json_type(texts)}")
@@ -152,7 +152,11 @@ def _parse_predict(payload: Any, max_texts: int) -> tuple[list[str], int]:
     top_k = payload.get("top_k", 1)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ApiError(422, f"'top_k' must be a whole number of at least 1, not {json.dumps(top_k)}")
-    return texts, top_k
+    min_score = payload.get("min_score")  # as mtl predict --min-score: a class label below it is null
+    if min_score is not None and (not isinstance(min_score, (int, float)) or isinstance(min_score, bool)
+                                  or not 0 <= min_score <= 1):
+        raise ApiError(422, f"'min_score' must be a number from 0 to 1, not {json.dumps(min_score)}")
+    return texts, top_k, min_score
 
 
 def _json_type(value: Any) -> str:
