@@ -8,6 +8,7 @@ runs of the tiny model, never against numbers written down here.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -299,7 +300,9 @@ def test_gradient_checkpointing_recomputes_each_layer_in_the_backward_pass(tiny_
         torch.manual_seed(0)
         backbone = load_pretrained_backbone(tiny_model, 0.0)
         if on:
-            enable_gradient_checkpointing(backbone)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", FutureWarning)  # transformers' deprecated name is not used
+                enable_gradient_checkpointing(backbone)
         backbone.train()
         attention = backbone.encoder.layer[0].attention  # inside the checkpointed layer
         seen = []

@@ -138,7 +138,11 @@ def enable_gradient_checkpointing(backbone: nn.Module) -> None:
     if not getattr(backbone, "supports_gradient_checkpointing", False):
         raise UserError(f"--gradient-checkpointing: the backbone ({type(backbone).__name__}) does not support it; "
                         "drop the flag")
-    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(backbone, "activation_checkpointing_enable"):  # its name since transformers 5.x; the old one warns
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def backbone_from_config(folder: str | Path) -> nn.Module:
