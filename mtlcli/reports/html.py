@@ -368,11 +368,14 @@ def _marked(values: list[Any], metric: vocab.Metric) -> list[str]:
     return [f"<b>{fmt(v)}</b>" if best is not None and v == best else fmt(v) for v in values]
 
 
-def render(views: list[RunView]) -> str:
+def render(views: list[RunView], studies: list[str] = ()) -> str:
+    """The page; ``studies``: sections (reports.study) shown first, for `mtl report runs/<study>`."""
     nav = "".join(f'<a href="#run-{i}">{escape(v.name)}</a>' for i, v in enumerate(views, 1))
     if len(views) > 1:
         nav = '<a href="#comparison">comparison</a>' + nav
-    body = (comparison_section(views) if len(views) > 1 else "") + "".join(
+    if studies:
+        nav = '<a href="#study">study</a>' + nav
+    body = "".join(studies) + (comparison_section(views) if len(views) > 1 else "") + "".join(
         run_section(i, v) for i, v in enumerate(views, 1))
     title = "mtl report: " + ", ".join(v.name for v in views)
     stamp = time.strftime("%Y-%m-%d %H:%M")

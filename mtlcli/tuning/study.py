@@ -27,6 +27,7 @@ from typing import Any, Callable
 from mtlcli import atomic, extras, runs
 from mtlcli.config import TrainConfig
 from mtlcli.errors import RunFailed, UserError, first_line
+from mtlcli.reports.study import STUDY_FILE  # the study as the report reads it, rewritten after every trial
 from mtlcli.training.interrupt import TrainingInterrupted
 from mtlcli.training.reporter import Reporter
 from mtlcli.tuning.objective import Objective
@@ -36,7 +37,6 @@ PRUNERS = ("median", "hyperband", "none")
 HEARTBEAT_S = 10  # a running trial's process writes its heartbeat this often...
 GRACE_S = 60  # ...and a trial silent for this long belongs to a process that died: it is failed
 MIN_FOR_IMPORTANCE = 4  # complete trials before which the settings' importances say little
-STUDY_FILE = "study.json"  # the study as the report reads it, rewritten after every trial
 BEST = "best"
 
 
