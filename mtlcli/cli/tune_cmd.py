@@ -53,6 +53,7 @@ def tune(
     folder = _study_folder(Path(cfg.out), name)
     url = study_mod.storage_url(storage, folder)
     opened = study_mod.open_study(name, url, pruner, cfg.seed if "seed" in fixed else None)
+    study_mod.check_space(opened, dims, where)
 
     from mtlcli.cli.tune_display import TrialTable
     from mtlcli.training.run import train as run_training
@@ -108,8 +109,7 @@ def _show_best(search, base) -> None:
     """The best trial's settings, its validation scores and the `mtl train` command that repeats it."""
     from mtlcli import runs
     from mtlcli.cli.progress import show_summary
-    from mtlcli.tuning.space import apply
-    from mtlcli.tuning.study import best_trial
+    from mtlcli.tuning.study import best_trial, repeat_command
 
     counted = len(search.counted())
     best = best_trial(search.study)
@@ -129,7 +129,5 @@ def _show_best(search, base) -> None:
     else:
         print_note(f"trial {best.number} ran on {best.user_attrs.get('host', 'another machine')}: "
                    f"its run folder is there ({best.user_attrs.get('run')})")
-    repeat = apply(base, chosen)
-    repeat.name = None
-    console.print("Repeat it with:\n  " + shlex.join(["mtl", "train", *config_mod.to_argv(repeat)]),
-                  soft_wrap=True, markup=False, highlight=False)
+    command = best.user_attrs.get("command") or repeat_command(base, chosen)
+    console.print(f"Repeat it with:\n  {command}", soft_wrap=True, markup=False, highlight=False)

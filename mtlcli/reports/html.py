@@ -99,7 +99,7 @@ def settings(view: RunView) -> dict[str, Any]:
         "weight decay": c.get("weight_decay"), "batch size": c.get("batch_size"), "max length": c.get("max_length"),
         "freeze": c.get("freeze") or "none",
         "epochs run": f"{s.get('epochs_run', len(view.rows))} of {c.get('epochs')}",
-        "stopped early": s.get("stopped_early", "run in progress" if not s else False),
+        "stopped early": s.get("pruned_reason") or s.get("stopped_early", "run in progress" if not s else False),
         "best epoch": view.best,
         "precision": s.get("precision", c.get("precision")), "device": s.get("device", c.get("device")),
         "seed": c.get("seed"), "data": c.get("data"),

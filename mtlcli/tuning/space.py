@@ -52,6 +52,15 @@ class Dimension:
     step: float | int | None = None
     whole: bool = False  # drawn as a whole number
 
+    def distribution(self, optuna) -> Any:
+        """Optuna's distribution of this dimension: a study keeps each key's from its first trial."""
+        d = optuna.distributions
+        if self.choices:
+            return d.CategoricalDistribution(list(self.choices))
+        if self.whole:
+            return d.IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+        return d.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
     def draw(self, trial) -> Any:
         """This dimension's value for an Optuna trial."""
         if self.choices:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import shlex
 import socket
 import time
 import warnings
@@ -24,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from mtlcli import atomic, extras, runs
+from mtlcli import atomic, config as config_mod, extras, runs
 from mtlcli.config import TrainConfig
 from mtlcli.errors import RunFailed, UserError, first_line
 from mtlcli.reports.study import STUDY_FILE  # the study as the report reads it, rewritten after every trial
@@ -145,6 +147,7 @@ class Search:
     def one_trial(self, trial) -> float:
         optuna = optuna_module()
         trial.set_user_attr("host", _host())
+        trial.set_user_attr("pid", os.getpid())
         before = [t for t in self.study.get_trials(deepcopy=False, states=_taken_states(optuna))
                   if t.number < trial.number]
         if len(before) >= self.trials:  # another process took the last one first
@@ -156,6 +159,7 @@ class Search:
         cfg = apply(self.base, values)
         cfg.out, cfg.name = str(self.folder), f"trial-{trial.number}"
         trial.set_user_attr("run", str(self.folder / cfg.name))
+        trial.set_user_attr("command", repeat_command(self.base, values))
         self.display.trial_start(trial.number, values)
         judge = partial(self._judge, trial, [0])
         try:
@@ -206,6 +210,11 @@ class Search:
         write_study_file(self.study, self.folder, self.objective)
 
 
+def repeat_command(base: TrainConfig, values: dict[str, Any]) -> str:
+    """The `mtl train` command that trains a trial again, outside the study."""
+    return shlex.join(["mtl", "train", *config_mod.to_argv(apply(base, values))])
+
+
 def _taken_states(optuna) -> tuple:
     states = optuna.trial.TrialState
     return states.COMPLETE, states.PRUNED, states.RUNNING
@@ -217,6 +226,30 @@ def _quiet(optuna):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield
+
+
+def check_space(study, dims: list[Dimension], where: str) -> None:
+    """A study goes on with the space it started with: Optuna refuses a key whose range or choices
+    changed, and it is better said before a trial than in the middle of one."""
+    optuna = optuna_module()
+    earlier: dict[str, Any] = {}
+    for t in study.get_trials(deepcopy=False):
+        earlier.update({k: v for k, v in t.distributions.items() if k not in earlier})
+    for dim in dims:
+        if dim.key in earlier:
+            try:
+                optuna.distributions.check_distribution_compatibility(earlier[dim.key], dim.distribution(optuna))
+            except ValueError:
+                raise UserError(f"{where}: key '{dim.key}' is searched differently from the study's earlier trials "
+                                f"({_described(earlier[dim.key])}); keep the study's space, or give a new "
+                                "--study NAME") from None
+
+
+def _described(distribution) -> str:
+    choices = getattr(distribution, "choices", None)
+    if choices is not None:
+        return "choices " + ", ".join(map(str, choices))
+    return f"low {distribution.low}, high {distribution.high}" + (", log" if distribution.log else "")
 
 
 def best_trial(study):
