@@ -108,14 +108,11 @@ def build_space(spec: dict[str, Any], fixed: TrainConfig, given: set[str], where
     flags) stay fixed and are left out."""
     dims = []
     for key, entry in spec.items():
-        field = key.partition(".")[0]
-        if field in given:
-            continue
         dim = _dimension(key, entry, where)
         for value in dim.choices or (dim.low, dim.high):
             _check(key, value, fixed, where, check_value)
         dims.append(dim)
-    return dims
+    return [d for d in dims if d.key.partition(".")[0] not in given]  # checked all the same: a typo is a typo
 
 
 def _dimension(key: str, entry: Any, where: str) -> Dimension:

@@ -179,9 +179,10 @@ class Search:
             trial.set_user_attr("failed", str(exc))
             self.display.trial_end(trial.number, "failed", None, first_line(exc))
             raise TrialFailed(str(exc)) from None
-        except UserError:
-            trial.set_user_attr("failed", "refused its settings")
-            raise
+        except UserError as exc:  # a setting only the model can refuse (a max_length beyond its own)
+            trial.set_user_attr("failed", str(exc))
+            drawn = " ".join(f"{k}={v}" for k, v in values.items())
+            raise UserError(f"trial {trial.number} ({drawn}) was refused: {exc}") from None
         summary = runs.read_summary(run)
         value = self.objective.value(summary.get("best_metrics") or {})
         trial.set_user_attr("objective_at_best_epoch", value)
