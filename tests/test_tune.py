@@ -280,7 +280,7 @@ def postgres():
     subprocess.run([*as_user, pg_ctl, "-D", str(data_dir), "-l", str(folder / "log"), "-w", "start", "-o",
                     f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
     try:
-        yield f"postgresql://mtl@127.0.0.1:{port}/postgres"
+        yield f"postgresql+psycopg2://mtl@127.0.0.1:{port}/postgres"  # the driver the test extra installs
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", str(data_dir), "-m", "fast", "-w", "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)

@@ -40,6 +40,8 @@ HEARTBEAT_S = 10  # a running trial's process writes its heartbeat this often...
 GRACE_S = 60  # ...and a trial silent for this long belongs to a process that died: it is failed
 MIN_FOR_IMPORTANCE = 4  # complete trials before which the settings' importances say little
 BEST = "best"
+DRIVERS = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "pymysql",
+           "MySQLdb": "mysqlclient"}  # a database driver's module -> what pip installs it from
 
 
 class Surplus(Exception):
@@ -75,18 +77,33 @@ def open_study(name: str, url: str, pruner: str, seed: int | None):
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the table says what happens to each trial
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # wait for another writer
     try:
-        with _quiet(optuna):
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
-                                                 grace_period=GRACE_S)
+        storage = _storage(optuna, url, engine)
         return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                    sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(optuna, pruner))
-    except ImportError as exc:  # a driver the URL needs (psycopg2, pymysql)
-        raise UserError(f"--storage {shown_url(url)}: needs the Python package '{exc.name}', which is not installed; "
-                        f"install it with: pip install {exc.name}") from None
+    except ImportError as exc:  # the database driver the URL names (SQLAlchemy's default for its dialect)
+        module = getattr(exc.__cause__, "name", None) or exc.name or "its database driver"
+        raise UserError(f"--storage {shown_url(url)}: needs the Python module '{module}', which is not installed; "
+                        f"install it with: pip install {DRIVERS.get(module, module)}") from None
     except Exception as exc:  # SQLAlchemy's errors: a bad URL, a server that does not answer
         if isinstance(exc, UserError):
             raise
         raise UserError(f"--storage {shown_url(url)}: cannot open the study ({first_line(exc)})") from None
+
+
+def _storage(optuna, url: str, engine: dict[str, Any], tries: int = 5):
+    """The storage, its tables made by whichever process comes first: two processes starting on a new
+    storage at once race to make them, and the loser finds them made when it tries again."""
+    for attempt in range(1, tries + 1):
+        try:
+            with _quiet(optuna):
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S)
+        except ImportError:
+            raise
+        except Exception:
+            if attempt == tries:
+                raise
+            time.sleep(0.5 * attempt)
 
 
 def _pruner(optuna, name: str):
