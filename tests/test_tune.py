@@ -289,3 +289,32 @@ def postgres():
 @pytest.mark.slow
 def test_two_processes_on_one_postgresql_study_finish_exactly_n_trials(postgres, data, fixed, tmp_path):
     two_processes_finish_exactly(4, postgres, data, fixed, tmp_path)
+
+
+# ---- the pieces a trial is judged by -----------------------------------------------------------
+
+
+def test_the_objective_is_the_weighted_mean_of_each_types_main_metric_lower_is_better_negated():
+    from mtlcli.tasks.base import Task
+    from mtlcli.tuning.objective import objective_for
+
+    tasks = {"topic": Task("topic", "classification", ["a", "b"], {}), "price": Task("price", "regression", [], {})}
+    row = {"val_topic_f1": 0.8, "val_topic_acc": 0.9, "val_price_rmse": 0.5, "val_price_r2": 0.7}
+    assert math.isclose(objective_for([], tasks).value(row), (0.8 - 0.5) / 2)
+    assert math.isclose(objective_for(["topic=3", "price"], tasks).value(row), (3 * 0.8 - 0.5) / 4)
+    assert objective_for(["topic"], tasks).describe() == "validation macro-F1 of topic"
+
+
+def test_pruning_stops_where_the_judge_says_and_keeps_early_stoppings_best():
+    from mtlcli.training.policies import EarlyStopping, Pruning
+
+    seen = []
+    policy = Pruning(EarlyStopping(patience=5), lambda row: seen.append(row["x"]) or ("weak" if row["x"] < 0 else None))
+    for epoch, (loss, x) in enumerate([(1.0, 1), (0.5, 2), (0.7, -1), (0.2, 5)], 1):
+        policy.update(epoch, loss)
+        policy.observe({"x": x})
+        if policy.should_stop:
+            break
+    assert (epoch, policy.reason, seen) == (3, "weak", [1, 2, -1])
+    assert (policy.best_epoch, policy.best, policy.bad_epochs) == (2, 0.5, 1)
+    assert policy.state_dict() == EarlyStopping(5).state_dict() | {"best": 0.5, "best_epoch": 2, "bad_epochs": 1}

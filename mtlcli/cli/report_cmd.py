@@ -20,7 +20,6 @@ def report(
     """Write one HTML page (no network needed) with each run's settings, data, curves and validation analysis."""
     from mtlcli import atomic
     from mtlcli.reports import html as report_mod
-
     from mtlcli.reports import study as study_mod
 
     paths, studies = [], []

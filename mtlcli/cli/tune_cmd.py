@@ -61,7 +61,8 @@ def tune(
     display = TrialTable(err_console, quiet)
     search = study_mod.Search(opened, cfg, dims, objective, folder, trials, timeout, display, run_training)
     if not quiet:
-        print_note(f"study '{name}' in {study_mod.shown_url(url)}: {search.taken()} of {trials} trials finished or "
+        kept = study_mod.shown_url(storage) if storage else folder / "study.db"
+        print_note(f"study '{name}' in {kept}: {search.taken()} of {trials} trials finished or "
                    f"running; objective: {objective.describe()}; searching {', '.join(d.key for d in dims)}")
     try:
         with display:

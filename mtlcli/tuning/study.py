@@ -38,6 +38,7 @@ from mtlcli.tuning.space import Dimension, apply
 PRUNERS = ("median", "hyperband", "none")
 HEARTBEAT_S = 10  # a running trial's process writes its heartbeat this often...
 GRACE_S = 60  # ...and a trial silent for this long belongs to a process that died: it is failed
+MAX_FAILURES = 3  # failed trials in a row after which the search stops: something else is wrong
 MIN_FOR_IMPORTANCE = 4  # complete trials before which the settings' importances say little
 BEST = "best"
 DRIVERS = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "pymysql",
@@ -141,6 +142,7 @@ class Search:
     display: Display = field(default_factory=Display)
     train: Callable[..., Path] | None = None  # training.run.train
     gave_back: bool = False  # this process asked for a trial beyond ``trials``: the study is done
+    failures: int = 0  # trials of this process that failed in a row
 
     def run(self) -> None:
         """Run trials until the study holds ``trials`` finished or running ones, or ``timeout`` is spent."""
@@ -178,37 +180,38 @@ class Search:
         trial.set_user_attr("run", str(self.folder / cfg.name))
         trial.set_user_attr("command", repeat_command(self.base, values))
         self.display.trial_start(trial.number, values)
-        judge = partial(self._judge, trial, [0])
+        summary = runs.read_summary(self._train(trial, cfg, values))
+        self.failures = 0
+        value = self.objective.value(summary.get("best_metrics") or {})
+        if summary.get("pruned"):
+            trial.set_user_attr("pruned_reason", summary.get("pruned_reason"))
+            self.display.trial_end(trial.number, "pruned", value, summary["pruned_reason"].split(" (")[0])
+            raise optuna.TrialPruned(summary.get("pruned_reason"))
+        self.display.trial_end(trial.number, "complete", value, "")
+        return value
+
+    def _train(self, trial, cfg: TrainConfig, values: dict[str, Any]) -> Path:
+        """The trial's training run; how it can end short is marked on the trial."""
         try:
-            run = self.train(cfg, self.display.training_reporter(), judge=judge)
-        except TrainingInterrupted as stop:
-            trial.set_user_attr("interrupted", str(stop))
+            return self.train(cfg, self.display.training_reporter(), judge=partial(self._judge, trial, [0]))
+        except (TrainingInterrupted, SystemExit, KeyboardInterrupt) as stop:
+            # SystemExit: a signal before the trial's training started, when there is nothing to save
+            why = str(stop) if isinstance(stop, TrainingInterrupted) else f"{type(stop).__name__} before training"
+            trial.set_user_attr("interrupted", why)
             self.display.trial_end(trial.number, "interrupted", None, "not counted")
             raise KeyboardInterrupt from None  # Optuna fails the trial and lets the interrupt through
-        except SystemExit as stop:  # a signal before the trial's training started: nothing to save
-            trial.set_user_attr("interrupted", f"exit {stop.code} before training started")
-            self.display.trial_end(trial.number, "interrupted", None, "not counted")
-            raise KeyboardInterrupt from None
-        except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", "KeyboardInterrupt")
-            raise
-        except RunFailed as exc:
+        except RunFailed as exc:  # the loss stopped being finite: other settings may do better
             trial.set_user_attr("failed", str(exc))
-            self.display.trial_end(trial.number, "failed", None, first_line(exc))
+            self.display.trial_end(trial.number, "failed", None, "not counted: " + first_line(exc))
+            self.failures += 1
+            if self.failures >= MAX_FAILURES:
+                raise UserError(f"{MAX_FAILURES} trials in a row failed (the last: {first_line(exc)}); "
+                                f"see their folders in {self.folder}") from None
             raise TrialFailed(str(exc)) from None
         except UserError as exc:  # a setting only the model can refuse (a max_length beyond its own)
             trial.set_user_attr("failed", str(exc))
             drawn = " ".join(f"{k}={v}" for k, v in values.items())
             raise UserError(f"trial {trial.number} ({drawn}) was refused: {exc}") from None
-        summary = runs.read_summary(run)
-        value = self.objective.value(summary.get("best_metrics") or {})
-        trial.set_user_attr("objective_at_best_epoch", value)
-        if summary.get("pruned"):
-            trial.set_user_attr("pruned_reason", summary.get("pruned_reason"))
-            self.display.trial_end(trial.number, "pruned", value, summary.get("pruned_reason") or "")
-            raise optuna.TrialPruned(summary.get("pruned_reason"))
-        self.display.trial_end(trial.number, "complete", value, "")
-        return value
 
     def _judge(self, trial, step: list[int], row: dict[str, Any]) -> str | None:
         """Each validation: report the objective; the pruner answers whether to stop here."""
