@@ -318,3 +318,24 @@ def test_pruning_stops_where_the_judge_says_and_keeps_early_stoppings_best():
     assert (epoch, policy.reason, seen) == (3, "weak", [1, 2, -1])
     assert (policy.best_epoch, policy.best, policy.bad_epochs) == (2, 0.5, 1)
     assert policy.state_dict() == EarlyStopping(5).state_dict() | {"best": 0.5, "best_epoch": 2, "bad_epochs": 1}
+
+
+@pytest.mark.slow
+def test_a_trial_of_a_killed_process_is_failed_once_its_heartbeat_stops(data, fixed, tmp_path):
+    from mtlcli.tuning.study import GRACE_S, HEARTBEAT_S
+
+    args = [data, *fixed, "--trials", "2", "--pruner", "none", "--quiet",
+            "--space", space_file(tmp_path, "pooling: {choices: [mean, cls]}\n")]
+    proc = start(args, tmp_path)
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline and proc.poll() is None and not (tmp_path / "runs/small/trial-0").is_dir():
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no handler runs, the trial stays RUNNING in the storage
+    proc.communicate(timeout=WAIT)
+    url = f"sqlite:///{tmp_path / 'runs/small/study.db'}"
+    assert states(load_study(url, "small")) == {0: "RUNNING"}
+    time.sleep(GRACE_S + HEARTBEAT_S)  # the heartbeat is over its grace period: the trial is stale
+    again = start(args, tmp_path)
+    out, err = again.communicate(timeout=WAIT)
+    assert again.returncode == 0, err
+    assert states(load_study(url, "small")) == {0: "FAIL", 1: "COMPLETE", 2: "COMPLETE"}

@@ -21,7 +21,7 @@ def tune(
     trials: Annotated[int, whole_number_option("--trials", help="Finished (complete or pruned) trials the study should hold, over every process working on it.", default="20", low=1)] = 20,
     timeout: Annotated[Optional[float], number_option("--timeout", help="Start no new trial after this many seconds.", default="none", low=0)] = None,
     study: Annotated[Optional[str], option("--study", metavar="NAME", help="The study's name; its trials go to OUT/NAME/trial-N.", default="DATA's file name without extension")] = None,
-    storage: Annotated[Optional[str], option("--storage", metavar="URL", help="Optuna storage that processes on several machines share, e.g. postgresql://user:pw@host/db.", default="sqlite:///OUT/NAME/study.db")] = None,
+    storage: Annotated[Optional[str], option("--storage", metavar="URL", help="Optuna storage that processes on several machines share, e.g. postgresql+psycopg2://user:pw@host/db.", default="sqlite:///OUT/NAME/study.db")] = None,
     pruner: Annotated[str, choice_option("--pruner", choices=("median", "hyperband", "none"), help="Stop unpromising trials early, at a validation.", default="median")] = "median",
     metric: Annotated[Optional[list[str]], option("--metric", metavar="TASK[=WEIGHT]", help="Maximise this task's main validation metric (repeatable, with weights).", default="mean over tasks")] = None,
     space: Annotated[Optional[Path], option("--space", metavar="FILE", help="YAML search space: config keys with {low, high, log} or {choices} (docs/tune.md).", default="built in")] = None,
@@ -72,7 +72,7 @@ def tune(
         err_console.print(f"Stopped: the interrupted trial is marked failed and not counted; the study keeps its "
                           f"{finished} finished trials. Continue with the same command:\n  mtl {shlex.join(sys.argv[1:])}",
                           soft_wrap=True, markup=False, highlight=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(search.exit_code) from None
     _show_best(search, cfg)
 
 

@@ -143,6 +143,7 @@ class Search:
     train: Callable[..., Path] | None = None  # training.run.train
     gave_back: bool = False  # this process asked for a trial beyond ``trials``: the study is done
     failures: int = 0  # trials of this process that failed in a row
+    exit_code: int = 130  # after an interrupt: 128 + the signal's number
 
     def run(self) -> None:
         """Run trials until the study holds ``trials`` finished or running ones, or ``timeout`` is spent."""
@@ -198,6 +199,8 @@ class Search:
             # SystemExit: a signal before the trial's training started, when there is nothing to save
             why = str(stop) if isinstance(stop, TrainingInterrupted) else f"{type(stop).__name__} before training"
             trial.set_user_attr("interrupted", why)
+            if isinstance(stop, TrainingInterrupted):
+                self.exit_code = stop.exit_code  # 130 for Ctrl-C, 143 for SIGTERM, as `mtl train`
             self.display.trial_end(trial.number, "interrupted", None, "not counted")
             raise KeyboardInterrupt from None  # Optuna fails the trial and lets the interrupt through
         except RunFailed as exc:  # the loss stopped being finite: other settings may do better
