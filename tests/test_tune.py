@@ -116,10 +116,12 @@ def test_the_unknown_pooler_is_named_with_the_known_ones(cli, data, fixed, tmp_p
     (["--val-split", "0"], "--val-split 0: trials are compared on validation scores"),
     (["--name", "x"], "--name: each trial is named trial-N inside the study's folder"),
     (["--study", ".hidden"], "--study .hidden: a study name is letters"),
+    (["--storage", "sqlite:////nonexistent/folder/study.db"], "cannot open the study"),
 ])
 def test_bad_options_are_one_line(cli, data, fixed, args, message):
     result = cli("tune", data, *fixed, "--trials", "1", *args)
     assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and not list(Path("runs").glob("*"))  # no study folder left
 
 
 def test_flags_fix_their_keys_and_a_space_of_fixed_keys_is_refused(cli, data, fixed, tmp_path):

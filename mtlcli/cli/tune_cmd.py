@@ -31,6 +31,7 @@ def tune(
     """Search DATA's best settings with Optuna: each trial is a run folder; the same command on several machines shares the study."""
     from mtlcli.tuning import space as space_mod
     from mtlcli.tuning import study as study_mod
+    from mtlcli.tuning.objective import objective_for
 
     study_mod.optuna_module()  # a missing extra is one line before anything else
     overrides, _ = config_mod.read_flags(given)
@@ -38,12 +39,10 @@ def tune(
         raise UserError("--name: each trial is named trial-N inside the study's folder; give --study NAME instead")
     fixed = set(overrides) | (set(config_mod.read_config_file(config)) if config else set())
     _, cfg = settings(config, None, None, None, given)
+    cfg.name = None  # a --config file's name too: trials are named by the study
     if not cfg.val and cfg.val_split == 0:
         raise UserError("--val-split 0: trials are compared on validation scores; give --val FILE or a --val-split above 0")
-    tasks = _tasks(cfg)
-    from mtlcli.tuning.objective import objective_for
-
-    objective = objective_for(metric or [], tasks)
+    objective = objective_for(metric or [], _tasks(cfg))
     where = str(space) if space else space_mod.DEFAULT_SOURCE
     spec = space_mod.read_space(space) if space else space_mod.DEFAULT_SPACE
     dims = space_mod.build_space(spec, cfg, fixed, where, _components_exist)
@@ -51,9 +50,13 @@ def tune(
         raise UserError(f"{where}: every key of the search space is fixed by a flag; nothing is left to search")
     name = study or Path(cfg.data).stem
     folder = _study_folder(Path(cfg.out), name)
-    url = study_mod.storage_url(storage, folder)
-    opened = study_mod.open_study(name, url, pruner, cfg.seed if "seed" in fixed else None)
-    study_mod.check_space(opened, dims, where)
+    try:
+        opened = study_mod.open_study(name, study_mod.storage_url(storage, folder), pruner,
+                                      cfg.seed if "seed" in fixed else None)
+        study_mod.check_space(opened, dims, where)
+    except UserError:
+        _remove_if_empty(folder)  # a storage that did not open leaves no empty study folder behind
+        raise
 
     from mtlcli.cli.tune_display import TrialTable
     from mtlcli.training.run import train as run_training
@@ -104,6 +107,13 @@ def _study_folder(out: Path, name: str) -> Path:
     except OSError as exc:
         raise UserError(f"{folder}: cannot make the study's folder ({exc.strerror or exc})") from None
     return folder
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # it holds the study's trials (or its SQLite file): keep it
+        pass
 
 
 def _show_best(search, base) -> None:
