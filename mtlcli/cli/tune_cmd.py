@@ -14,6 +14,7 @@ from mtlcli.cli.common import (choice_option, console, err_console, handles_erro
                                print_warning, whole_number_option)
 from mtlcli.cli.train_cmd import settings, with_schema_options
 from mtlcli.errors import UserError
+from mtlcli.tuning import PRUNERS
 
 
 def tune(
@@ -22,7 +23,7 @@ def tune(
     timeout: Annotated[Optional[float], number_option("--timeout", help="Start no new trial after this many seconds.", default="none", low=0)] = None,
     study: Annotated[Optional[str], option("--study", metavar="NAME", help="The study's name; its trials go to OUT/NAME/trial-N.", default="DATA's file name without extension")] = None,
     storage: Annotated[Optional[str], option("--storage", metavar="URL", help="Optuna storage that processes on several machines share, e.g. postgresql+psycopg2://user:pw@host/db.", default="sqlite:///OUT/NAME/study.db")] = None,
-    pruner: Annotated[str, choice_option("--pruner", choices=("median", "hyperband", "none"), help="Stop unpromising trials early, at a validation.", default="median")] = "median",
+    pruner: Annotated[str, choice_option("--pruner", choices=PRUNERS, help="Stop unpromising trials early, at a validation.", default="median")] = "median",
     metric: Annotated[Optional[list[str]], option("--metric", metavar="TASK[=WEIGHT]", help="Maximise this task's main validation metric (repeatable, with weights).", default="mean over tasks")] = None,
     space: Annotated[Optional[Path], option("--space", metavar="FILE", help="YAML search space: config keys with {low, high, log} or {choices} (docs/tune.md).", default="built in")] = None,
     quiet: Annotated[bool, option("--quiet", "-q", help="Print only the best trial.")] = False,
@@ -62,7 +63,7 @@ def tune(
     from mtlcli.training.run import train as run_training
 
     display = TrialTable(err_console, quiet)
-    search = study_mod.Search(opened, cfg, dims, objective, folder, trials, timeout, display, run_training)
+    search = study_mod.Search(opened, cfg, dims, objective, folder, trials, run_training, timeout, display)
     if not quiet:
         kept = study_mod.shown_url(storage) if storage else folder / "study.db"
         print_note(f"study '{name}' in {kept}: {search.taken()} of {trials} trials finished or "

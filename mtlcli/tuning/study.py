@@ -35,7 +35,6 @@ from mtlcli.training.reporter import Reporter
 from mtlcli.tuning.objective import Objective
 from mtlcli.tuning.space import Dimension, apply
 
-PRUNERS = ("median", "hyperband", "none")
 HEARTBEAT_S = 10  # a running trial's process writes its heartbeat this often...
 GRACE_S = 60  # ...and a trial silent for this long belongs to a process that died: it is failed
 MAX_FAILURES = 3  # failed trials in a row after which the search stops: something else is wrong
@@ -138,9 +137,9 @@ class Search:
     objective: Objective
     folder: Path  # <out>/<study>
     trials: int  # finished trials wanted in the study, over all processes
+    train: Callable[..., Path]  # training.run.train: (cfg, reporter, judge=...) -> the run folder
     timeout: float | None = None  # seconds; no new trial starts after them
     display: Display = field(default_factory=Display)
-    train: Callable[..., Path] | None = None  # training.run.train
     gave_back: bool = False  # this process asked for a trial beyond ``trials``: the study is done
     failures: int = 0  # trials of this process that failed in a row
     exit_code: int = 130  # after an interrupt: 128 + the signal's number
