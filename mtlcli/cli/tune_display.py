@@ -28,16 +28,16 @@ class TrialTable(Display):
         self.live = Live(self._table(), console=console, auto_refresh=False, transient=False) if not quiet else None
 
     def __enter__(self) -> "TrialTable":
-        if self.live is not None:
-            self.live.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.live is not None:
+        if self.live is not None and self.rows:
             self.live.update(self._table(), refresh=True)
             self.live.stop()
 
     def trial_start(self, number: int, values: dict[str, Any]) -> None:
+        if self.live is not None and not self.rows:  # the table appears with its first trial
+            self.live.start()
         self.rows[number] = {"state": "running", "value": None, "values": values, "note": ""}
         self._refresh()
 
