@@ -183,6 +183,9 @@ class Search:
         summary = runs.read_summary(self._train(trial, cfg, values))
         self.failures = 0
         value = self.objective.value(summary.get("best_metrics") or {})
+        if not math.isfinite(value):  # the same for every trial: stop rather than fail them all
+            raise UserError(f"trial {trial.number}: the objective ({self.objective.describe()}) is not a number "
+                            "at the best epoch; does every task in it have validation rows?")
         if summary.get("pruned"):
             trial.set_user_attr("pruned_reason", summary.get("pruned_reason"))
             self.display.trial_end(trial.number, "pruned", value, summary["pruned_reason"].split(" (")[0])
@@ -196,7 +199,7 @@ class Search:
             return self.train(cfg, self.display.training_reporter(), judge=partial(self._judge, trial, [0]))
         except (TrainingInterrupted, SystemExit, KeyboardInterrupt) as stop:
             # SystemExit: a signal before the trial's training started, when there is nothing to save
-            why = str(stop) if isinstance(stop, TrainingInterrupted) else f"{type(stop).__name__} before training"
+            why = str(stop) if isinstance(stop, TrainingInterrupted) else "interrupted before its training started"
             trial.set_user_attr("interrupted", why)
             if isinstance(stop, TrainingInterrupted):
                 self.exit_code = stop.exit_code  # 130 for Ctrl-C, 143 for SIGTERM, as `mtl train`
@@ -294,9 +297,17 @@ def trial_rows(study) -> list[dict[str, Any]]:
         rows.append({"number": t.number, "state": t.state.name.lower(), "value": t.value,
                      "settings": attrs.get("settings", t.params),
                      "run": Path(attrs["run"]).name if attrs.get("run") else None, "host": attrs.get("host"),
-                     "note": attrs.get("pruned_reason") or attrs.get("interrupted") and "interrupted"
-                     or ("surplus: given back unrun" if attrs.get("surplus") else None) or attrs.get("failed")})
+                     "note": _note(attrs)})
     return rows
+
+
+def _note(attrs: dict[str, Any]) -> str | None:
+    """Why a trial ended as it did, where the state alone does not say."""
+    if attrs.get("surplus"):
+        return "surplus: given back unrun"
+    if attrs.get("interrupted"):
+        return str(attrs["interrupted"])  # e.g. interrupted by SIGINT after epoch 1
+    return attrs.get("pruned_reason") or attrs.get("failed")
 
 
 def importances(study) -> tuple[dict[str, float], str | None]:
