@@ -137,11 +137,11 @@ def test_flags_fix_their_keys_and_a_space_of_fixed_keys_is_refused(cli, data, fi
 def test_tune_leaves_trial_runs_a_best_link_and_a_command_that_repeats_the_best(cli, data, fixed, tmp_path):
     space = space_file(tmp_path, "lr_heads: {low: 1e-3, high: 1e-2, log: true}\npooling: {choices: [mean, cls]}\n"
                                  "head_options.dropout: {low: 0.0, high: 0.2}\n")
-    result = cli("tune", data, *fixed, "--space", space.name, "--trials", "3", "--pruner", "none")
+    result = cli("tune", data, *fixed, "--space", space.name, "--trials", "4", "--pruner", "none")
     assert result.exit_code == 0, result.output
     folder = tmp_path / "runs" / "small"  # the study is named after the data file
     study = load_study(f"sqlite:///{folder / 'study.db'}", "small")
-    assert states(study) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE"}
+    assert states(study) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE", 3: "COMPLETE"}
     for t in study.trials:  # each trial is a run folder with its settings, scored as the study says
         run = folder / f"trial-{t.number}"
         config = (run / "config.yaml").read_text()
@@ -150,7 +150,7 @@ def test_tune_leaves_trial_runs_a_best_link_and_a_command_that_repeats_the_best(
         assert math.isclose(t.value, objective_of(run), rel_tol=1e-9)
     best = max(study.trials, key=lambda t: t.value)
     assert os.readlink(folder / "best") == f"trial-{best.number}"
-    assert f"Best trial {best.number} of 3 finished: objective {best.value:.4f}" in result.output
+    assert f"Best trial {best.number} of 4 finished: objective {best.value:.4f}" in result.output
     assert f"pooling: {best.user_attrs['settings']['pooling']}" in result.output
 
     # the printed command trains the best trial again, outside the study, to the same objective
@@ -167,8 +167,23 @@ def test_tune_leaves_trial_runs_a_best_link_and_a_command_that_repeats_the_best(
     report = cli("report", folder, "-o", "report.html")
     assert report.exit_code == 0, report.output
     html = (tmp_path / "report.html").read_text()
-    assert "Study small" in html and "importances need at least 4 complete trials; the study has 3" in html
-    assert "head_options.dropout" in html and f"trial-{best.number}" in html
+    assert "Study small" in html and f"trial-{best.number}" in html
+    found = json.loads((folder / "study.json").read_text())["importances"]  # which settings mattered
+    assert set(found) == {"lr_heads", "pooling", "head_options.dropout"} and math.isclose(sum(found.values()), 1)
+    mattered = html.split('id="study-importances"', 1)[1].split("</div>", 1)[0]
+    assert all(key in mattered for key in found)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # trials asked for by hand here, not by optimize
+def test_importances_wait_for_enough_complete_trials(tmp_path):
+    from mtlcli.tuning.study import importances, open_study
+
+    study = open_study("few", f"sqlite:///{tmp_path / 'study.db'}", "none", seed=1)
+    for value in (0.1, 0.2, 0.3):
+        trial = study.ask()
+        trial.suggest_float("lr_heads", 1e-3, 1e-2, log=True)
+        study.tell(trial, value)
+    assert importances(study) == ({}, "importances need at least 4 complete trials; the study has 3")
 
 
 @pytest.mark.slow
