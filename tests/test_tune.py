@@ -127,7 +127,11 @@ def test_bad_options_are_one_line(cli, data, fixed, args, message):
 def test_flags_fix_their_keys_and_a_space_of_fixed_keys_is_refused(cli, data, fixed, tmp_path):
     space = space_file(tmp_path, "lr_backbone: {low: 1e-5, high: 1e-4, log: true}\n")
     result = cli("tune", data, *fixed, "--space", space.name, "--trials", "1")  # --lr-backbone is given
-    assert result.exit_code == 2 and "every key of the search space is fixed by a flag" in result.output
+    assert result.exit_code == 2 and "every key of the search space is fixed (given as a flag or in --config)" in result.output
+    config = space_file(tmp_path, "lr_heads: 0.002\n", "fixed.yaml")  # a --config file's keys are fixed too
+    space = space_file(tmp_path, "lr_heads: {low: 1e-3, high: 1e-2}\n")
+    result = cli("tune", data, "--config", config.name, "--space", space.name, "--trials", "1")
+    assert result.exit_code == 2 and "every key of the search space is fixed (given as a flag or in --config)" in result.output
 
 
 # ---- a study end to end ------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def tune(
     spec = space_mod.read_space(space) if space else space_mod.DEFAULT_SPACE
     dims = space_mod.build_space(spec, cfg, fixed, where, _components_exist)
     if not dims:
-        raise UserError(f"{where}: every key of the search space is fixed by a flag; nothing is left to search")
+        raise UserError(f"{where}: every key of the search space is fixed (given as a flag or in --config); nothing is left to search")
     name = study or Path(cfg.data).stem
     folder = _study_folder(Path(cfg.out), name)
     try:
