@@ -90,10 +90,11 @@ def create_run(out: str | Path, name: str | None) -> Path:
     return path
 
 
-def point_latest(run: Path) -> None:
-    """Make ``<out>/latest`` a relative symlink to this run, replacing the old one atomically."""
-    link = run.parent / LATEST
-    tmp = run.parent / f".{LATEST}.tmp-{os.getpid()}"
+def point_latest(run: Path, name: str = LATEST) -> None:
+    """Make ``<out>/latest`` (or another ``name`` beside the run) a relative symlink to this run,
+    replacing the old one atomically."""
+    link = run.parent / name
+    tmp = run.parent / f".{name}.tmp-{os.getpid()}"
     try:
         if tmp.is_symlink():
             tmp.unlink()

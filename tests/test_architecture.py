@@ -27,6 +27,7 @@ LAYERS = [
     ["export"],
     ["api"],
     ["serve"],
+    ["tuning"],
     ["cli"],
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

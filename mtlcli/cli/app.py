@@ -10,7 +10,7 @@ import typer
 
 from mtlcli import __version__
 from mtlcli.cli import (eval_cmd, export_cmd, plot_cmd, plugins_cmd, predict_cmd, report_cmd, serve_cmd, tidy_cmd,
-                        train_cmd)
+                        train_cmd, tune_cmd)
 from mtlcli.cli.help_layout import Command, Group
 
 
@@ -41,7 +41,7 @@ class OneLineErrors(Group):
 app = typer.Typer(
     name="mtl",
     cls=OneLineErrors,
-    help="Multi-task fine-tuning of sentence transformers: train, evaluate, predict, plot, report, export, serve and tidy.",
+    help="Multi-task fine-tuning of sentence transformers: train, tune, evaluate, predict, plot, report, export, serve and tidy.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -63,6 +63,7 @@ def root(
 
 
 app.command("train", cls=Command)(train_cmd.train)
+app.command("tune", cls=Command)(tune_cmd.tune)
 app.command("eval", cls=Command)(eval_cmd.eval_)
 app.command("predict", cls=Command)(predict_cmd.predict)
 app.command("plot", cls=Command)(plot_cmd.plot)

@@ -92,7 +92,7 @@ def _schema_option(key: str) -> inspect.Parameter:
     return inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind, info])
 
 
-def _with_schema_options(command):
+def with_schema_options(command):
     """Give `command` one option per config key: DATA, then --config, the other keys and its own options."""
     own = list(inspect.signature(command, eval_str=True).parameters.values())
     config_option, rest = own[0], [p for p in own[1:] if p.kind is not inspect.Parameter.VAR_KEYWORD]
@@ -104,7 +104,7 @@ def _with_schema_options(command):
     return command
 
 
-train = _with_schema_options(handles_errors(train))
+train = with_schema_options(handles_errors(train))
 
 
 def _global_batch(batch_size: int | None, per_process: int, nproc: int | None) -> int:

@@ -95,3 +95,29 @@ def predicted_svg(points: dict[str, list[float]]) -> str:
         ax.set_title("predicted vs true")
         ax.grid(True, linewidth=0.6)
         return _svg(fig)
+
+
+def objective_svg(trials: list[dict[str, Any]], best: int | None) -> str:
+    """A study's finished trials: the objective against the trial number (pruned ones hollow, the best ringed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6.4, 2.8))
+        for state, face in (("complete", RUN_COLORS[0]), ("pruned", "none")):
+            shown = [t for t in trials if t["state"] == state and t.get("value") is not None]
+            ax.scatter([t["number"] for t in shown], [t["value"] for t in shown], s=28, facecolors=face,
+                       edgecolors=RUN_COLORS[0], label=state)
+        top = [t for t in trials if t["number"] == best]
+        if top:
+            ax.scatter([top[0]["number"]], [top[0]["value"]], s=120, facecolors="none", edgecolors=RUN_COLORS[1],
+                       label="best")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_xlabel("trial")
+        ax.set_ylabel("objective")
+        ax.grid(True, linewidth=0.6)
+        ax.legend(loc="lower right")
+        return _svg(fig)

@@ -99,7 +99,7 @@ def settings(view: RunView) -> dict[str, Any]:
         "weight decay": c.get("weight_decay"), "batch size": c.get("batch_size"), "max length": c.get("max_length"),
         "freeze": c.get("freeze") or "none",
         "epochs run": f"{s.get('epochs_run', len(view.rows))} of {c.get('epochs')}",
-        "stopped early": s.get("stopped_early", "run in progress" if not s else False),
+        "stopped early": s.get("pruned_reason") or s.get("stopped_early", "run in progress" if not s else False),
         "best epoch": view.best,
         "precision": s.get("precision", c.get("precision")), "device": s.get("device", c.get("device")),
         "seed": c.get("seed"), "data": c.get("data"),
@@ -368,11 +368,14 @@ def _marked(values: list[Any], metric: vocab.Metric) -> list[str]:
     return [f"<b>{fmt(v)}</b>" if best is not None and v == best else fmt(v) for v in values]
 
 
-def render(views: list[RunView]) -> str:
+def render(views: list[RunView], studies: list[str] = ()) -> str:
+    """The page; ``studies``: sections (reports.study) shown first, for `mtl report runs/<study>`."""
     nav = "".join(f'<a href="#run-{i}">{escape(v.name)}</a>' for i, v in enumerate(views, 1))
     if len(views) > 1:
         nav = '<a href="#comparison">comparison</a>' + nav
-    body = (comparison_section(views) if len(views) > 1 else "") + "".join(
+    if studies:
+        nav = '<a href="#study">study</a>' + nav
+    body = "".join(studies) + (comparison_section(views) if len(views) > 1 else "") + "".join(
         run_section(i, v) for i, v in enumerate(views, 1))
     title = "mtl report: " + ", ".join(v.name for v in views)
     stamp = time.strftime("%Y-%m-%d %H:%M")

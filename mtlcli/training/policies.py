@@ -57,6 +57,30 @@ class LastEpoch(EarlyStopping):
         return True
 
 
+class Pruning:
+    """Early stopping with a second voice: ``judge`` sees every validation's row and answers why the
+    run should stop now (a hyperparameter search finds it unpromising), or None. The loop asks this
+    policy as it asks EarlyStopping; the best epoch and patience stay EarlyStopping's."""
+
+    def __init__(self, inner: EarlyStopping, judge: Callable[[dict[str, Any]], str | None]):
+        self.inner, self.judge = inner, judge
+        self.reason: str | None = None  # why the judge stopped the run
+
+    def observe(self, row: dict[str, Any]) -> None:
+        if self.reason is None:
+            self.reason = self.judge(row)
+
+    def update(self, epoch: int | float, val_loss: float) -> bool:
+        return self.inner.update(epoch, val_loss)
+
+    @property
+    def should_stop(self) -> bool:
+        return self.reason is not None or self.inner.should_stop
+
+    def __getattr__(self, name: str) -> Any:  # best, best_epoch, bad_epochs, state_dict...: the inner policy's
+        return getattr(self.__dict__["inner"], name)
+
+
 def stopping_epoch(val_losses: list[float], patience: int, min_delta: float = 0.0) -> int:
     """The epoch (1-based) after which training stops for this loss sequence; len() if it never does."""
     policy = EarlyStopping(patience, min_delta)

@@ -41,7 +41,7 @@ from mtlcli.training import distributed, memory
 from mtlcli.training.grad_scaling import grad_scaler
 from mtlcli.training.interrupt import StopSignals, TrainingInterrupted
 from mtlcli.training.loop import Hooks, LoopParts, Position, epoch_mark, fit
-from mtlcli.training.policies import BestCheckpoint, EarlyStopping, LastEpoch
+from mtlcli.training.policies import BestCheckpoint, EarlyStopping, LastEpoch, Pruning
 from mtlcli.training.reporter import Reporter
 from mtlcli.training.resume import TrainingState, data_fingerprint, last_checkpoint
 from mtlcli.training.tracking import TrackingReporter, build_trackers, start_trackers
@@ -53,15 +53,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(cfg: TrainConfig, reporter: Reporter | None = None, resume: Path | None = None) -> Path:
+def train(cfg: TrainConfig, reporter: Reporter | None = None, resume: Path | None = None,
+          judge: Callable[[dict[str, Any]], str | None] | None = None) -> Path:
     """Train from a resolved config; returns the run folder. ``resume``: continue that run in place.
+    ``judge``: sees each validation's row and may stop the run there (``Pruning``: `mtl tune`'s pruner).
 
     Raises TrainingInterrupted after Ctrl-C or SIGTERM (with everything saved to go on), and
     RunFailed when the loss stops being finite or a file cannot be written.
     """
     with StopSignals() as stop:  # until the loop runs, a signal ends the process at once: nothing to save yet
         try:
-            session = set_up(cfg, reporter or Reporter(), resume, stop)
+            session = set_up(cfg, reporter or Reporter(), resume, stop, judge)
             stop.armed = True  # from here a first Ctrl-C/SIGTERM means: finish the batch, save, stop
             result = fit(session.parts, cfg.epochs, session.stopper, session.hooks, session.start, session.tally)
             try:
@@ -192,7 +194,7 @@ class Session:
     run: Path
     main: bool  # only the main process writes files and shows the display
     parts: LoopParts
-    stopper: EarlyStopping
+    stopper: EarlyStopping | Pruning
     saver: BestCheckpoint
     log: runs.MetricsLog
     hooks: Hooks
@@ -203,7 +205,8 @@ class Session:
     test: Encoded | None  # --test: scored with the best checkpoint when the run ends
 
 
-def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: StopSignals) -> Session:
+def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: StopSignals,
+           judge: Callable[[dict[str, Any]], str | None] | None = None) -> Session:
     inputs = check_inputs(cfg, resume, new_folder=distributed.is_main_process())
     dist, device = distributed.init(inputs.device)  # under torchrun: join the others, take this process's GPU
     configure_device(device)
@@ -250,6 +253,8 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
 
     # ---- policies, and where a resumed run goes on from
     stopper = EarlyStopping(cfg.patience, cfg.min_delta) if len(data.val) else LastEpoch()
+    if judge is not None:
+        stopper = Pruning(stopper, judge)
     saver = BestCheckpoint(run / "checkpoints", cfg.keep_all_best, save=lambda path, ckpt: ckpt.save(path))
     log = runs.MetricsLog(run / "metrics.jsonl") if main else _MemoryLog(run / "metrics.jsonl")
     state = TrainingState(run, optimizer, scheduler, scaler, stopper, saver, log, total, warmup, fingerprint)
@@ -291,7 +296,8 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
                           task_types={t: task.to_dict() for t, task in tasks.items()}, mtl_version=__version__)
 
     writer = CheckpointWriter(checkpoint, state, main)
-    hooks = Hooks(writer.on_best, log.append, writer.save_state, lambda: stop.requested, reporter)
+    log_row = log.append if judge is None else lambda row: (log.append(row), stopper.observe(row))
+    hooks = Hooks(writer.on_best, log_row, writer.save_state, lambda: stop.requested, reporter)
     # DDP averages gradients over processes; checkpoints keep saving the unwrapped ``model``
     parts = LoopParts(model=distributed.wrap(model, dist, device), combiner=combiner, optimizer=optimizer,
                       scheduler=scheduler, train=data.train, val=data.val, tasks=tasks, device=device,
@@ -435,6 +441,8 @@ def finish(session: Session, result: dict[str, Any], stop: StopSignals) -> Path:
                "optimizer_state": runs.DROPPED if drop_optimizer else runs.KEPT if last.is_file() else None,
                **{k: info[k] for k in ("device", "precision", "model", "max_length")},
                "class_weights": parts.objective.class_weights, "best_metrics": best_row}
+    if isinstance(stopper, Pruning) and stopper.reason:  # its judge stopped it (`mtl tune`'s pruner): say why
+        summary.update(pruned=True, pruned_reason=stopper.reason)
     if stopper.best_epoch:  # the optimizer step of the best validation (1.5: half into epoch 2)
         summary["best_step"] = round(stopper.best_epoch * info["steps_per_epoch"])
     checks = task_checks(best_row, parts.val, parts.tasks) if validated else {}
