@@ -360,3 +360,9 @@ def test_a_trial_of_a_killed_process_is_failed_once_its_heartbeat_stops(data, fi
     out, err = again.communicate(timeout=WAIT)
     assert again.returncode == 0, err
     assert states(load_study(url, "small")) == {0: "FAIL", 1: "COMPLETE", 2: "COMPLETE"}
+
+
+def test_help_leaves_out_the_refused_name_option(cli):
+    result = cli("tune", "--help")
+    assert result.exit_code == 0 and "--study" in result.output and "--name" not in result.output
+    assert "--name" in cli("train", "--help").output

@@ -76,8 +76,8 @@ def _free_name_from_file(cfg, config_file: Path) -> None:
         cfg.name = free
 
 
-def _schema_option(key: str) -> inspect.Parameter:
-    """The option (or argument) of one config key, as the schema declares it."""
+def _schema_option(key: str, hidden: bool = False) -> inspect.Parameter:
+    """The option (or argument) of one config key, as the schema declares it; ``hidden``: left out of help."""
     s = config_mod.SETTINGS[key]
     flag = config_mod.flag_of(key)
     default = config_mod.default_shown(key)
@@ -85,19 +85,20 @@ def _schema_option(key: str) -> inspect.Parameter:
     if config_mod.is_argument(key):
         kind, info = Optional[str], argument(flag, s.help)
     elif s.kind is config_mod.SWITCH:
-        kind, info = Optional[bool], option(f"{flag}/--no-{flag[2:]}", help=s.help, default=default)
+        kind, info = Optional[bool], option(f"{flag}/--no-{flag[2:]}", help=s.help, default=default, hidden=hidden)
     else:
         kind = Optional[list[str]] if s.kind.repeatable else Optional[str]
-        info = option(flag, metavar=metavar, help=s.help, default=default)
+        info = option(flag, metavar=metavar, help=s.help, default=default, hidden=hidden)
     return inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind, info])
 
 
-def with_schema_options(command):
-    """Give `command` one option per config key: DATA, then --config, the other keys and its own options."""
+def with_schema_options(command, hide: tuple[str, ...] = ()):
+    """Give `command` one option per config key: DATA, then --config, the other keys and its own options;
+    the keys in ``hide`` are still read (the command explains why it refuses them) but not shown in help."""
     own = list(inspect.signature(command, eval_str=True).parameters.values())
     config_option, rest = own[0], [p for p in own[1:] if p.kind is not inspect.Parameter.VAR_KEYWORD]
     arguments = [_schema_option(key) for key in config_mod.SETTINGS if config_mod.is_argument(key)]
-    options = [_schema_option(key) for key in config_mod.SETTINGS if not config_mod.is_argument(key)]
+    options = [_schema_option(key, key in hide) for key in config_mod.SETTINGS if not config_mod.is_argument(key)]
     params = [*arguments, config_option, *options, *rest]
     command.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params])
     command.__annotations__ = {}  # the signature above is the whole truth

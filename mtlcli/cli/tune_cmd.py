@@ -80,7 +80,7 @@ def tune(
     _show_best(search, cfg)
 
 
-tune = with_schema_options(handles_errors(tune))
+tune = with_schema_options(handles_errors(tune), hide=("name",))  # trials are named trial-N by the study
 
 
 def _tasks(cfg):
