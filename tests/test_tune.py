@@ -152,6 +152,11 @@ def test_tune_leaves_trial_runs_a_best_link_and_a_command_that_repeats_the_best(
         assert f"pooling: {t.user_attrs['settings']['pooling']}" in config
         assert f"lr_heads: {t.user_attrs['settings']['lr_heads']}" in config
         assert math.isclose(t.value, objective_of(run), rel_tol=1e-9)
+    # a new study starts from mtl train's own settings: its best is never below a run without the search
+    assert study.trials[0].user_attrs["settings"] == {"lr_heads": 0.001, "pooling": "mean", "head_options.dropout": 0.0}
+    plain = cli("train", data, *fixed, "--name", "plain", "--quiet")
+    assert plain.exit_code == 0, plain.output
+    assert math.isclose(objective_of(tmp_path / "runs" / "plain"), study.trials[0].value, rel_tol=1e-6)
     best = max(study.trials, key=lambda t: t.value)
     assert os.readlink(folder / "best") == f"trial-{best.number}"
     assert f"Best trial {best.number} of 4 finished: objective {best.value:.4f}" in result.output

@@ -55,6 +55,7 @@ def tune(
         opened = study_mod.open_study(name, study_mod.storage_url(storage, folder), pruner,
                                       cfg.seed if "seed" in fixed else None)
         study_mod.check_space(opened, dims, where)
+        study_mod.start_from(opened, space_mod.own_values(dims, cfg))
     except UserError:
         _remove_if_empty(folder)  # a storage that did not open leaves no empty study folder behind
         raise

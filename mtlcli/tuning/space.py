@@ -8,6 +8,7 @@ trial, so a misspelled key or an impossible value is one line naming the file an
 
 from __future__ import annotations
 
+import inspect
 import reprlib
 import typing
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "head": {"choices": ["linear", "mlp"]},
     "head_options.dropout": {"low": 0.0, "high": 0.3},
     "label_smoothing": {"low": 0.0, "high": 0.1},
-    "class_weight": {"choices": ["none", "balanced"]},
+    "class_weight": {"choices": ["auto", "none", "balanced"]},
 }
 DEFAULT_SOURCE = "the default search space"
 MAPPING_KEYS = ("head_options", "pooler_options")  # keys whose entries a space may reach into
@@ -61,6 +62,14 @@ class Dimension:
             return d.IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
         return d.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` is one this dimension can draw."""
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (self.whole and value != int(value)):
+            return False
+        return self.low <= value <= self.high
+
     def draw(self, trial) -> Any:
         """This dimension's value for an Optuna trial."""
         if self.choices:
@@ -82,6 +91,31 @@ def apply(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
         else:
             settings[field] = value
     return TrainConfig(**settings)
+
+
+def own_values(dims: list[Dimension], cfg: TrainConfig) -> dict[str, Any]:
+    """The searched keys' values in ``cfg`` (`mtl train`'s defaults where not given), where the space
+    holds them: a new study trains these first, so its best trial is never below what `mtl train`
+    gives on the same split. An entry of head_options / pooler_options that ``cfg`` leaves out is
+    the component's own default."""
+    from mtlcli.model import builder  # the built-in components registered
+
+    values = {}
+    for dim in dims:
+        field, _, entry = dim.key.partition(".")
+        value = getattr(cfg, field)
+        if entry and entry in value:
+            value = value[entry]
+        elif entry:  # the head or pooler takes its own default: read it off its signature
+            kind, name = ("head", cfg.head) if field == "head_options" else ("pooler", cfg.pooling)
+            component = builder.COMPONENTS[kind][1].get(name)
+            parameter = inspect.signature(component).parameters.get(entry)
+            if parameter is None or parameter.default is inspect.Parameter.empty:
+                continue
+            value = parameter.default
+        if dim.holds(value):
+            values[dim.key] = value
+    return values
 
 
 def read_space(path: Path) -> dict[str, Any]:

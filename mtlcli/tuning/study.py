@@ -90,6 +90,13 @@ def open_study(name: str, url: str, pruner: str, seed: int | None):
         raise UserError(f"--storage {shown_url(url)}: cannot open the study ({first_line(exc)})") from None
 
 
+def start_from(study, values: dict[str, Any]) -> None:
+    """A new study's first trial trains ``values`` (the fixed settings' own, space.own_values): the
+    search starts from what `mtl train` would do, so its best is never below that."""
+    if values and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(values, user_attrs={"start": "the settings mtl train uses without the search"})
+
+
 def _storage(optuna, url: str, engine: dict[str, Any], tries: int = 5):
     """The storage, its tables made by whichever process comes first: two processes starting on a new
     storage at once race to make them, and the loser finds them made when it tries again."""
