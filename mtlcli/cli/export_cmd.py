@@ -26,6 +26,6 @@ def export(
     from mtlcli.export import export as export_run
 
     report = export_run(run, fmt, out, quantize)
-    checked = (f"; ONNX Runtime{' (int8)' if quantize else ''} matches PyTorch (fp32) within {report['max_abs_diff']:.1e}"
-               if "max_abs_diff" in report else "")
+    checked = (f"; ONNX Runtime{' (int8)' if quantize else ''} matches PyTorch{' (fp32)' if quantize else ''} "
+               f"within {report['max_abs_diff']:.1e}" if "max_abs_diff" in report else "")
     print_note(f"wrote {fmt}{' int8' if quantize else ''} export to {out}{checked}")
