@@ -80,8 +80,8 @@ def main() -> None:
             for p in precisions[1:]:
                 task_entry["agreement"][p] = agreement(loaded.tasks[name], kind_name, base_out[name], by[p][1][name])
             entry["tasks"][name] = task_entry
-            agree = "; ".join(f"{k} {v:.4f}" for k, v in task_entry["agreement"][precisions[-1]].items()) \
-                if len(precisions) > 1 else ""
+            agree = "; ".join(f"{p}: " + ", ".join(f"{k} {v:.4f}" for k, v in task_entry["agreement"][p].items())
+                              for p in precisions[1:])
             for i, (metric, values) in enumerate(task_entry["metrics"].items()):
                 shown = [f"{values[p]:.4f}" for p in precisions]
                 diffs = [f"{values[p] - values[precisions[0]]:+.4f}" for p in precisions[1:]]

@@ -29,9 +29,9 @@ MODEL = "model.onnx"
 OPSET = 17
 TOLERANCE = 1e-4  # max difference from PyTorch (fp32): probabilities and embedding; values on their scale (``_scale``)
 # The same for an int8 graph, where the embedding is compared by direction (1 - cosine similarity):
-# its values moved by up to 0.2 on a fine-tuned MiniLM, in PyTorch's int8 as in ONNX Runtime's,
-# while probabilities moved by up to 0.05 on these check texts and under 0.01 on the shared data
-# sets' test rows (docs/performance.md, "int8 on CPUs"); twice that on the check texts is a broken
+# its values moved by up to 0.2 on a fine-tuned MiniLM, in PyTorch's int8 as in ONNX Runtime's, and
+# probabilities by up to 0.05 on these check texts (up to 0.2 on the least sure of the shared data
+# sets' test rows: docs/performance.md, "int8 on CPUs"); twice that on these texts is a broken
 # graph, not rounding.
 INT8_TOLERANCE = 0.1
 # Checked on every export: short and long, batched (padded) and alone, one truncated at max length.
