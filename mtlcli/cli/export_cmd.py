@@ -20,7 +20,7 @@ def export(
     quantize: Annotated[Optional[str], choice_option(
         "--quantize", choices=QUANTIZE, default="none: fp32",
         help="onnx only: int8 weights, inputs quantized per batch (ONNX Runtime's dynamic quantization); "
-             "smaller and faster on CPUs, probabilities within about 0.01 of fp32.")] = None,
+             "smaller, and faster on CPUs without bf16; a few labels may differ from fp32's (docs/export.md).")] = None,
 ) -> None:
     """Export RUN's best checkpoint to a folder that other programs load, with its heads, labels and a model card."""
     from mtlcli.export import export as export_run

@@ -13,6 +13,7 @@ numbers (checked on every export).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -124,8 +125,6 @@ def quantize(loaded, out: Path) -> float:
     weights per output channel, each MatMul's input quantized per batch) and check it against
     PyTorch's fp32 within ``INT8_TOLERANCE``; returns the largest difference."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    import logging
 
     path, tmp = out / MODEL, out / f"int8-{MODEL}"
     logging.disable(logging.WARNING)  # its advice to pre-process the graph, on the root logger; it gains nothing here
