@@ -7,9 +7,10 @@ matrix multiply (VNNI / AMX where the CPU has them), with the result back in fp3
 fraction of a percent of the work, and they are where a run's scores are decided.
 
 PyTorch's dynamic linear layer quantizes its input to 7 bits by default (``reduce_range``, a
-guard against overflow on CPUs without VNNI). On MiniLM that doubled the error of the pooled
-embedding (relative error 0.27 against 0.14), so ``_FullRange`` asks for all 8 bits; the VNNI and
-AMX kernels accumulate in 32 bits and do not overflow.
+guard against overflow in 16-bit sums on CPUs without VNNI). On MiniLM that doubled the error of
+the pooled embedding (relative error 0.27 against 0.14), so ``_FullRange`` asks for all 8 bits:
+oneDNN's kernels gave the same error with 8 bits when held to AVX2 as with VNNI and AMX
+(docs/performance.md, "int8 on CPUs").
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def engine() -> str:
 
 
 def quantize_linears(module: torch.nn.Module) -> None:
-    """Replace every ``nn.Linear`` inside ``module`` (in place, on the CPU) by its int8 counterpart."""
+    """Replace every ``nn.Linear`` inside ``module`` (in place, on the CPU) by its int8 counterpart.
+    The engine is PyTorch's process-wide setting; every int8 model of the process uses the same one."""
     torch.backends.quantized.engine = engine()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notes: it is what torch 2.13 has
