@@ -51,7 +51,9 @@ def test_int8_quantizes_the_backbone_only_and_agrees_with_fp32(trained_run, fp32
     loaded = load_run(trained_run[0], "cpu", "int8")
     assert loaded.precision == "int8"
     backbone = list(loaded.model.backbone.modules())
-    quantized = [m for m in backbone if type(m).__name__ == "_FullRange"]
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    quantized = [m for m in backbone if isinstance(m, Int8Linear)]
     assert linears and len(quantized) == linears and not any(type(m) is torch.nn.Linear for m in backbone)
     assert all(p.dtype == torch.float32 for p in loaded.model.heads.parameters())  # heads stay fp32
     got = loaded.probs(texts(), batch_size=16)

@@ -10,7 +10,8 @@ PyTorch's dynamic linear layer quantizes its input to 7 bits by default (``reduc
 guard against overflow in 16-bit sums on CPUs without VNNI). On MiniLM that doubled the error of
 the pooled embedding (relative error 0.27 against 0.14), so ``_FullRange`` asks for all 8 bits:
 oneDNN's kernels gave the same error with 8 bits when held to AVX2 as with VNNI and AMX
-(docs/performance.md, "int8 on CPUs").
+(docs/performance.md, "int8 on CPUs"). fbgemm (behind the x86 engine) was not checked that way,
+so where oneDNN is missing the layers keep PyTorch's 7 bits.
 """
 
 from __future__ import annotations
@@ -40,13 +41,15 @@ def engine() -> str:
 def quantize_linears(module: torch.nn.Module) -> None:
     """Replace every ``nn.Linear`` inside ``module`` (in place, on the CPU) by its int8 counterpart.
     The engine is PyTorch's process-wide setting; every int8 model of the process uses the same one."""
-    torch.backends.quantized.engine = engine()
+    torch.backends.quantized.engine = name = engine()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notes: it is what torch 2.13 has
+        from torch.ao.nn.quantized.dynamic import Linear
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+        layer = _full_range() if name == "onednn" else Linear
         quantize_dynamic(module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
-                         mapping={torch.nn.Linear: _full_range()}, inplace=True)
+                         mapping={torch.nn.Linear: layer}, inplace=True)
 
 
 @cache
