@@ -1,6 +1,6 @@
 """One predict measurement in its own process, so its peak memory is its own.
 
-    python benchmarks/predict_worker.py mtl RUN_DIR TEXTS.txt [--batch-size 64]
+    python benchmarks/predict_worker.py mtl RUN_DIR TEXTS.txt [--batch-size 64] [--precision int8]
     python benchmarks/predict_worker.py st MODEL_DIR TEXTS.txt [--batch-size 64] [--max-length 128]
 
 TEXTS.txt has one text per line. ``mtl`` streams the file through ``mtlcli.inference.loaded_run.predict_batches``
@@ -26,11 +26,11 @@ def read_chunks(path: str, size: int):
             yield chunk
 
 
-def run_mtl(run_dir: str, texts_path: str, batch_size: int) -> dict:
+def run_mtl(run_dir: str, texts_path: str, batch_size: int, precision: str = "auto") -> dict:
     from mtlcli.inference.loaded_run import load_run, predict_batches
 
     t0 = time.perf_counter()
-    loaded = load_run(run_dir)
+    loaded = load_run(run_dir, precision=precision)
     t1 = time.perf_counter()
     rows = 0
     for chunk in read_chunks(texts_path, CHUNK):
@@ -61,9 +61,10 @@ def main() -> None:
     parser.add_argument("texts", help="one text per line")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=128, help="st only; mtl uses the run's max_length")
+    parser.add_argument("--precision", default="auto", help="mtl only: as `mtl predict --precision` (auto: bf16 where native)")
     args = parser.parse_args()
     if args.kind == "mtl":
-        result = run_mtl(args.model, args.texts, args.batch_size)
+        result = run_mtl(args.model, args.texts, args.batch_size, args.precision)
     else:
         result = run_st(args.model, args.texts, args.batch_size, args.max_length)
     result["sents_per_s"] = result["rows"] / result["predict_s"]

@@ -8,7 +8,8 @@ Runs, one after the other so every figure comes from the same conditions:
   2. `mtl train` with default settings, and with --precision fp32, on the peers' own train/validation
      split (so validation accuracies compare the same rows);
   3. prediction: `mtl predict` (end to end) and its streaming core `predict_batches`, against
-     `SentenceTransformer.encode` on the same texts with the same backbone and max length;
+     `SentenceTransformer.encode` on the same texts with the same backbone and max length; with
+     --predict-precisions (e.g. fp32,int8) both again in each of those precisions;
   4. optionally (--memory-rows) the peak memory of `mtl predict` on a long generated input.
 It also measures matmul throughput (fp32 and bf16) and estimates FLOPs per sentence, so the table
 says how close training and prediction come to what this machine can do.
@@ -141,23 +142,25 @@ def predict_cli_available() -> bool:
 
 
 def run_predict_cli(run: str, texts: Path, rows: int, batch_size: int, out: Path,
-                    sample_rss: bool = False) -> Row | None:
+                    sample_rss: bool = False, precision: str | None = None) -> Row | None:
     argv = [sys.executable, "-m", "mtlcli", "predict", run, "--input", str(texts), "--output", str(out),
-            "--format", "csv", "--batch-size", str(batch_size)]
-    say(f"mtl predict: {rows} texts")
+            "--format", "csv", "--batch-size", str(batch_size), *(["--precision", precision] if precision else [])]
+    say(f"mtl predict{f' --precision {precision}' if precision else ''}: {rows} texts")
     child = run_child(argv, sample_rss=sample_rss)
     out.unlink(missing_ok=True)
     if child.returncode != 0:  # reported, and the streaming core is measured instead
         print(f"mtl predict failed (exit {child.returncode}): {(child.stderr or child.stdout).strip().splitlines()[-1:]}", file=sys.stderr)
         return None
-    row = Row("mtl predict (CLI, end to end)", None, rows / child.wall_s).take(child)
+    row = Row(f"mtl predict{f' --precision {precision}' if precision else ''} (CLI, end to end)", None,
+              rows / child.wall_s, precision or "").take(child)
     row.note = json.dumps(child.rss_samples_mb) if sample_rss else ""
     return row
 
 
-def run_predict_worker(kind: str, name: str, model: str, texts: Path, args, sample_rss: bool = False) -> Row:
+def run_predict_worker(kind: str, name: str, model: str, texts: Path, args, sample_rss: bool = False,
+                       precision: str = "auto") -> Row:
     argv = [sys.executable, str(HERE / "predict_worker.py"), kind, model, str(texts),
-            "--batch-size", str(args.predict_batch_size), "--max-length", str(args.max_length)]
+            "--batch-size", str(args.predict_batch_size), "--max-length", str(args.max_length), "--precision", precision]
     say(f"{name}: {texts.name}")
     child = check(run_child(argv, sample_rss=sample_rss), name)
     result = json.loads(child.stdout.strip().splitlines()[-1])
@@ -292,6 +295,8 @@ def main() -> None:
     parser.add_argument("--skip-peers", action="store_true", help="leave out the two peer scripts")
     parser.add_argument("--skip-fp32", action="store_true", help="leave out mtl train --precision fp32")
     parser.add_argument("--skip-predict", action="store_true", help="leave out the prediction comparison")
+    parser.add_argument("--predict-precisions", default="",
+                        help="also predict in these precisions, comma-separated (e.g. fp32,int8): streaming core and CLI each")
     parser.add_argument("--run", type=Path, help="predict with this run folder instead of training one (no mtl train rows)")
     parser.add_argument("--model", help="backbone folder (default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--work", type=Path, help="keep runs and generated files here (default: a temporary folder)")
@@ -347,6 +352,12 @@ def main() -> None:
         if cli and (row := run_predict_cli(run_dir, texts_file, n, args.predict_batch_size, work / "pred.csv")):
             row.precision = predict_rows[-1].precision  # both resolve --precision auto the same way
             predict_rows.append(row)
+        for precision in filter(None, args.predict_precisions.split(",")):
+            predict_rows.append(run_predict_worker("mtl", f"mtl predict_batches --precision {precision}", run_dir,
+                                                   texts_file, args, precision=precision))
+            if cli and (row := run_predict_cli(run_dir, texts_file, n, args.predict_batch_size, work / "pred.csv",
+                                               precision=precision)):
+                predict_rows.append(row)
 
     # ---- predict memory on a long input
     memory_rows: list[Row] = []

@@ -43,7 +43,8 @@ class Model:
 
         ``device``: auto (CUDA when present), cpu or cuda. ``precision``: run (as the run trained, so
         results match its validation and `mtl eval`), auto (bf16 where the hardware runs it natively),
-        fp32, bf16 or fp16. An ONNX export runs in fp32.
+        fp32, bf16, fp16 (CUDA), or int8 (a CPU: the backbone's linear layers quantized, the heads fp32).
+        An ONNX export runs as it was exported: fp32, or int8 with ``mtl export --quantize int8``.
         Bad paths and broken folders raise ``mtlcli.errors.UserError`` with a one-line message.
         """
         return cls(*_open(Path(path), device, precision), precision)

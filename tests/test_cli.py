@@ -81,7 +81,7 @@ def test_help_lists_choices_and_defaults_one_way():
     assert "[auto|cpu|cuda|cuda:N]" in train and "[auto|fp32|bf16|fp16]" in train
     assert "(default: 3)" in train and "(default: 5e-05)" in train and "(default: a timestamp)" in train
     predict = help_of("predict")
-    assert "[table|csv|jsonl]" in predict and "[run|auto|fp32|bf16|fp16]" in predict and "(default: run)" in predict
+    assert "[table|csv|jsonl]" in predict and "[run|auto|fp32|bf16|fp16|int8]" in predict and "(default: run)" in predict
     assert "[sentence-transformers|onnx]" in help_of("export")
     for command in COMMANDS:
         assert "[default:" not in help_of(command), command

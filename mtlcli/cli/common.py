@@ -76,9 +76,9 @@ def device_option(help: str = "Where to run: auto (CUDA when present), cpu or cu
 
 
 def precision_option(help: str) -> Any:
-    from mtlcli.config import PRECISIONS
+    from mtlcli.config import PREDICT_PRECISIONS
 
-    return choice_option("--precision", choices=("run", *PRECISIONS), help=help, default="run")
+    return choice_option("--precision", choices=("run", *PREDICT_PRECISIONS), help=help, default="run")
 
 
 def whole_number_option(*names: str, help: str, default: str | None = None, low: int | None = None,

@@ -26,7 +26,7 @@ def eval_(
     delimiter: Annotated[Optional[str], option("--delimiter", metavar="CHAR", help="Field delimiter of delimited text, one character (tab: \\t or tab).", default="by extension; else sniffed")] = None,
     batch_size: Annotated[Optional[int], whole_number_option("--batch-size", help="Sentences per batch, as predict and validation.", default="64 on a CPU, 256 on a GPU", low=1)] = None,
     device: Annotated[str, device_option()] = "auto",
-    precision: Annotated[str, precision_option("run: as the run trained, so scores match its validation.")] = "run",
+    precision: Annotated[str, precision_option("run: as the run trained, so scores match its validation; int8: CPU only, quantized backbone.")] = "run",
 ) -> None:
     """Score RUN's best checkpoint on labelled DATA: each task's loss and its type's metrics (classes:
     accuracy, macro-F1, per-class scores, confusion matrix; multi-label: F1s, subset accuracy, per-label

@@ -32,7 +32,7 @@ def predict(
     delimiter: Annotated[Optional[str], option("--delimiter", metavar="CHAR", help="Field delimiter of delimited text, one character (tab: \\t or tab); makes a .txt or standard input a table.", default="by extension; else sniffed")] = None,
     batch_size: Annotated[Optional[int], whole_number_option("--batch-size", help="Sentences per forward pass, as eval and validation.", default="64 on a CPU, 256 on a GPU", low=1)] = None,
     device: Annotated[str, device_option()] = "auto",
-    precision: Annotated[str, precision_option("run: as the run trained, as mtl eval does; an ONNX export runs in fp32.")] = "run",
+    precision: Annotated[str, precision_option("run: as the run trained, as mtl eval does; int8: CPU only, quantized backbone; an ONNX export runs as exported.")] = "run",
 ) -> None:
     """Predict each task for TEXT arguments or every line of --input: a label and its probability, the
     labels of a multi-label task, or the value of a regression task."""

@@ -22,7 +22,7 @@ def serve(
     max_texts: Annotated[int, whole_number_option("--max-texts", help="Most texts in one request (more: 413).", default="256", low=1)] = 256,
     max_body_bytes: Annotated[int, whole_number_option("--max-body-bytes", help="Largest request body in bytes (more: 413).", default="1048576", low=1)] = 1_048_576,
     device: Annotated[str, device_option()] = "auto",
-    precision: Annotated[str, precision_option("run: as the run trained, as mtl predict and mtl eval; an ONNX export runs in fp32.")] = "run",
+    precision: Annotated[str, precision_option("run: as the run trained, as mtl predict and mtl eval; int8: CPU only, quantized backbone; an ONNX export runs as exported.")] = "run",
     api_key_env: Annotated[str | None, option("--api-key-env", metavar="NAME", help="Require the header Authorization: Bearer KEY on every path but /health, KEY read from the environment variable NAME (never from the command line, where ps shows it).")] = None,
 ) -> None:
     """Serve RUN over HTTP: POST /predict {"texts": [...]}, GET /health, GET /info, GET /metrics. SIGTERM drains, then exits 0."""

@@ -16,8 +16,8 @@ from mtlcli.config.schema import (BUNDLED_MODEL, DEFAULTS, FIELDS, RESUMABLE, SA
                                   TrainConfig, default_shown, flag_of, is_argument, resume_rule, setting)
 from mtlcli.config.sources import (check_values, dump, read_config_file, read_flags, resolve, to_argv,
                                    validate)
-from mtlcli.config.values import (CLASS_WEIGHTS, DEVICES, PRECISIONS, SWITCH, Kind, is_choice, read_number,
-                                  read_whole_number)
+from mtlcli.config.values import (CLASS_WEIGHTS, DEVICES, PRECISIONS, PREDICT_PRECISIONS, SWITCH, Kind, is_choice,
+                                  read_number, read_whole_number)
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -26,6 +26,7 @@ __all__ = [
     "DEVICES",
     "FIELDS",
     "PRECISIONS",
+    "PREDICT_PRECISIONS",
     "RESUMABLE",
     "SAVED_MAX_LENGTH",
     "SETTINGS",

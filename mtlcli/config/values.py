@@ -21,6 +21,7 @@ from mtlcli.errors import UserError, shown
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PREDICT_PRECISIONS = (*PRECISIONS, "int8")  # int8: prediction on a CPU only, never training
 CLASS_WEIGHTS = ("auto", "none", "balanced")  # auto: what the task's type weighs by default
 
 

@@ -14,13 +14,21 @@ from mtlcli.export import folder
 FORMATS = folder.KINDS
 
 
-def export(run: str | Path, kind: str, out: str | Path) -> dict:
-    """Write the run's best checkpoint to ``out`` as ``kind``; returns what was written (for the report)."""
+QUANTIZE = ("int8",)  # what --quantize offers: ONNX Runtime's dynamic int8 (onnx_graph.quantize)
+
+
+def export(run: str | Path, kind: str, out: str | Path, quantize: str | None = None) -> dict:
+    """Write the run's best checkpoint to ``out`` as ``kind`` (an ONNX graph ``quantize``d to int8 if
+    asked); returns what was written (for the report)."""
     from mtlcli.errors import UserError
     from mtlcli.inference.loaded_run import load_run
 
     if kind not in FORMATS:
         raise UserError(f"--format {kind}: use one of {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise UserError(f"--quantize {quantize}: use one of {', '.join(QUANTIZE)}")
+    if quantize and kind != "onnx":
+        raise UserError(f"--quantize {quantize}: only with --format onnx (a sentence-transformers folder is fp32)")
     out = Path(out)
     if kind == "onnx":  # fail before the slow part
         from mtlcli.extras import require
@@ -28,8 +36,8 @@ def export(run: str | Path, kind: str, out: str | Path) -> dict:
         require("onnx", "onnx", "--format onnx")
         require("onnxruntime", "onnx", "--format onnx")
     loaded = load_run(run, device="cpu", precision="fp32")  # exports are fp32 whatever the run trained in
-    meta = folder.describe(loaded, kind)
-    report = {"kind": kind, "out": out}
+    meta = folder.describe(loaded, kind, quantize)
+    report = {"kind": kind, "out": out, "quantized": quantize}
     if kind == "sentence-transformers":
         from mtlcli.export import sentence_transformers
 
@@ -39,6 +47,8 @@ def export(run: str | Path, kind: str, out: str | Path) -> dict:
             from mtlcli.export import onnx_graph
 
             report["max_abs_diff"] = onnx_graph.write(loaded, tmp)
+            if quantize:
+                report["max_abs_diff"] = onnx_graph.quantize(loaded, tmp)
         else:
             sentence_transformers.write(loaded, tmp)
         folder.write_json(tmp / folder.LABELS, loaded.label_sets)
@@ -57,9 +67,11 @@ def load(path: Path, device: str = "auto", precision: str = "auto"):
         from mtlcli.errors import UserError
         from mtlcli.export.onnx_predictor import OnnxPredictor
 
-        if precision not in ("auto", "fp32", "run"):
-            raise UserError(f"--precision {precision}: an ONNX export runs in fp32")
-        return OnnxPredictor(path, saved, device)
+        holds = folder.precision(path)  # fp32, or int8 where exported with --quantize int8
+        if precision not in ("auto", "run", holds):
+            raise UserError(f"--precision {precision}: this ONNX export runs in {holds} only"
+                            + ("" if holds == "int8" else "; for int8 export it with --quantize int8"))
+        return OnnxPredictor(path, saved, device, holds)
     from mtlcli.export import sentence_transformers
 
     return sentence_transformers.load(path, saved, device, precision)

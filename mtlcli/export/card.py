@@ -77,7 +77,9 @@ def model_card(meta: dict[str, Any], saved: SavedRun, folder: Path, dim: int) ->
              f"| pooling | {cfg.pooling}{', L2-normalized' if cfg.normalize else ''} |",
              f"| head | {cfg.head} |",
              f"| max length | {cfg.max_length} tokens |",
-             f"| trained in | {meta['precision']} |", "",
+             f"| trained in | {meta['precision']} |",
+             *([f"| weights | {meta['quantized']} (quantized at export; inputs quantized per batch) |"]
+               if meta.get("quantized") else []), "",
              "## Tasks", "", "| task | type | outputs | validation |", "|---|---|---|---|"]
     val = saved.validation
     for name, task in saved.tasks.items():

@@ -28,18 +28,26 @@ def is_export(path: Path) -> bool:
     return (path / CONFIG).is_file()
 
 
-def describe(loaded, kind: str) -> dict[str, Any]:
+def describe(loaded, kind: str, quantized: str | None = None) -> dict[str, Any]:
     """The ``mtl_config.json`` of an export of ``loaded`` (a LoadedRun): plain JSON, nothing to unpickle.
     With labels.json it is the run's ``SavedRun``, as ``read`` gives it back; ``task_types`` holds
     each task's type and what it learned (``Task.to_dict``: a regression's mean and std, a
-    multi-label task's thresholds)."""
+    multi-label task's thresholds). ``quantized``: "int8" for an ONNX graph quantized at export."""
     saved = loaded.saved
-    return {
+    meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "mtl_version": __version__,
         "run": loaded.run.name, "epoch": saved.epoch, "precision": saved.precision or "fp32",
         "validation": saved.validation, "components": saved.components, "config": saved.config,
         "task_types": {name: task.to_dict() for name, task in saved.tasks.items()},
     }
+    if quantized:
+        meta["quantized"] = quantized
+    return meta
+
+
+def precision(folder: Path) -> str:
+    """What an export computes in: "int8" where it was quantized at export, else fp32."""
+    return "int8" if _read_json(folder / CONFIG).get("quantized") == "int8" else "fp32"
 
 
 def read(folder: Path) -> tuple[str, SavedRun]:

@@ -15,7 +15,7 @@ from mtlcli.model.checkpoint import SavedRun
 
 
 class OnnxPredictor(Predictor):
-    def __init__(self, path: Path, saved: SavedRun, device: str = "auto"):
+    def __init__(self, path: Path, saved: SavedRun, device: str = "auto", precision: str = "fp32"):
         from mtlcli.extras import require
         from mtlcli.model.network import load_tokenizer
 
@@ -44,7 +44,7 @@ class OnnxPredictor(Predictor):
         self.run, self.saved = path, saved
         self.tokenizer = load_tokenizer(str(path))
         self.device = self.session.get_providers()[0].replace("ExecutionProvider", "").lower()
-        self.precision = "fp32"
+        self.precision = precision  # what the graph computes in (mtl_config.json): fp32, or int8
 
     @property
     def pad_id(self) -> int:

@@ -135,8 +135,13 @@ def _cast_backbone_linears(model: MultiTaskModel, precision: str) -> None:
     cast cache does not apply under inference mode), so every batch paid for copying the whole
     backbone. Autocast would cast them to exactly these values, so the results do not change.
     Only the backbone (Hugging Face layers, all F.linear); plugin heads and poolers stay as they are.
+    int8: the same layers become int8 ones (mtlcli/runtime/int8.py); the rest stays fp32.
     """
-    if precision in ("bf16", "fp16"):
+    if precision == "int8":
+        from mtlcli.runtime.int8 import quantize_linears
+
+        quantize_linears(model.backbone)
+    elif precision in ("bf16", "fp16"):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         for module in model.backbone.modules():
             if isinstance(module, torch.nn.Linear):

@@ -21,7 +21,7 @@ OnBatch = Callable[[int, int], None]  # (texts done, texts in all), after each b
 
 class Predictor(Protocol):
     saved: SavedRun  # what the run saved of itself: its settings, labels, epoch and validation metrics
-    precision: str  # what the model runs in: fp32, bf16 or fp16
+    precision: str  # what the model runs in: fp32, bf16, fp16 or int8
     device: Any  # where it runs: a torch.device, or the ONNX Runtime provider's name; str() names it
 
     tokenizer: Any  # the run's tokenizer (Hugging Face)

@@ -34,12 +34,19 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
+    """What ``--precision name`` runs in on ``device`` ("auto" resolved), or a one-line refusal."""
     if name == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if cpu_has_native_bf16() else "fp32"
     if name == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 needs a CUDA device; on a CPU use bf16 or fp32")
+    if name == "int8":
+        if device.type != "cpu":
+            raise UserError(f"--precision int8 runs on a CPU only (--device cpu); on {device.type} use bf16 or fp16")
+        from mtlcli.runtime.int8 import engine
+
+        engine()  # refuses here, before the model loads, where PyTorch has no int8 engine
     return name
 
 
@@ -56,8 +63,9 @@ def configure_device(device: torch.device) -> None:
 
 
 def autocast(device: torch.device, precision: str):
-    """The forward pass's autocast context; weights and optimizer state stay fp32."""
-    if precision == "fp32":
+    """The forward pass's autocast context; weights and optimizer state stay fp32. int8 runs without
+    one: its linear layers take and give fp32 (mtlcli/runtime/int8.py)."""
+    if precision in ("fp32", "int8"):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
