@@ -296,7 +296,11 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
                           task_types={t: task.to_dict() for t, task in tasks.items()}, mtl_version=__version__)
 
     writer = CheckpointWriter(checkpoint, state, main)
-    log_row = log.append if judge is None else lambda row: (log.append(row), stopper.observe(row))
+    def log_row(row: dict[str, Any]) -> None:
+        log.append(row)
+        if isinstance(stopper, Pruning):  # the search's judge sees each validation as it is logged
+            stopper.observe(row)
+
     hooks = Hooks(writer.on_best, log_row, writer.save_state, lambda: stop.requested, reporter)
     # DDP averages gradients over processes; checkpoints keep saving the unwrapped ``model``
     parts = LoopParts(model=distributed.wrap(model, dist, device), combiner=combiner, optimizer=optimizer,
