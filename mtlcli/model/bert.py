@@ -139,6 +139,9 @@ class BertEncoder(nn.Module):
         self.encoder = Encoder(config)
         self.pooler = Pooler(config)
 
+    def get_input_embeddings(self) -> nn.Embedding:  # as transformers' models name it
+        return self.embeddings.word_embeddings
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
         """``attention_mask``: the 4D boolean mask [batch, 1, 1, length] that MultiTaskModel.embed makes."""
         if self.training:
