@@ -38,12 +38,18 @@ def native_config(folder: Path) -> SimpleNamespace | None:
     return SimpleNamespace(**{**defaults, **config, "_attn_implementation": "sdpa"})
 
 
+def _unset_embedding(rows: int, size: int, padding_idx: int | None = None) -> nn.Embedding:
+    """An embedding table left uninitialized for the checkpoint's weights (which load strictly): drawing
+    30,522 x 384 random numbers first took 0.09 s of a one-text prediction."""
+    return nn.Embedding(rows, size, padding_idx=padding_idx, _weight=torch.empty(rows, size))
+
+
 class Embeddings(nn.Module):
     def __init__(self, config: SimpleNamespace):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.word_embeddings = _unset_embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.position_embeddings = _unset_embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = _unset_embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
