@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from children import run_child  # noqa: E402
+from hardware_limit import machine  # noqa: E402
 from token_cache import STEP_MARK  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,8 +117,7 @@ def main() -> None:
                          f"mtl train {args.data} --epochs 1 --max-steps 1, ended at its first optimizer step"},
         "measured": f"wall seconds of the whole process, median of {args.repeats} rounds taking turns",
         "run": str(args.run or "trained on --data with the bundled model, --epochs 1"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version(),
+        "machine": {**machine(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
                     "load1_min": round(min(loads), 2), "load1_max": round(max(loads), 2)},
         "sources": {label: str(path) for label, path in sources.items()},
         "rows": rows,

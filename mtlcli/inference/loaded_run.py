@@ -20,7 +20,8 @@ from mtlcli.errors import UserError
 from mtlcli.model.losses import Objective
 from mtlcli.tasks.columns import kind
 from mtlcli.model.network import MultiTaskModel, backbone_from_config, load_tokenizer
-from mtlcli.runtime.hardware import autocast, configure_device, cpu_has_native_bf16, resolve_device, resolve_precision
+from mtlcli.runtime.hardware import (autocast, configure_device, cpu_has_native_bf16, one_thread, resolve_device,
+                                     resolve_precision)
 
 
 @dataclass
@@ -130,7 +131,8 @@ def ready(model: MultiTaskModel, dev: torch.device, requested: str, trained: str
     """Put a freshly built model on ``dev`` for inference; returns the precision it will run in."""
     model.to(dev).eval()
     precision = _precision(requested, trained, dev)
-    _cast_backbone_linears(model, precision)
+    with one_thread():
+        _cast_backbone_linears(model, precision)
     return precision
 
 
