@@ -6,6 +6,7 @@ benchmarks/startup.py, not here."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,18 @@ def test_tokenizer_file_gives_the_transformers_tokenizers_ids(tiny_model):
         np.testing.assert_array_equal(lengths, want_lengths)
         np.testing.assert_array_equal(ids, want_ids)
         assert lengths.max() == max_length
+
+
+def test_tokenizers_of_other_classes_are_left_to_transformers(tiny_model, tmp_path):
+    from mtlcli.data.tokenizer_file import open_tokenizer_file
+
+    shutil.copy(Path(tiny_model) / "tokenizer.json", tmp_path)
+    config = json.loads((Path(tiny_model) / "tokenizer_config.json").read_text())
+    for change in ({"tokenizer_class": "RobertaTokenizer"}, {"split_special_tokens": True}):
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, **change}))
+        assert open_tokenizer_file(tmp_path) is None, change
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    assert open_tokenizer_file(tmp_path) is not None
 
 
 def test_other_architectures_are_left_to_transformers(tiny_model, tmp_path):

@@ -32,16 +32,24 @@ class TokenizerFile:
         return {"input_ids": [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=True)]}
 
 
+# tokenizer classes whose ids this file is checked to reproduce; others go through transformers,
+# whose wrappers may change a tokenizer's behaviour (a prefix space, special tokens split as text)
+CHECKED = ("BertTokenizer", "BertTokenizerFast")
+
+
 def open_tokenizer_file(folder: Path) -> TokenizerFile | None:
-    """The folder's tokenizer.json, or None where it has none (a slow tokenizer) or one that cannot be read."""
+    """The folder's tokenizer.json, or None where it has none (a slow tokenizer), one that cannot be
+    read, or one of a class not in CHECKED: the caller then loads transformers' tokenizer."""
     path, settings = folder / "tokenizer.json", folder / "tokenizer_config.json"
-    if not path.is_file():
+    if not (path.is_file() and settings.is_file()):
         return None
     try:
+        config = json.loads(settings.read_text(encoding="utf-8"))
+        if config.get("tokenizer_class") not in CHECKED or config.get("split_special_tokens"):
+            return None
         from tokenizers import Tokenizer
 
         backend = Tokenizer.from_file(str(path))
-        config = json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else {}
     except Exception:  # not readable here: the transformers tokenizer reports what is wrong
         return None
     pad = config.get("pad_token")
