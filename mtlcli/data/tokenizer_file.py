@@ -1,6 +1,6 @@
 """A saved fast tokenizer read straight from its tokenizer.json, for prediction.
 
-``transformers.AutoTokenizer`` imports the framework first (about 1.5 s on a 2-core CPU) to end up
+``transformers.AutoTokenizer`` imports the framework first (1.9 s of a one-text prediction) to end up
 running this same ``tokenizers.Tokenizer``; prediction only needs its token ids and the padding
 id. The ids are the ones the transformers tokenizer gives with ``truncation=True, max_length=N``
 (tests/test_startup.py compares them); training, which fingerprints and saves its tokenizer, and

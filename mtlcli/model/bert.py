@@ -1,7 +1,7 @@
 """A BERT encoder for inference that imports nothing of transformers.
 
 Importing a model class of transformers imports its whole framework (torch's compiler and
-distributed tensors among it): about 3 s of a 6 s `mtl predict` of one text on a 2-core CPU, for
+distributed tensors among it): about 3 s of the 7 s a one-text `mtl predict` took on a 2-core CPU, for
 code that prediction never runs. This module is the inference path of transformers' ``BertModel``
 (the bundled all-MiniLM-L6-v2 and every other BERT checkpoint): the same parameter names, so a
 checkpoint's state dict loads as is, and the same operations in the same order, so the outputs
