@@ -120,6 +120,20 @@ def trained_run(tiny_model, tmp_path_factory):
     return folder / "runs" / "tiny", val_csv
 
 
+@pytest.fixture(scope="session")
+def onnx_export(trained_run, tmp_path_factory):
+    """The trained_run fixture exported to ONNX with `mtl export` (read it, never change it)."""
+    from typer.testing import CliRunner
+
+    from mtlcli.cli.app import app
+
+    out = tmp_path_factory.mktemp("exports") / "onnx"
+    result = CliRunner().invoke(app, ["export", str(trained_run[0]), "--format", "onnx", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ONNX Runtime matches PyTorch within" in result.output
+    return out
+
+
 class SignalAt(Reporter):
     """Sends SIGINT to this process when the loop reaches (epoch, batch): after that optimizer step,
     or with batch 0 as validation starts. Used by the resume tests to stop a run where they choose."""

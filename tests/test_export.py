@@ -47,19 +47,6 @@ def st_export(trained_run, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def onnx_export(trained_run, tmp_path_factory):
-    from typer.testing import CliRunner
-
-    from mtlcli.cli.app import app
-
-    out = tmp_path_factory.mktemp("exports") / "onnx"
-    result = CliRunner().invoke(app, ["export", str(trained_run[0]), "--format", "onnx", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "ONNX Runtime matches PyTorch within" in result.output
-    return out
-
-
 def encode_without_mtl(folders, texts, tmp_path) -> list[np.ndarray]:
     """SentenceTransformer(folder).encode for each folder, in one Python where `import mtlcli` fails."""
     code = ("import json, sys\n"

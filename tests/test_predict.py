@@ -20,8 +20,10 @@ TEXTS = ["The laptop is excellent.", "The soup was a huge disappointment. Never 
 
 
 def model_outputs(run, texts):
-    """Each text run through the model on its own: probabilities per task, and the pooled vector."""
-    loaded = load_run(run, device="cpu", precision="fp32")
+    """Each text run through the model on its own: probabilities per task, and the pooled vector.
+    transformers' own BertModel and tokenizer (native=False), so the CLI's path (mtlcli.model.bert and
+    tokenizer.json read directly) is checked against them."""
+    loaded = load_run(run, device="cpu", precision="fp32", native=False)
     probs = {t: [] for t in loaded.label_sets}
     vectors = []
     with torch.inference_mode():

@@ -16,10 +16,12 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where batches become tensors: ONNX Runtime takes numpy arrays (host_batch)
+    import torch
 
 TOKENIZE_CHUNK = 8192  # rows per call to the fast tokenizer (it spreads a call over all cores)
 POOL_BATCHES = 50  # a pool holds this many batches' worth of rows before it is sorted by length
@@ -57,6 +59,8 @@ class Encoded:
         return self.ids[self.offsets[i] : self.offsets[i] + self.lengths[i]].tolist()
 
     def tensors(self, device: torch.device) -> dict[str, torch.Tensor]:
+        import torch
+
         key = str(device)
         if key not in self._on:
             move = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
@@ -132,6 +136,8 @@ def padded_width(longest: int, multiple: int, cap: int) -> int:
 def collate(data: Encoded, index: np.ndarray, pad_id: int, device: torch.device, multiple: int = 1,
             cap: int = 1 << 30) -> Batch:
     """The rows ``index`` as one padded batch, gathered on ``device`` from the ids already there."""
+    import torch
+
     on = data.tensors(device)
     width = padded_width(int(data.lengths[index].max()), multiple, cap)
     rows = torch.from_numpy(np.asarray(index, dtype=np.int64))
@@ -145,6 +151,16 @@ def collate(data: Encoded, index: np.ndarray, pad_id: int, device: torch.device,
     ids = on["ids"][where].long().masked_fill_(~mask, pad_id)
     labels = {t: on[f"label:{t}"][rows_dev] for t in data.labels}
     return Batch(rows, ids, mask.long(), labels)
+
+
+def host_batch(data: Encoded, index: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ``index`` as int64 token ids and attention mask in numpy, the values ``collate`` gives
+    on a CPU (padded to the longest row): for ONNX Runtime, which takes host arrays and no torch."""
+    lengths = data.lengths[index]
+    positions = np.arange(int(lengths.max()))
+    mask = positions < lengths[:, None]
+    where = np.minimum(data.offsets[index, None] + positions, max(len(data.ids) - 1, 0))
+    return np.where(mask, data.ids[where], pad_id).astype(np.int64), mask.astype(np.int64)
 
 
 def train_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:

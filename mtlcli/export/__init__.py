@@ -35,7 +35,8 @@ def export(run: str | Path, kind: str, out: str | Path, quantize: str | None = N
 
         require("onnx", "onnx", "--format onnx")
         require("onnxruntime", "onnx", "--format onnx")
-    loaded = load_run(run, device="cpu", precision="fp32")  # exports are fp32 whatever the run trained in
+    # fp32 whatever the run trained in; transformers' backbone and tokenizer, which save themselves
+    loaded = load_run(run, device="cpu", precision="fp32", native=False)
     meta = folder.describe(loaded, kind, quantize)
     report = {"kind": kind, "out": out, "quantized": quantize}
     if kind == "sentence-transformers":

@@ -23,10 +23,10 @@ from torch import nn
 
 from mtlcli.errors import RunFailed
 from mtlcli.export.folder import save_tokenizer
+from mtlcli.export.onnx_names import INPUTS, MODEL, output_names
 from mtlcli.tasks.base import Task
 from mtlcli.tasks.columns import kind
 
-MODEL = "model.onnx"
 OPSET = 17
 TOLERANCE = 1e-4  # max difference from PyTorch (fp32): probabilities and embedding; values on their scale (``_scale``)
 # The same for an int8 graph, where the embedding is compared by direction (1 - cosine similarity):
@@ -45,18 +45,6 @@ CHECK_TEXTS = [
     "Not bad at all, I would buy it again!",
     " ".join(["A long review that goes on and on about the product, the delivery and the price."] * 30),
 ]
-
-
-def output_name(task: Task) -> str:
-    """``probs_<task>`` for the probabilities of a task with labels, ``value_<task>`` for one value per row."""
-    return f"{'probs' if task.labels else 'value'}_{task.name}"
-
-
-def output_names(tasks: dict[str, Task]) -> list[str]:
-    return ["embedding"] + [output_name(task) for task in tasks.values()]
-
-
-INPUTS = ["input_ids", "attention_mask"]  # what the saved tokenizer returns (its model_input_names)
 
 
 class _Graph(nn.Module):

@@ -9,15 +9,15 @@ from typing import Any
 import numpy as np
 
 from mtlcli.errors import UserError, first_line
-from mtlcli.export.onnx_graph import MODEL, output_name, output_names
+from mtlcli.export.onnx_names import MODEL, output_name, output_names
 from mtlcli.inference.predictor import OnBatch, Predictor
 from mtlcli.model.checkpoint import SavedRun
 
 
 class OnnxPredictor(Predictor):
     def __init__(self, path: Path, saved: SavedRun, device: str = "auto", precision: str = "fp32"):
+        from mtlcli.data.tokenizer_file import open_tokenizer_file
         from mtlcli.extras import require
-        from mtlcli.model.network import load_tokenizer
 
         ort = require("onnxruntime", "onnx", "running an ONNX export")
         available = ort.get_available_providers()
@@ -42,7 +42,7 @@ class OnnxPredictor(Predictor):
             raise UserError(f"{path / MODEL}: its outputs ({', '.join(sorted(have))}) do not match the tasks of "
                             f"labels.json and mtl_config.json ({', '.join(self.outputs[1:])})")
         self.run, self.saved = path, saved
-        self.tokenizer = load_tokenizer(str(path))
+        self.tokenizer = open_tokenizer_file(path) or _transformers_tokenizer(path)
         self.device = self.session.get_providers()[0].replace("ExecutionProvider", "").lower()
         self.precision = precision  # what the graph computes in (mtl_config.json): fp32, or int8
 
@@ -52,21 +52,19 @@ class OnnxPredictor(Predictor):
 
     def probs_encoded(self, data, batch_size: int | None = None, with_embeddings: bool = False,
                       on_batch: OnBatch | None = None) -> dict[str, np.ndarray]:
-        import torch
+        from mtlcli.data.batching import host_batch, sorted_batches
 
-        from mtlcli.data.batching import iterate, sorted_batches
-
-        n, cpu, max_length, tasks = len(data), torch.device("cpu"), self.max_length, self.tasks
+        n, max_length, tasks = len(data), self.max_length, self.tasks
         names = {t: output_name(task) for t, task in tasks.items()}
         if with_embeddings:
             names["_embeddings"] = "embedding"
         out: dict[str, Any] = dict.fromkeys(names)  # each sized on the first batch, as LoadedRun's
         done = 0
         batches = sorted_batches(data.lengths, batch_size or 64, 1, max_length)
-        for batch in iterate(data, batches, self.pad_id, cpu, 1, max_length):  # ONNX Runtime takes host arrays
-            feeds = {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy()}
+        for idx in batches:
+            input_ids, attention_mask = host_batch(data, idx, self.pad_id)
+            feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
             results = dict(zip(names, self.session.run(list(names.values()), feeds)))
-            idx = batch.index.numpy()
             for key, values in results.items():
                 if out[key] is None:
                     out[key] = np.zeros((n,) + values.shape[1:], dtype=np.float32)
@@ -80,3 +78,10 @@ class OnnxPredictor(Predictor):
         if with_embeddings and out["_embeddings"] is None:
             out["_embeddings"] = np.zeros((0, 0), dtype=np.float32)
         return out
+
+
+def _transformers_tokenizer(path: Path):
+    """A folder without a readable tokenizer.json: transformers loads the tokenizer, or says why it cannot."""
+    from mtlcli.model.network import load_tokenizer
+
+    return load_tokenizer(str(path))

@@ -11,15 +11,16 @@ import re
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from mtlcli import vocabulary as vocab
 from mtlcli.atomic import replacing
 from mtlcli.config import TrainConfig
 from mtlcli.errors import RunFailed, UserError, first_line
 from mtlcli.tasks.base import Task
+
+if TYPE_CHECKING:  # imported where weights are read or written: an ONNX export's SavedRun needs no torch
+    import torch
 
 FORMAT = "mtl-checkpoint"
 FORMAT_VERSION = 1
@@ -95,6 +96,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     A failed write (full disk, no permission) removes the temporary file and raises RunFailed; the
     previous file of that name is untouched.
     """
+    import torch
+
     out = None
     try:
         with replacing(path) as f:
@@ -126,6 +129,8 @@ class _KeepsWriteError:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")

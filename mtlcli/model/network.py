@@ -145,8 +145,17 @@ def enable_gradient_checkpointing(backbone: nn.Module) -> None:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def backbone_from_config(folder: str | Path) -> nn.Module:
-    """An untrained backbone of the saved architecture; weights come from a checkpoint."""
+def backbone_from_config(folder: str | Path, native: bool = False) -> nn.Module:
+    """An untrained backbone of the saved architecture; weights come from a checkpoint.
+
+    ``native`` (inference only): a BERT is built by mtlcli.model.bert, the same model without the
+    seconds that importing transformers takes; other architectures still come from transformers."""
+    if native:
+        from mtlcli.model.bert import BertEncoder, native_config
+
+        config = native_config(Path(folder))
+        if config is not None:
+            return BertEncoder(config)
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.from_pretrained(str(folder))

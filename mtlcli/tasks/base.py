@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
-import torch
 
 from mtlcli import vocabulary as vocab
 from mtlcli.data.tables import Labels
 from mtlcli.errors import UserError, shown
+
+if TYPE_CHECKING:  # torch is imported where a model runs: reading a run's tasks (an ONNX export's) needs none
+    import torch
 
 Where = Callable[[int], str]  # row index -> "data.csv:7", for messages
 

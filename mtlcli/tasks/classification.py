@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from mtlcli import vocabulary as vocab
 from mtlcli.data import rows as rows_mod
@@ -16,6 +14,9 @@ from mtlcli.errors import UserError, shown
 from mtlcli.registry import task_types
 from mtlcli.tasks import metrics
 from mtlcli.tasks.base import Task, TaskType, Where
+
+if TYPE_CHECKING:  # imported by the methods that run on a model's outputs (see tasks/base.py)
+    import torch
 
 F1_MARGIN = 0.10  # macro-F1 must beat the better of the two baselines by this much to count as learned
 
@@ -76,6 +77,8 @@ class Classification(TaskType):
 
     def loss(self, task: Task, logits: torch.Tensor, targets: torch.Tensor, objective: Any,
              reduction: str = "sum") -> torch.Tensor:
+        from torch.nn import functional as F
+
         return F.cross_entropy(logits.float(), targets, weight=objective.weight(task.name, targets.device),
                                ignore_index=MISSING, reduction=reduction, label_smoothing=objective.label_smoothing)
 
@@ -83,7 +86,7 @@ class Classification(TaskType):
         return ((logits.argmax(-1) == targets) & (targets != MISSING)).sum()
 
     def outputs(self, task: Task, logits: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(logits.float(), dim=-1)
+        return logits.float().softmax(dim=-1)
 
     def score(self, task: Task, targets: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
         cm = metrics.confusion(targets, outputs.argmax(-1) if len(outputs) else targets, len(task.labels))

@@ -8,11 +8,9 @@ where none of the labels applies says so with ``[]``.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from mtlcli import vocabulary as vocab
 from mtlcli.data import rows as rows_mod
@@ -22,6 +20,9 @@ from mtlcli.registry import task_types
 from mtlcli.tasks import metrics
 from mtlcli.tasks.base import Task, TaskType, Where, first_row
 from mtlcli.tasks.classification import label_order
+
+if TYPE_CHECKING:  # imported by the methods that run on a model's outputs (see tasks/base.py)
+    import torch
 
 DEFAULT_THRESHOLD = 0.5
 MIN_POSITIVES = 5  # validation rows a label needs before its threshold is tuned (else 0.5)
@@ -117,15 +118,17 @@ class MultiLabel(TaskType):
              reduction: str = "sum") -> torch.Tensor:
         """Each labelled row's mean binary cross-entropy over the labels (so a row weighs as much as
         in a classification task, however many labels there are)."""
+        from torch.nn import functional as F
+
         labelled = targets[:, 0] == targets[:, 0]
-        y = torch.nan_to_num(targets, nan=0.0)
+        y = targets.nan_to_num(nan=0.0)
         per_label = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none",
                                                        pos_weight=objective.weight(task.name, targets.device))
         rows = per_label.mean(-1) * labelled
         return rows.sum() if reduction == "sum" else rows
 
     def outputs(self, task: Task, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits.float())
+        return logits.float().sigmoid()
 
     def predicted(self, task: Task, outputs: np.ndarray) -> np.ndarray:
         """0/1 per label: a label is predicted where its probability reaches its threshold."""

@@ -4,11 +4,9 @@ kept with the run), so its loss is on the scale of the others; predictions are i
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from mtlcli import vocabulary as vocab
 from mtlcli.data.tables import Labels
@@ -16,6 +14,9 @@ from mtlcli.errors import UserError, shown
 from mtlcli.registry import task_types
 from mtlcli.tasks import metrics
 from mtlcli.tasks.base import Task, TaskType, Where, first_row
+
+if TYPE_CHECKING:  # imported by the methods that run on a model's outputs (see tasks/base.py)
+    import torch
 
 LOSSES = ("mse", "huber")
 RMSE_MARGIN = 0.05  # RMSE must be this share below always answering the training mean to count as learned
@@ -74,8 +75,10 @@ class Regression(TaskType):
 
     def loss(self, task: Task, logits: torch.Tensor, targets: torch.Tensor, objective: Any,
              reduction: str = "sum") -> torch.Tensor:
+        from torch.nn import functional as F
+
         labelled = targets == targets
-        y = torch.nan_to_num(targets, nan=0.0)
+        y = targets.nan_to_num(nan=0.0)
         how = F.huber_loss if task.params.get("loss") == "huber" else F.mse_loss
         rows = how(logits[:, 0].float(), y, reduction="none") * labelled
         return rows.sum() if reduction == "sum" else rows
