@@ -212,6 +212,10 @@ def test_a_pruned_trial_stops_early_and_its_folder_says_so(cli, data, fixed, tmp
     assert os.readlink(tmp_path / "runs" / "p" / "best") in ("trial-0", "trial-1")
     assert cli("report", run, "-o", "r.html").exit_code == 0
     assert "pruned after validation 1" in (tmp_path / "r.html").read_text()
+    # the same trial with one epoch: its only validation is its last, which is never pruned
+    one = ["tune", data, *fixed, "--epochs", "1", "--space", space.name, "--study", "p", "--quiet"]
+    assert cli(*one, "--trials", "4", "--lr-heads", "1e-7", "--lr-backbone", "0").exit_code == 0
+    assert states(load_study(f"sqlite:///{tmp_path / 'runs' / 'p' / 'study.db'}", "p"))[3] == "COMPLETE"
 
 
 @pytest.mark.slow

@@ -203,7 +203,8 @@ class Search:
     def _train(self, trial, cfg: TrainConfig, values: dict[str, Any]) -> Path:
         """The trial's training run; how it can end short is marked on the trial."""
         try:
-            return self.train(cfg, self.display.training_reporter(), judge=partial(self._judge, trial, [0]))
+            last = cfg.epochs if not cfg.max_steps else math.inf  # the epoch of the run's last validation
+            return self.train(cfg, self.display.training_reporter(), judge=partial(self._judge, trial, [0], last))
         except (TrainingInterrupted, SystemExit, KeyboardInterrupt) as stop:
             # SystemExit: a signal before the trial's training started, when there is nothing to save
             why = str(stop) if isinstance(stop, TrainingInterrupted) else "interrupted before its training started"
@@ -225,13 +226,14 @@ class Search:
             drawn = " ".join(f"{k}={v}" for k, v in values.items())
             raise UserError(f"trial {trial.number} ({drawn}) was refused: {exc}") from None
 
-    def _judge(self, trial, step: list[int], row: dict[str, Any]) -> str | None:
-        """Each validation: report the objective; the pruner answers whether to stop here."""
+    def _judge(self, trial, step: list[int], last: float, row: dict[str, Any]) -> str | None:
+        """Each validation: report the objective; the pruner answers whether to stop here. The last
+        validation is never pruned: the trial has run its course, and a pruned trial cannot be the best."""
         step[0] += 1
         value = self.objective.value(row)
         trial.report(value, step[0])
         self.display.validation(trial.number, step[0], value)
-        if trial.should_prune():
+        if row.get("epoch", 0) < last and trial.should_prune():
             return f"pruned after validation {step[0]} (objective {value:.4f}, behind the other trials there)"
         return None
 
