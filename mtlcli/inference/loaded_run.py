@@ -73,7 +73,7 @@ class LoadedRun(Predictor):
     def probs_encoded(self, data: Encoded, batch_size: int | None = None, with_embeddings: bool = False,
                       on_batch: OnBatch | None = None) -> dict[str, np.ndarray]:
         n = len(data)
-        multiple = width_multiple(self.device)
+        multiple = width_multiple(self.device, self.precision)
         tasks = self.tasks
         out: dict[str, np.ndarray | None] = {t: None for t in tasks}  # each sized on the first batch
         if with_embeddings:

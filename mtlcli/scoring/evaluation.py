@@ -17,7 +17,8 @@ from mtlcli.tasks.columns import kind
 @torch.inference_mode()
 def evaluate(model, combiner, data: Encoded, tasks: dict[str, Task], device: torch.device, amp,
              pad_id: int, max_length: int, objective: Objective = Objective(), dist=None,
-             batch_size: int | None = None, per_row: bool = False, tune: bool = False) -> dict[str, Any]:
+             batch_size: int | None = None, per_row: bool = False, tune: bool = False,
+             precision: str = "fp32") -> dict[str, Any]:
     """Per task: its type's metrics on its labelled rows (``score``), its mean loss and its outputs;
     plus the combined loss.
 
@@ -33,7 +34,7 @@ def evaluate(model, combiner, data: Encoded, tasks: dict[str, Task], device: tor
     model.eval()
     names = [t for t in tasks if t in data.labels]
     loss_sum = {t: torch.zeros((), device=device) for t in names}
-    multiple = width_multiple(device)
+    multiple = width_multiple(device, precision)  # ``precision``: what ``amp`` computes in
     batches = sorted_batches(data.lengths, batch_size or inference_batch_size(device), multiple, max_length)
     if dist is not None and dist.enabled:
         batches = batches[dist.rank :: dist.world_size]

@@ -80,7 +80,8 @@ def score_encoded(loaded, encoded, batch_size: int | None = None,
     from mtlcli.scoring.evaluation import evaluate
 
     result = evaluate(loaded.model, loaded.combiner, encoded, loaded.tasks, loaded.device, loaded.amp,
-                      loaded.pad_id, loaded.max_length, loaded.objective, batch_size=batch_size, per_row=per_row)
+                      loaded.pad_id, loaded.max_length, loaded.objective, batch_size=batch_size, per_row=per_row,
+                      precision=loaded.precision)
     report: dict[str, Any] = {"n": len(encoded), "loss": _finite(result["loss"]), "tasks": {}}
     for name, r in result["tasks"].items():
         task = loaded.tasks[name]

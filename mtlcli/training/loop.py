@@ -51,6 +51,7 @@ class LoopParts:
     tasks: dict[str, Task]
     device: torch.device
     amp: Callable  # () -> autocast context
+    precision: str  # what ``amp`` computes in: fp32, bf16 or fp16
     pad_id: int
     batch_size: int
     max_grad_norm: float
@@ -238,7 +239,7 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
     early, interrupted, diverged)."""
     p, reporter, d = parts, hooks.reporter, parts.dist
     tasks = list(p.tasks)
-    multiple = width_multiple(p.device)
+    multiple = width_multiple(p.device, p.precision)
     trim_heap = HeapTrimmer(p.device)
     kept, dropped = gradient_buffers(p.model, p.optimizer)
     accumulating = p.grad_accum > 1
@@ -289,7 +290,7 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
         if len(p.val):
             reporter.validation_start(mark)
             val = evaluate(getattr(p.model, "module", p.model), p.combiner, p.val, p.tasks, p.device, p.amp,
-                           p.pad_id, p.max_length, p.objective, d, tune=True)
+                           p.pad_id, p.max_length, p.objective, d, tune=True, precision=p.precision)
         row = {vocab.EPOCH: mark, **_current_lrs(p), vocab.SECONDS: round(time.perf_counter() - t0, 3),
                vocab.TRAIN_SECONDS: round(train_seconds, 3),
                vocab.TRAIN_SPEED: round((total.seen - seen_before) / train_seconds, 2),

@@ -305,7 +305,7 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
     # DDP averages gradients over processes; checkpoints keep saving the unwrapped ``model``
     parts = LoopParts(model=distributed.wrap(model, dist, device), combiner=combiner, optimizer=optimizer,
                       scheduler=scheduler, train=data.train, val=data.val, tasks=tasks, device=device,
-                      amp=partial(autocast, device, precision), pad_id=data.tokenizer.pad_token_id or 0,
+                      amp=partial(autocast, device, precision), precision=precision, pad_id=data.tokenizer.pad_token_id or 0,
                       batch_size=cfg.batch_size, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
                       lr_backbone=cfg.lr_backbone, lr_heads=cfg.lr_heads, max_length=data.max_length,
                       objective=data.objective, dist=dist, scaler=scaler, cuda_graphs=graphs_off is None,
