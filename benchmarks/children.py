@@ -9,6 +9,7 @@ CPU seconds per wall second tell whether the child got the machine's cores or sh
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -32,6 +33,14 @@ class ChildResult:
     @property
     def cores_used(self) -> float:
         return self.cpu_s / self.wall_s if self.wall_s else 0.0
+
+
+def write_result(path, result: dict) -> None:
+    """A benchmark's result as indented JSON, its folder made first (``path`` None: not written)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 def load1() -> float:

@@ -32,6 +32,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 import time
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def measure_predict(run: str, rows: int, tmp: Path) -> None:
           flush=True)
 
 
-def measure_training(data: Path, rows: int, extra: list[str], tmp: Path) -> None:
+def measure_training(data: Path, rows: int, extra: list[str], tmp: Path, parallel: bool = False) -> None:
     """One epoch of `mtl train` on ``rows`` rows of ``data``, without and with gradient checkpointing."""
     with data.open(encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
@@ -87,10 +88,19 @@ def measure_training(data: Path, rows: int, extra: list[str], tmp: Path) -> None
             csv.writer(f).writerows([header, *part])
     print("| training | peak RSS MB | whole process s | train s | train sents/s | val_loss |")
     print("|---|---|---|---|---|---|")
-    for name, flags in (("as it is", []), ("--gradient-checkpointing", ["--gradient-checkpointing"])):
+    modes = (("as it is", []), ("--gradient-checkpointing", ["--gradient-checkpointing"]))
+
+    def measure(mode: tuple[str, list[str]]):
+        name, flags = mode
         run = re.sub(r"\W+", "-", name).strip("-")
-        done = run_child([sys.executable, "-m", "mtlcli", "train", str(train), "--val", str(val), "--epochs", "1",
-                          "--out", str(tmp / "runs"), "--name", run, "--quiet", *flags, *extra])
+        return name, run, run_child([sys.executable, "-m", "mtlcli", "train", str(train), "--val", str(val),
+                                     "--epochs", "1", "--out", str(tmp / "runs"), "--name", run, "--quiet",
+                                     *flags, *extra])
+
+    # --parallel: both at once, each its own process (peak memory is per process; the seconds then share the cores)
+    with ThreadPoolExecutor(len(modes) if parallel else 1) as pool:
+        measured = list(pool.map(measure, modes))
+    for name, run, done in measured:
         if done.returncode:
             print(done.stderr[-2000:], file=sys.stderr)
             continue
@@ -140,13 +150,14 @@ def main() -> None:
     parser.add_argument("--train", metavar="DATA", type=Path,
                         help="measure one epoch of `mtl train` on DATA with and without --gradient-checkpointing")
     parser.add_argument("--train-rows", type=int, default=6000, help="training rows of DATA for --train")
+    parser.add_argument("--parallel", action="store_true", help="with --train: run both epochs at once")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args, extra = parser.parse_known_args()  # with --train, the rest goes to `mtl train` (--batch-size 64, ...)
     if extra and not args.train:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.train:
         with tempfile.TemporaryDirectory() as tmp:
-            measure_training(args.train, args.train_rows, extra, Path(tmp))
+            measure_training(args.train, args.train_rows, extra, Path(tmp), args.parallel)
         return
     if args.child:
         child(args.child, not args.skip_tokenize)

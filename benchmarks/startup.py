@@ -20,7 +20,6 @@ it to ONNX; ``--compare-with DIR`` measures the same commands with the mtl of an
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from children import run_child  # noqa: E402
+from children import run_child, write_result  # noqa: E402
 from hardware_limit import machine  # noqa: E402
 from token_cache import STEP_MARK  # noqa: E402
 
@@ -122,9 +121,7 @@ def main() -> None:
         "sources": {label: str(path) for label, path in sources.items()},
         "rows": rows,
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ the validation and checkpoints that would follow. `--repeats N` runs the three N
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from children import run_child  # noqa: E402
+from children import run_child, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP_MARK = "first optimizer step done at"
@@ -89,9 +88,7 @@ def main() -> None:
                     "load1_at_start": load_at_start},
         "runs": rows,
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
