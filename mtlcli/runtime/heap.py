@@ -55,16 +55,18 @@ def free_large_blocks_at_once() -> bool:
     recomputing saves. Fixing the limit costs page faults on every step (the fresh mappings are
     faulted in again), which is why only a run that asked to trade time for memory does this.
     """
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not Linux with glibc: its allocator has its own ways
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, OWN_MAPPING_FROM))
+    mallopt = _glibc("mallopt")
+    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, OWN_MAPPING_FROM))
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
+    return _glibc("malloc_trim")
+
+
+def _glibc(name: str) -> Callable[..., int] | None:
+    """One of glibc's allocator functions, or None where the C library is not glibc."""
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL("libc.so.6"), name)
     except (OSError, AttributeError):  # not Linux with glibc (macOS, Windows, musl): nothing to do
         return None
 
