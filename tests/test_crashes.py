@@ -123,6 +123,26 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(cli, small_csv, train_
     assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
+def test_a_run_that_ends_writes_no_last_checkpoint_it_would_drop(cli, small_csv, train_args, tmp_path):
+    # the sizes from a run that keeps its optimizer: under the limit a best checkpoint fits, last.pt does not
+    assert cli("train", small_csv, *train_args, "--epochs", "1", "--name", "k", "--keep-optimizer").exit_code == 0
+    kept = tmp_path / "runs" / "k" / "checkpoints"
+    limit = ((kept / "best_epoch_1.pt").stat().st_size + (kept / "last.pt").stat().st_size) // 2
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "mtlcli", "train", str(small_csv), *train_args, "--epochs", "1",
+                           "--name", "d"], cwd=tmp_path, env=env, preexec_fn=small_disk, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "runs" / "d"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["optimizer_state"] == runs.DROPPED and summary["last_checkpoint"] is None
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best_epoch_1.pt"]
+
+
 def test_an_output_folder_that_cannot_be_written_is_reported_before_training(cli, small_csv, train_args, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

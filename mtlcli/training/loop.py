@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from mtlcli.data.batching import Encoded, collate, train_batches, width_multiple
+from mtlcli.runtime.attention import training_attention
 from mtlcli.runtime.cuda_graphs import StepGraphs
 from mtlcli.model.losses import Objective, task_losses
 from mtlcli.tasks.base import Task
@@ -89,7 +90,9 @@ class Hooks:
 
     on_best: Callable[[int, dict], Any]  # a new best epoch: save its checkpoint
     log_epoch: Callable[[dict], None]  # an epoch's metrics row
-    save_state: Callable[[Position, dict | None], None]  # all it takes to go on from here (+ the epoch's running sums)
+    # all it takes to go on from here (+ the epoch's running sums); ``ends``: the run ends here, every
+    # epoch done or stopped early (not a spent --max-steps, which --resume with a larger one goes on from)
+    save_state: Callable[[Position, dict | None, bool], None]
     stop_requested: Callable[[], bool] = lambda: False  # Ctrl-C or SIGTERM arrived
     reporter: Reporter = field(default_factory=Reporter)
 
@@ -252,17 +255,19 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
     last_epoch = -(-p.max_steps // per_epoch) if p.max_steps else epochs
 
     def forward_backward(input_ids, attention_mask, labels, counts, clear: Callable[[], None]) -> tuple:
-        with p.amp():
-            logits = p.model(input_ids, attention_mask)
-        summed = task_losses(logits, labels, p.tasks, p.objective)
-        # ``counts``: labelled rows per task in the step's whole batch. Each process's summed loss of
-        # each part, divided by them and scaled up by the number of shares (processes x parts), makes
-        # the gradients, added over the parts and averaged over the processes (DDP), exactly those of
-        # the whole batch in one process (for a combiner linear in each task's loss, as all built-in ones)
-        shares = d.world_size * p.grad_accum
-        loss = p.combiner({t: summed[t][0] * shares / counts[t] for t in tasks if counts[t]}) / p.grad_accum
-        clear()
-        p.scaler.scale(loss).backward()  # fp16: scaled up so small gradients do not underflow
+        # the backward pass too: under gradient checkpointing it runs the attention again
+        with training_attention(p.device, input_ids.shape[1]):
+            with p.amp():
+                logits = p.model(input_ids, attention_mask)
+            summed = task_losses(logits, labels, p.tasks, p.objective)
+            # ``counts``: labelled rows per task in the step's whole batch. Each process's summed loss of
+            # each part, divided by them and scaled up by the number of shares (processes x parts), makes
+            # the gradients, added over the parts and averaged over the processes (DDP), exactly those of
+            # the whole batch in one process (for a combiner linear in each task's loss, as all built-in ones)
+            shares = d.world_size * p.grad_accum
+            loss = p.combiner({t: summed[t][0] * shares / counts[t] for t in tasks if counts[t]}) / p.grad_accum
+            clear()
+            p.scaler.scale(loss).backward()  # fp16: scaled up so small gradients do not underflow
         return loss, summed, logits
 
     clear = partial(clear_grads, kept, dropped)
@@ -315,11 +320,13 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
             hooks.on_best(mark, row)
         hooks.log_epoch(row)
         reporter.epoch_end(row, improved)
+        spent = bool(p.max_steps) and ended["steps_run"] >= p.max_steps
+        ends = not spent and (stopper.should_stop or (at_end and epoch == last_epoch))
         if at_end:
-            hooks.save_state(Position(epoch + 1, 0), None)
+            hooks.save_state(Position(epoch + 1, 0), None, ends)
             ended["epochs_run"] = epoch
         else:
-            hooks.save_state(Position(epoch, step), tally.saved_state(d))
+            hooks.save_state(Position(epoch, step), tally.saved_state(d), ends)
         if stopper.should_stop:
             done = ended["steps_run"] >= p.max_steps if p.max_steps else at_end and epoch == last_epoch
             return {**ended, "stopped_early": not done}
@@ -388,7 +395,7 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
                     at = [epoch + 1, 0] if step == len(batches) else [epoch, step]
                     return {**ended, "interrupted": True, "position": at}
             elif stopping:
-                hooks.save_state(Position(epoch, step), tally.saved_state(d))
+                hooks.save_state(Position(epoch, step), tally.saved_state(d), False)
                 return {**ended, "interrupted": True, "position": [epoch, step]}
         if start.step >= len(batches) and epoch == start.epoch:
             # last.pt of a run from before validation came first: stopped after the epoch's last batch
