@@ -7,11 +7,15 @@ Runs, one after the other so every figure comes from the same conditions:
      Trainer), each printing one line of figures;
   2. `mtl train` with default settings, and with --precision fp32, on the peers' own train/validation
      split (so validation accuracies compare the same rows);
+     with the seconds to mtl's first optimizer step (a process that ends there, cold token cache);
   3. prediction: `mtl predict` (end to end) and its streaming core `predict_batches`, against
      `SentenceTransformer.encode` on the same texts with the same backbone and max length; with
-     --predict-precisions (e.g. fp32,int8) both again in each of those precisions;
+     --predict-precisions (e.g. fp32,int8) both again in each of those precisions; and `mtl predict
+     RUN "one text"`, start to end, beside `python -c "import torch"`;
   4. optionally (--memory-rows) the peak memory of `mtl predict` on a long generated input.
-It also measures matmul throughput (fp32 and bf16) and estimates FLOPs per sentence, so the table
+Every training and prediction row gives compute-only sentences per second (the epochs' own clock,
+the model's calls) and whole-process ones (the wall time of the program, start-up, tokenizing,
+validation and writing included): what a user waits for. It also measures matmul throughput (fp32 and bf16) and estimates FLOPs per sentence, so the table
 says how close training and prediction come to what this machine can do.
 """
 
@@ -31,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hardware_limit as hw  # noqa: E402
 from children import PRIORITY, ChildResult, run_child, wait_for_quiet  # noqa: E402
+from token_cache import STEP_MARK  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PEERS = {"seed_loop (plain loop)": "seed_loop.py", "hf_trainer_peer (HF Trainer)": "hf_trainer_peer.py"}
@@ -42,6 +47,7 @@ class Row:
     name: str
     sents_per_s: float | None = None
     whole_sents_per_s: float | None = None  # counting start-up and model loading too
+    first_s: float | None = None  # whole process: seconds to the first optimizer step, or to one text's labels
     precision: str = ""
     val_acc: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -107,23 +113,26 @@ def write_texts(texts: list[str], rows: int, path: Path) -> Path:
 # ---- the measurements --------------------------------------------------------------------------
 
 
-def run_peer(name: str, script: Path, data: Path, model_dir: str, epochs: int, tasks: list[str]) -> Row:
+def run_peer(name: str, script: Path, data: Path, model_dir: str, epochs: int, tasks: list[str], n_train: int) -> Row:
     say(f"{name}: training {epochs} epoch(s)")
     child = check(run_child([sys.executable, str(script), str(data), model_dir, str(epochs)]), name)
     line = child.stdout.strip().splitlines()[-1]
     figures = {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
     accs = {t: figures[k] for t, k in zip(tasks, PEER_TASK_KEYS) if k in figures}
-    return Row(name, figures["train_sents_per_s"], None, "fp32", accs).take(child)
+    return Row(name, figures["train_sents_per_s"], n_train * epochs / child.wall_s, "fp32", accs).take(child)
 
 
-def run_mtl_train(name: str, train: Path, val: Path, work: Path, args, extra: list[str]) -> Row:
+def mtl_train_args(train: Path, val: Path, args, extra: list[str]) -> list[str]:
+    argv = ["train", str(train), "--val", str(val), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+            "--max-length", str(args.max_length), "--quiet", *extra]
+    return argv + (["--model", args.model] if args.model else [])
+
+
+def run_mtl_train(name: str, train: Path, val: Path, work: Path, args, extra: list[str], n_train: int) -> Row:
     say(f"{name}: training {args.epochs} epoch(s)")
     run_name = re.sub(r"\W+", "-", name).strip("-")
-    argv = [sys.executable, "-m", "mtlcli", "train", str(train), "--val", str(val), "--epochs", str(args.epochs),
-            "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-            "--out", str(work / "runs"), "--name", run_name, "--quiet", *extra]
-    if args.model:
-        argv += ["--model", args.model]
+    argv = [sys.executable, "-m", "mtlcli", *mtl_train_args(train, val, args, extra),
+            "--out", str(work / "runs"), "--name", run_name]
     child = check(run_child(argv), name)
     run = work / "runs" / run_name
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -131,10 +140,25 @@ def run_mtl_train(name: str, train: Path, val: Path, work: Path, args, extra: li
     seen = sum(r["train_sentences_per_s"] * r["train_seconds"] for r in metrics)
     last = metrics[-1]
     accs = {k[len("val_"):-len("_acc")]: v for k, v in last.items() if k.startswith("val_") and k.endswith("_acc")}
-    row = Row(name, seen / sum(r["train_seconds"] for r in metrics), None, summary.get("precision", "?"), accs)
+    row = Row(name, seen / sum(r["train_seconds"] for r in metrics), n_train * args.epochs / child.wall_s,
+              summary.get("precision", "?"), accs)
     row.seconds_per_epoch = [r["seconds"] for r in metrics]
     row.note = str(run)
-    return row.take(child)
+    row.take(child)
+    say(f"{name}: to the first optimizer step")
+    first = run_child([sys.executable, str(HERE / "token_cache.py"), "--child",
+                       *mtl_train_args(train, val, args, extra), "--out", str(work / "first-step"), "--no-token-cache"])
+    if first.returncode == 0 and STEP_MARK in first.stderr:
+        row.first_s = first.wall_s
+    return row
+
+
+def run_first_prediction(run: str, precision: str | None = None) -> float | None:
+    """Seconds of `mtl predict RUN "one text"`, start to end."""
+    argv = [sys.executable, "-m", "mtlcli", "predict", run, "The battery died after a day.", "--format", "jsonl",
+            *(["--precision", precision] if precision else [])]
+    child = run_child(argv)
+    return child.wall_s if child.returncode == 0 else None
 
 
 def predict_cli_available() -> bool:
@@ -154,6 +178,8 @@ def run_predict_cli(run: str, texts: Path, rows: int, batch_size: int, out: Path
     row = Row(f"mtl predict{f' --precision {precision}' if precision else ''} (CLI, end to end)", None,
               rows / child.wall_s, precision or "").take(child)
     row.note = json.dumps(child.rss_samples_mb) if sample_rss else ""
+    if not sample_rss:
+        row.first_s = run_first_prediction(run, precision)
     return row
 
 
@@ -177,15 +203,19 @@ def fmt(x: float | None, spec: str = ".1f") -> str:
 
 
 def train_table(rows: list[Row], tasks: list[str], limit: dict[str, float]) -> tuple[list[str], list[list[str]]]:
-    peers = [r.sents_per_s for r in rows if r.name in PEERS and r.sents_per_s]
-    best = max(peers) if peers else None
-    head = ["training", "precision", "train sents/s", "vs best peer", "% of hw limit",
+    peers = [r for r in rows if r.name in PEERS and r.sents_per_s]
+    best = max((r.sents_per_s for r in peers), default=None)
+    best_whole = max((r.whole_sents_per_s for r in peers if r.whole_sents_per_s), default=None)
+    head = ["training", "precision", "train sents/s (compute)", "vs best peer", "% of hw limit",
+            "sents/s (whole process)", "vs best peer whole", "wall s", "first step s",
             *[f"val acc {t}" for t in tasks], "s/epoch", "peak RSS MB", "cores used", "load before"]
     body = []
     for r in rows:
         lim = limit.get(r.precision)
+        whole = f"{r.whole_sents_per_s / best_whole:.2f}x" if best_whole and r.whole_sents_per_s else ""
         body.append([r.name, r.precision, fmt(r.sents_per_s), f"{r.sents_per_s / best:.2f}x" if best else "",
-                     f"{100 * r.sents_per_s / lim:.0f}%" if lim else "", *[fmt(r.val_acc.get(t), ".4f") for t in tasks],
+                     f"{100 * r.sents_per_s / lim:.0f}%" if lim else "", fmt(r.whole_sents_per_s), whole,
+                     f"{r.wall_s:.1f}", fmt(r.first_s, ".2f"), *[fmt(r.val_acc.get(t), ".4f") for t in tasks],
                      " / ".join(f"{s:.0f}" for s in r.seconds_per_epoch), f"{r.max_rss_mb:.0f}",
                      f"{r.cores_used:.2f}", f"{r.load1_before:.2f}"])
     return head, body
@@ -194,14 +224,15 @@ def train_table(rows: list[Row], tasks: list[str], limit: dict[str, float]) -> t
 def predict_table(rows: list[Row], limit: dict[str, float]) -> tuple[list[str], list[list[str]]]:
     st = next((r for r in rows if r.name.startswith("SentenceTransformer")), None)
     head = ["prediction", "precision", "sents/s (compute)", "vs ST encode", "% of hw limit",
-            "sents/s (whole process)", "vs ST whole", "peak RSS MB", "cores used", "load before"]
+            "sents/s (whole process)", "vs ST whole", "first prediction s", "peak RSS MB", "cores used", "load before"]
     body = []
     for r in rows:
         lim = limit.get(r.precision)
         ratio = f"{r.sents_per_s / st.sents_per_s:.2f}x" if st and r.sents_per_s else ""
         whole = f"{r.whole_sents_per_s / st.whole_sents_per_s:.2f}x" if st and r.whole_sents_per_s else ""
         body.append([r.name, r.precision, fmt(r.sents_per_s), ratio, f"{100 * r.sents_per_s / lim:.0f}%" if lim and r.sents_per_s else "",
-                     fmt(r.whole_sents_per_s), whole, f"{r.max_rss_mb:.0f}", f"{r.cores_used:.2f}", f"{r.load1_before:.2f}"])
+                     fmt(r.whole_sents_per_s), whole, fmt(r.first_s, ".2f"), f"{r.max_rss_mb:.0f}", f"{r.cores_used:.2f}",
+                     f"{r.load1_before:.2f}"])
     return head, body
 
 
@@ -267,6 +298,8 @@ def report(results: dict, out: Path | None) -> None:
                                           "sents/s (whole process)"],
                        [[r.name, f"{r.max_rss_mb:.0f}", rss_course(r.note), f"{r.wall_s:.0f}", fmt(r.whole_sents_per_s)]
                         for r in memory_rows]))
+    if results.get("import_torch_s"):
+        limits += f'. `python -c "import torch"`: {results["import_torch_s"]:.2f} s'
     print(results["setup"])
     print(limits)
     for title, head, body in tables:
@@ -320,6 +353,7 @@ def main() -> None:
     work = args.work or Path(tmp.name)
     work.mkdir(parents=True, exist_ok=True)
     train_csv, val_csv, tasks, texts = peer_split(args.data, work)
+    n_train = len(texts) - int(len(texts) * 0.2)
 
     # ---- the hardware limit, measured here and now (in a child: torch stays out of this process)
     all_texts = write_texts(texts, len(texts), work / "all_texts.txt")
@@ -332,14 +366,15 @@ def main() -> None:
     train_rows: list[Row] = []
     if not args.skip_peers:
         for name, script in PEERS.items():
-            train_rows.append(run_peer(name, args.bench_dir / script, args.data, model_dir, args.epochs, tasks))
+            train_rows.append(run_peer(name, args.bench_dir / script, args.data, model_dir, args.epochs, tasks, n_train))
     if args.run:  # predict with an existing run; no mtl training
         run_dir = str(args.run)
     else:
-        train_rows.append(run_mtl_train("mtl train (default)", train_csv, val_csv, work, args, []))
+        train_rows.append(run_mtl_train("mtl train (default)", train_csv, val_csv, work, args, [], n_train))
         run_dir = train_rows[-1].note
         if not args.skip_fp32:
-            train_rows.append(run_mtl_train("mtl train --precision fp32", train_csv, val_csv, work, args, ["--precision", "fp32"]))
+            train_rows.append(run_mtl_train("mtl train --precision fp32", train_csv, val_csv, work, args, ["--precision", "fp32"],
+                                            n_train))
 
     # ---- prediction: the same texts through each
     predict_rows: list[Row] = []
@@ -370,6 +405,9 @@ def main() -> None:
         memory_rows.append(row)
         path.unlink()
 
+    # ---- the yardstick of start-up: the median of three imports of torch
+    import_torch = sorted(run_child([sys.executable, "-c", "import torch"]).wall_s for _ in range(3))[1]
+
     # ---- the matmul throughput again: the limit is the better of the two (others' jobs lower either)
     again = measure_hardware(model_dir, all_texts, args.max_length)["gflops"]
     gflops = {p: max(g, again[p]) for p, g in gflops.items()}
@@ -381,7 +419,7 @@ def main() -> None:
              f"torch {info['torch']} ({info['torch_threads']} threads), Python {info['python']}")
     results = {"setup": setup, "machine": info, "matmul_gflops": gflops, "mean_tokens": tokens,
                "linear_params": cost.linear_params, "layers": cost.layers, "forward_gflop": fwd / 1e9,
-               "train_gflop": trn / 1e9, "train": [r.__dict__ for r in train_rows],
+               "train_gflop": trn / 1e9, "import_torch_s": import_torch, "train": [r.__dict__ for r in train_rows],
                "predict": [r.__dict__ for r in predict_rows], "memory": [r.__dict__ for r in memory_rows]}
     report(results, args.out)
     if tmp:
