@@ -28,6 +28,7 @@ from mtlcli.model.checkpoint import Checkpoint
 from mtlcli.config import TrainConfig
 from mtlcli.runtime.cuda_graphs import graph_blocker
 from mtlcli.errors import RunFailed, UserError
+from mtlcli.runtime.dropout import use_cpu_dropout
 from mtlcli.runtime.heap import free_large_blocks_at_once
 from mtlcli.runtime.hardware import autocast, configure_device, is_out_of_memory, resolve_device, resolve_precision
 from mtlcli.model.losses import Objective
@@ -241,6 +242,8 @@ def set_up(cfg: TrainConfig, reporter: Reporter, resume: Path | None, stop: Stop
 
     # ---- model and optimisation
     model, combiner = builder.build(data.backbone, tasks, cfg)
+    if device.type == "cpu":  # a cheaper random mask (runtime/dropout.py); a GPU keeps its own kernel
+        use_cpu_dropout(model)
     apply_freeze(model, cfg.freeze)
     model.to(device)
     combiner.to(device)
