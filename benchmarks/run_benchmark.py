@@ -47,7 +47,6 @@ class Row:
     name: str
     sents_per_s: float | None = None
     whole_sents_per_s: float | None = None  # counting start-up and model loading too
-    first_s: float | None = None  # whole process: seconds to the first optimizer step, or to one text's labels
     precision: str = ""
     val_acc: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -56,6 +55,7 @@ class Row:
     load1_before: float = 0.0
     seconds_per_epoch: list[float] = field(default_factory=list)
     note: str = ""
+    first_s: float | None = None  # whole process: seconds to the first optimizer step, or to one text's labels
 
     def take(self, child: ChildResult) -> "Row":
         self.wall_s, self.max_rss_mb = child.wall_s, child.max_rss_mb
@@ -421,6 +421,8 @@ def main() -> None:
                "linear_params": cost.linear_params, "layers": cost.layers, "forward_gflop": fwd / 1e9,
                "train_gflop": trn / 1e9, "import_torch_s": import_torch, "train": [r.__dict__ for r in train_rows],
                "predict": [r.__dict__ for r in predict_rows], "memory": [r.__dict__ for r in memory_rows]}
+    if args.out:  # the figures first: a table that fails to render loses no measurement
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
     report(results, args.out)
     if tmp:
         tmp.cleanup()

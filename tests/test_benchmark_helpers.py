@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 import sys
 
@@ -83,3 +84,23 @@ def test_quality_scores_baselines_of_every_task_type_on_the_test_rows(tmp_path):
     assert tasks["score"]["tfidf"]["rmse"] < tasks["score"]["constant"]["rmse"]
     assert tasks["mood"]["tfidf"]["accuracy"] > tasks["mood"]["constant"]["accuracy"]
     assert "| score | regression | rmse |" in quality.typed_table({"baseline": result, "mtl": {}})
+
+
+def test_the_tables_give_whole_process_figures_beside_the_compute_ones(tmp_path, capsys):
+    peer = run_benchmark.Row("seed_loop (plain loop)", 50.0, 40.0, "fp32", {"class_label": 0.9}, wall_s=100.0)
+    mtl = run_benchmark.Row("mtl train (default)", 150.0, 120.0, "bf16", {"class_label": 0.92}, wall_s=33.3,
+                            first_s=4.25)
+    st = run_benchmark.Row("SentenceTransformer.encode", 300.0, 200.0, "fp32")
+    cli = run_benchmark.Row("mtl predict (CLI, end to end)", None, 500.0, "bf16", first_s=1.5)
+    results = {"setup": "setup line", "matmul_gflops": {"fp32": 100.0, "bf16": 400.0}, "mean_tokens": 17.0,
+               "forward_gflop": 0.5, "train_gflop": 1.0, "import_torch_s": 1.25,
+               "train": [peer.__dict__, mtl.__dict__], "predict": [st.__dict__, cli.__dict__], "memory": []}
+    run_benchmark.report(results, tmp_path / "bench.md")
+    tables = (tmp_path / "bench.md").read_text()
+    training = next(line for line in tables.splitlines() if line.startswith("| mtl train (default)"))
+    # compute 150 against 50: 3.00x; whole process 120 against 40: 3.00x; 33.3 s; first step 4.25 s
+    assert "| 150.0 | 3.00x | 38% | 120.0 | 3.00x | 33.3 | 4.25 |" in training
+    predicting = next(line for line in tables.splitlines() if line.startswith("| mtl predict (CLI"))
+    assert "| 500.0 | 2.50x | 1.50 |" in predicting
+    assert '`python -c "import torch"`: 1.25 s' in tables
+    assert json.loads((tmp_path / "bench.json").read_text())["train"][1]["first_s"] == 4.25
