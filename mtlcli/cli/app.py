@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -76,7 +77,13 @@ app.command("tidy", cls=Command)(tidy_cmd.tidy)
 
 def main() -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # not one of several torchrun processes
-        app()
+        try:
+            app()
+        finally:
+            # The process ends here. Python's last collection would walk every object left (torch
+            # alone: 0.25 s of a 2 s `mtl predict RUN "text"`) to free memory the process gives back
+            # anyway; frozen objects are skipped. Files and trackers are closed by then (atexit runs first).
+            gc.freeze()
         return
     # A process under torchrun ends with os._exit once its command is over and its output is out.
     # The interpreter's own teardown would free torch.distributed's objects after their threads:
