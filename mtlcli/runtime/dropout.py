@@ -3,10 +3,10 @@
 ``nn.Dropout`` draws its mask with ``bernoulli_``, one float draw per element from PyTorch's
 Mersenne Twister: 2.1 ms forward and backward for a batch of 32 x 24 tokens x 384 (bf16), 13 times a
 step in a 6-layer BERT. Drawing 15-bit integers with ``random_`` and comparing them with a cut takes
-half of that (1.1 ms), which made a CPU training step of the bundled model about 6% faster.
-The mask keeps each element with probability 1 - round(p * 2^15) / 2^15 (p = 0.1: 0.999994 of the
-asked p dropped), and scales what it keeps by 1 / (1 - p), as nn.Dropout does. On a GPU PyTorch's
-own kernel draws its mask in the same pass and stays.
+half of that (1.1 ms): a CPU training step of the bundled model 10% faster on its own, a whole
+2-epoch run 4%. The mask drops each element with probability round(p * 2^15) / 2^15 (p = 0.1:
+0.100006) and scales what it keeps by 1 / (1 - p), as nn.Dropout does. On a GPU, PyTorch's own
+kernel draws its mask in the same pass and stays.
 """
 
 from __future__ import annotations
