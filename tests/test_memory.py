@@ -70,18 +70,25 @@ def square_saved_for_backward(backbone, seq: int) -> int:
     return sum(kept)
 
 
-def test_without_attention_dropout_training_keeps_no_length_squared_weights(tiny_model):
-    # what halves a CPU training step's memory: PyTorch's fused CPU attention kernel, which takes no dropout
+def test_without_attention_dropout_wide_batches_keep_no_length_squared_weights(tiny_model):
+    # what halves a CPU training step's memory on wide batches: PyTorch's fused CPU attention kernel,
+    # which takes no dropout; batches up to MATH_UP_TO tokens train with the plain kernel, which keeps them
     from mtlcli.model.network import load_pretrained_backbone
+    from mtlcli.runtime.attention import MATH_UP_TO, training_attention
     from mtlcli.training.memory import fused_attention
 
     cpu = torch.device("cpu")
+    wide, narrow = MATH_UP_TO + 8, 48
     fused = load_pretrained_backbone(tiny_model, attention_dropout=0.0)
-    assert fused.config.attention_probs_dropout_prob == 0.0 and fused_attention(fused, cpu)
-    assert square_saved_for_backward(fused, 48) == 0
+    assert fused.config.attention_probs_dropout_prob == 0.0 and fused_attention(fused, cpu, wide)
+    with training_attention(cpu, wide):
+        assert square_saved_for_backward(fused, wide) == 0
+    assert not fused_attention(fused, cpu, narrow)
+    with training_attention(cpu, narrow):
+        assert square_saved_for_backward(fused, narrow) > 0
 
     dropped = load_pretrained_backbone(tiny_model, attention_dropout=0.1)
-    assert dropped.config.attention_probs_dropout_prob == 0.1 and not fused_attention(dropped, cpu)
+    assert dropped.config.attention_probs_dropout_prob == 0.1 and not fused_attention(dropped, cpu, wide)
     layers, heads = dropped.config.num_hidden_layers, dropped.config.num_attention_heads
     assert square_saved_for_backward(dropped, 48) >= layers * 2 * 4 * heads * 48 * 48  # softmax and dropped, per layer
 

@@ -22,6 +22,7 @@ import torch
 
 from mtlcli.errors import RunFailed, UserError
 from mtlcli.model.network import ATTENTION_DROPOUT_KEYS
+from mtlcli.runtime.attention import MATH_UP_TO
 
 GB = 1e9
 
@@ -35,13 +36,17 @@ def activation_bytes(config, batch: int, seq: int, precision: str, fused_attenti
     return per_layer_16bit * layers * (1 if precision in ("bf16", "fp16") else 2)
 
 
-def fused_attention(backbone: torch.nn.Module, device: torch.device) -> bool:
-    """Whether training attention keeps no length x length weights: PyTorch's SDPA kernels do not, on
-    CUDA always, on a CPU only without attention dropout (its fused CPU kernel takes none)."""
+def fused_attention(backbone: torch.nn.Module, device: torch.device, width: int) -> bool:
+    """Whether training attention on batches ``width`` tokens wide keeps no length x length weights:
+    PyTorch's SDPA kernels do not, on CUDA always; on a CPU only where training takes the fused
+    kernel (over runtime.attention's MATH_UP_TO tokens) and without attention dropout (the fused
+    CPU kernel takes none)."""
     config = backbone.config
     if getattr(config, "_attn_implementation", None) != "sdpa":
         return False
-    return device.type == "cuda" or not any(getattr(config, key, 0) for key in ATTENTION_DROPOUT_KEYS)
+    if device.type == "cuda":
+        return True
+    return width > MATH_UP_TO and not any(getattr(config, key, 0) for key in ATTENTION_DROPOUT_KEYS)
 
 
 def optimizer_bytes(model: torch.nn.Module) -> int:
@@ -77,7 +82,7 @@ def check_batch_fits(backbone: torch.nn.Module, lengths: np.ndarray, batch_size:
         return 0
     per_process = math.ceil(min(batch_size, rows) / max(processes, 1))
     longest = int(lengths.max())
-    need = (activation_bytes(backbone.config, per_process, longest, precision, fused_attention(backbone, device))
+    need = (activation_bytes(backbone.config, per_process, longest, precision, fused_attention(backbone, device, longest))
             + optimizer_bytes(backbone))
     if device.type == "cuda":  # the weights are still on the CPU: the GPU has to hold them too
         need += sum(p.numel() * p.element_size() for p in backbone.parameters())
