@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hardware_limit as hw  # noqa: E402
 from children import PRIORITY, ChildResult, run_child, wait_for_quiet  # noqa: E402
+from startup import TEXT as ONE_TEXT  # noqa: E402
 from token_cache import STEP_MARK  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -155,7 +156,7 @@ def run_mtl_train(name: str, train: Path, val: Path, work: Path, args, extra: li
 
 def run_first_prediction(run: str, precision: str | None = None) -> float | None:
     """Seconds of `mtl predict RUN "one text"`, start to end."""
-    argv = [sys.executable, "-m", "mtlcli", "predict", run, "The battery died after a day.", "--format", "jsonl",
+    argv = [sys.executable, "-m", "mtlcli", "predict", run, ONE_TEXT, "--format", "jsonl",
             *(["--precision", precision] if precision else [])]
     child = run_child(argv)
     return child.wall_s if child.returncode == 0 else None

@@ -20,9 +20,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 MATH_UP_TO = 128  # tokens: the widest batch whose training step takes the plain kernel on a CPU
 
 
+def takes_plain_kernel(device: torch.device, width: int) -> bool:
+    """Whether a training step on ``device`` of batches ``width`` tokens wide takes the plain kernel."""
+    return device.type == "cpu" and width <= MATH_UP_TO
+
+
 def training_attention(device: torch.device, width: int) -> contextlib.AbstractContextManager:
     """The context a training forward pass of ``width`` tokens runs in: the plain attention kernel
     on a CPU up to MATH_UP_TO tokens, otherwise PyTorch's own choice."""
-    if device.type == "cpu" and width <= MATH_UP_TO:
-        return sdpa_kernel(SDPBackend.MATH)
-    return contextlib.nullcontext()
+    return sdpa_kernel(SDPBackend.MATH) if takes_plain_kernel(device, width) else contextlib.nullcontext()

@@ -291,6 +291,9 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
     ended = {"epochs_run": start.epoch - 1, "steps_run": (start.epoch - 1) * per_epoch + start.step,
              "stopped_early": False, "interrupted": False, "diverged": None}
 
+    def budget_spent() -> bool:
+        return bool(p.max_steps) and ended["steps_run"] >= p.max_steps
+
     def validate(epoch: int, step: int, steps: int, tally: Tally, t0: float, seen_before: int) -> dict | None:
         """Validate where training stands, log the row, consult the policies, save last.pt; returns
         how the run ends when it ends here (diverged, stopped early), else None."""
@@ -330,16 +333,16 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
             hooks.on_best(mark, row)
         hooks.log_epoch(row)
         reporter.epoch_end(row, improved)
-        spent = bool(p.max_steps) and ended["steps_run"] >= p.max_steps
-        ends = not spent and (stopper.should_stop or (at_end and epoch == last_epoch))
+        spent = budget_spent()
+        trained_all = spent if p.max_steps else at_end and epoch == last_epoch
+        ends = not spent and (stopper.should_stop or trained_all)
         if at_end:
             hooks.save_state(Position(epoch + 1, 0), None, ends)
             ended["epochs_run"] = epoch
         else:
             hooks.save_state(Position(epoch, step), tally.saved_state(d), ends)
         if stopper.should_stop:
-            done = ended["steps_run"] >= p.max_steps if p.max_steps else at_end and epoch == last_epoch
-            return {**ended, "stopped_early": not done}
+            return {**ended, "stopped_early": not trained_all}
         return None
 
     for epoch in range(start.epoch, last_epoch + 1):
@@ -394,7 +397,7 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
                 reporter.log_step(ended["steps_run"], {vocab.TRAIN_LOSS: tally.window_loss(d), **_current_lrs(p)})
 
             # ---- validation at the epoch's end, every eval_steps steps and when max_steps is spent
-            spent = bool(p.max_steps) and ended["steps_run"] >= p.max_steps
+            spent = budget_spent()
             if step == len(batches) or spent or (p.eval_steps and ended["steps_run"] % p.eval_steps == 0):
                 how = validate(epoch, step, len(batches), tally, t0, seen_before)
                 if how:

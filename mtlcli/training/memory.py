@@ -22,7 +22,7 @@ import torch
 
 from mtlcli.errors import RunFailed, UserError
 from mtlcli.model.network import ATTENTION_DROPOUT_KEYS
-from mtlcli.runtime.attention import MATH_UP_TO
+from mtlcli.runtime.attention import takes_plain_kernel
 
 GB = 1e9
 
@@ -46,7 +46,7 @@ def fused_attention(backbone: torch.nn.Module, device: torch.device, width: int)
         return False
     if device.type == "cuda":
         return True
-    return width > MATH_UP_TO and not any(getattr(config, key, 0) for key in ATTENTION_DROPOUT_KEYS)
+    return not takes_plain_kernel(device, width) and not any(getattr(config, key, 0) for key in ATTENTION_DROPOUT_KEYS)
 
 
 def optimizer_bytes(model: torch.nn.Module) -> int:

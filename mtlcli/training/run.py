@@ -431,12 +431,13 @@ class CheckpointWriter:
         last.pt (363 MB with the bundled model) right after writing the summary, so it is not written:
         a crash before the summary leaves the previous last.pt, and --resume trains the rest again.
         The replaced best checkpoint then goes in ``finish``, once that last.pt is gone."""
-        if self.main and not (ends and not self.keep_optimizer):
-            rows = self.state.log.rows
-            last = self.checkpoint(at.epoch - 1, rows[-1] if rows else {})  # epoch: the last complete one
-            last.resume = self.state.payload(at, tally)
-            last.save(last_checkpoint(self.state.run))
-            self.state.saver.prune()  # only now that last.pt names the new best can the old one go
+        if not self.main or (ends and not self.keep_optimizer):
+            return
+        rows = self.state.log.rows
+        last = self.checkpoint(at.epoch - 1, rows[-1] if rows else {})  # epoch: the last complete one
+        last.resume = self.state.payload(at, tally)
+        last.save(last_checkpoint(self.state.run))
+        self.state.saver.prune()  # only now that last.pt names the new best can the old one go
 
 
 def finish(session: Session, result: dict[str, Any], stop: StopSignals) -> Path:
