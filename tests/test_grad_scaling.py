@@ -77,3 +77,42 @@ def test_training_saves_the_scaler_state_and_resumes_with_it(cli, small_csv, tra
     resumed = cli("train", "--resume", tmp_path / "runs" / "s", "--epochs", "2", "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert load_checkpoint(last)["resume"]["epoch"] == 3
+
+
+def adamw_step(max_grad_norm: float, folded: bool, extra: bool = False) -> list[torch.Tensor]:
+    """The parameters after three fused AdamW steps: the loop's (clip_and_step), or clip_grad_norm_ then
+    the step. ``extra``: one more parameter in the optimizer and not among those clipped (a combiner's).
+    Each step's loss is larger than the one before: Adam's update depends on the clipping only
+    through the ratios of the steps' gradients."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    params = list(model.parameters()) + ([torch.nn.Parameter(torch.zeros(3))] if extra else [])
+    optimizer = torch.optim.AdamW(params, lr=0.1, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    for k in range(1, 4):
+        optimizer.zero_grad()
+        (loss_of(model) * k**3 + (params[-1].sum() * 50 * k**3 if extra else 0)).backward()
+        if folded:
+            assert clip_and_step(grad_scaler(torch.device("cpu"), "bf16"), optimizer, scheduler, model.parameters(),
+                                 max_grad_norm)
+        else:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+    return [p.detach().clone() for p in params]
+
+
+@pytest.mark.parametrize("max_grad_norm", [1.0, 1e9])
+def test_a_fused_adamw_clips_inside_its_step_as_clip_grad_norm_does(max_grad_norm, monkeypatch):
+    separate = adamw_step(max_grad_norm, folded=False)
+
+    def no_pass_of_its_own(*args, **kwargs):
+        raise AssertionError("clip_grad_norm_ called: the clipping was not left to the fused step")
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", no_pass_of_its_own)
+    for a, b in zip(adamw_step(max_grad_norm, folded=True), separate):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_a_parameter_stepped_but_not_clipped_keeps_its_whole_gradient():
+    for a, b in zip(adamw_step(1.0, folded=True, extra=True), adamw_step(1.0, folded=False, extra=True)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
