@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import sample_rows
+from conftest import sample_rows, write_csv
 
 TEXTS = ["The laptop is excellent.", "The soup was a huge disappointment. Never again.", "ok"]
 
@@ -46,6 +46,17 @@ def test_predict_on_a_bert_run_does_not_import_transformers(trained_run):
     labels = json.loads((Path(trained_run[0]) / "labels.json").read_text())
     assert [r["text"] for r in records] == TEXTS
     assert all(r[task]["label"] in labels[task] for r in records for task in labels)
+
+
+@pytest.mark.slow
+def test_training_a_bert_does_not_import_transformers(tiny_model, tmp_path):
+    data = write_csv(tmp_path / "few.csv", sample_rows(40))
+    argv = [sys.executable, "-c", SCRIPT, "train", str(data), "--model", tiny_model, "--epochs", "1",
+            "--out", str(tmp_path / "runs"), "--quiet"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == ["torch"]
+    assert (tmp_path / "runs" / "latest" / "backbone" / "tokenizer.json").is_file()
 
 
 @pytest.mark.slow

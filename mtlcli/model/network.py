@@ -51,7 +51,15 @@ def _quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str, native: bool = False):
+    """The model's tokenizer; ``native``: read straight from a local folder's tokenizer.json where
+    data.tokenizer_file covers it (no transformers import)."""
+    if native and Path(path).is_dir():
+        from mtlcli.data.tokenizer_file import open_tokenizer_file
+
+        tokenizer = open_tokenizer_file(Path(path))
+        if tokenizer is not None:
+            return tokenizer
     from transformers import AutoTokenizer
 
     _quiet_transformers()
@@ -107,13 +115,22 @@ def _cached(repo_id: str) -> bool:
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
 
 
-def load_pretrained_backbone(path: str, attention_dropout: float | None = None) -> nn.Module:
+def load_pretrained_backbone(path: str, attention_dropout: float | None = None, native: bool = False) -> nn.Module:
     """The pretrained backbone; ``attention_dropout`` replaces its config's dropout on attention weights.
+    ``native``: a BERT in a local folder is built by mtlcli.model.bert (no transformers import), where
+    that module covers it.
 
-    Why it matters: PyTorch's fused attention kernel on a CPU takes no dropout, so with any dropout
-    there every layer keeps batch x heads x length x length weights for the backward pass, three
-    times over (scores, softmax, dropped) - about 0.6 GB for MiniLM at 32 x 136 tokens in fp32.
+    Why the dropout matters: PyTorch's fused attention kernel on a CPU takes no dropout, so with any
+    dropout there every layer keeps batch x heads x length x length weights for the backward pass,
+    three times over (scores, softmax, dropped) - about 0.6 GB for MiniLM at 32 x 136 tokens in fp32.
     """
+    if native and Path(path).is_dir():
+        from mtlcli.model.bert import pretrained_encoder
+
+        overrides = {} if attention_dropout is None else {"attention_probs_dropout_prob": attention_dropout}
+        backbone = pretrained_encoder(Path(path), overrides)
+        if backbone is not None:
+            return backbone
     from transformers import AutoConfig, AutoModel
 
     _quiet_transformers()

@@ -358,9 +358,11 @@ def tokenize_inputs(cfg: TrainConfig, inputs: Inputs, cache: Path | None = None)
     """The backbone, and every table tokenized (through the token cache in ``cache``, when given)."""
     model_path = cfg.model or default_model_path()
     seed_everything(cfg.seed)
-    tokenizer = load_tokenizer(model_path)
+    # transformers' classes only where mtl's own do not cover the model, or for gradient checkpointing
+    native = not cfg.gradient_checkpointing
+    tokenizer = load_tokenizer(model_path, native=True)
     own = cfg.attention_dropout == "model"
-    backbone = load_pretrained_backbone(model_path, None if own else cfg.attention_dropout)
+    backbone = load_pretrained_backbone(model_path, None if own else cfg.attention_dropout, native)
     if cfg.gradient_checkpointing:  # before the run folder exists: a backbone without it is refused first
         enable_gradient_checkpointing(backbone)
     tokens = TokenCache(cache, tokenizer)
