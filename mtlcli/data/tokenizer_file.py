@@ -18,8 +18,8 @@ from typing import Any, Sequence
 class TokenizerFile:
     """Token ids of texts, as ``data.batching.tokenize`` asks the transformers tokenizer for them."""
 
-    def __init__(self, backend, pad_token_id: int | None, truncation_side: str, model_max_length: int | None = None,
-                 folder: Path | None = None):
+    def __init__(self, backend, pad_token_id: int | None, truncation_side: str, model_max_length: int | None,
+                 folder: Path):
         self.backend = backend
         self.pad_token_id = pad_token_id
         self.truncation_side = truncation_side

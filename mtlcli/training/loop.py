@@ -70,6 +70,11 @@ class LoopParts:
     log_steps: int = 10  # optimizer steps between the per-step losses the reporter hears
 
 
+def budget_spent(max_steps: int, steps_run: int) -> bool:
+    """Whether a run given ``--max-steps`` (0: none) has taken them all."""
+    return bool(max_steps) and steps_run >= max_steps
+
+
 def epoch_mark(epoch: int, step: int, steps: int) -> int | float:
     """A validation's name in metrics.jsonl's ``epoch``: the epoch at its end, else the epochs done
     (1.25: a quarter into epoch 2), as Hugging Face's Trainer logs it."""
@@ -291,9 +296,6 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
     ended = {"epochs_run": start.epoch - 1, "steps_run": (start.epoch - 1) * per_epoch + start.step,
              "stopped_early": False, "interrupted": False, "diverged": None}
 
-    def budget_spent() -> bool:
-        return bool(p.max_steps) and ended["steps_run"] >= p.max_steps
-
     def validate(epoch: int, step: int, steps: int, tally: Tally, t0: float, seen_before: int) -> dict | None:
         """Validate where training stands, log the row, consult the policies, save last.pt; returns
         how the run ends when it ends here (diverged, stopped early), else None."""
@@ -333,7 +335,7 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
             hooks.on_best(mark, row)
         hooks.log_epoch(row)
         reporter.epoch_end(row, improved)
-        spent = budget_spent()
+        spent = budget_spent(p.max_steps, ended["steps_run"])
         trained_all = spent if p.max_steps else at_end and epoch == last_epoch
         ends = not spent and (stopper.should_stop or trained_all)
         if at_end:
@@ -397,7 +399,7 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
                 reporter.log_step(ended["steps_run"], {vocab.TRAIN_LOSS: tally.window_loss(d), **_current_lrs(p)})
 
             # ---- validation at the epoch's end, every eval_steps steps and when max_steps is spent
-            spent = budget_spent()
+            spent = budget_spent(p.max_steps, ended["steps_run"])
             if step == len(batches) or spent or (p.eval_steps and ended["steps_run"] % p.eval_steps == 0):
                 how = validate(epoch, step, len(batches), tally, t0, seen_before)
                 if how:

@@ -43,7 +43,7 @@ from mtlcli.tasks.columns import kind
 from mtlcli.training import distributed, memory
 from mtlcli.training.grad_scaling import grad_scaler
 from mtlcli.training.interrupt import StopSignals, TrainingInterrupted
-from mtlcli.training.loop import Hooks, LoopParts, Position, epoch_mark, fit
+from mtlcli.training.loop import Hooks, LoopParts, Position, budget_spent, epoch_mark, fit
 from mtlcli.training.policies import BestCheckpoint, EarlyStopping, LastEpoch, Pruning
 from mtlcli.training.reporter import Reporter
 from mtlcli.training.resume import TrainingState, data_fingerprint, last_checkpoint
@@ -409,7 +409,7 @@ def _go_on_from(saved: Checkpoint | None, state: TrainingState, model, combiner,
         raise UserError(f"{state.run}: the run stopped early after epoch {done} (no improvement for "
                         f"{stopper.bad_epochs} validations); to train on, raise --patience with --resume")
     steps_done = (start.epoch - 1) * steps_per_epoch + start.step
-    if cfg.max_steps and steps_done >= cfg.max_steps:
+    if budget_spent(cfg.max_steps, steps_done):
         raise UserError(f"{state.run}: the run has finished (step {steps_done} of {cfg.max_steps}); "
                         "to train on, raise --max-steps with --resume")
     if not cfg.max_steps and start.epoch > cfg.epochs:
@@ -465,9 +465,9 @@ def finish(session: Session, result: dict[str, Any], stop: StopSignals) -> Path:
     validated = len(parts.val) > 0
     ended = not result["interrupted"] and not result["diverged"]  # finished, or stopped early
     # a run that spent its --max-steps keeps it: --resume with a larger --max-steps goes on from there
-    budget_spent = bool(session.cfg.max_steps) and result["steps_run"] >= session.cfg.max_steps
+    spent = budget_spent(session.cfg.max_steps, result["steps_run"])
     # the optimizer state only serves --resume: a run that ended drops it unless told to keep it
-    drop_optimizer = ended and not budget_spent and not session.cfg.keep_optimizer
+    drop_optimizer = ended and not spent and not session.cfg.keep_optimizer
     summary = {"best_epoch": stopper.best_epoch, "best_val_loss": stopper.best,
                "best_rule": "lowest validation loss" if validated else runs.NO_VALIDATION_RULE, **result,
                "best_checkpoint": str(saver.path.relative_to(run)) if saver.path else None,
