@@ -24,7 +24,7 @@ def test_the_backbones_largest_tensor_is_dropped_and_its_gradient_is_each_steps_
     torch.manual_seed(0)
     model = Tiny()
     optimizer = torch.optim.AdamW(model.parameters())
-    kept, dropped = gradient_buffers(model, optimizer)
+    kept, dropped = gradient_buffers(model, optimizer, [])
     words, layer = model.backbone["words"].weight, model.backbone["layer"]
     assert [id(q) for q in kept] == [id(layer.weight), id(layer.bias)]
     assert {id(q) for q in dropped} == {id(words), id(model.head.weight), id(model.head.bias)}

@@ -34,6 +34,7 @@ from mtlcli.training.distributed import (Dist, all_gather_object, all_reduce_max
 from mtlcli import vocabulary as vocab
 from mtlcli.scoring.evaluation import evaluate
 from mtlcli.runtime.heap import HeapTrimmer
+from mtlcli.training.embedding_grads import RowGradients
 from mtlcli.training.grad_scaling import clip_and_step
 from mtlcli.training.policies import EarlyStopping
 from mtlcli.training.reporter import Reporter
@@ -212,9 +213,11 @@ class Tally:
 OWN_MAPPING = 32 << 20  # bytes: glibc serves a block this large from a mapping of its own, never from its heap
 
 
-def gradient_buffers(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[list, list]:
+def gradient_buffers(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     as_rows: list[torch.Tensor]) -> tuple[list, list]:
     """The trained parameters, split: those whose gradient buffers are kept from step to step (the
-    backbone's: every step gives them a gradient) and the rest, whose gradients are dropped.
+    backbone's: every step gives them a gradient) and the rest, whose gradients are dropped. Among
+    the rest, ``as_rows``: a table whose gradient comes as the rows read (embedding_grads.py).
 
     A backbone tensor over OWN_MAPPING bytes (the word embeddings: 30,522 x 384 in MiniLM) joins the
     rest: its buffer is a mapping of its own, so dropping it leaves no hole in the heap, and the
@@ -222,7 +225,9 @@ def gradient_buffers(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
     training step of the bundled model 4% faster, the same numbers)."""
     backbone = {id(q) for q in getattr(model, "module", model).backbone.parameters()}
     trained = [q for group in optimizer.param_groups for q in group["params"]]
-    kept = {id(q) for q in trained if id(q) in backbone and q.numel() * q.element_size() <= OWN_MAPPING}
+    rows = {id(q) for q in as_rows}
+    kept = {id(q) for q in trained
+            if id(q) in backbone and id(q) not in rows and q.numel() * q.element_size() <= OWN_MAPPING}
     return [q for q in trained if id(q) in kept], [q for q in trained if id(q) not in kept]
 
 
@@ -259,7 +264,8 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
     tasks = list(p.tasks)
     multiple = width_multiple(p.device, p.precision)
     trim_heap = HeapTrimmer(p.device)
-    kept, dropped = gradient_buffers(p.model, p.optimizer)
+    read_rows = RowGradients.of(p.model, p.device, d.enabled)  # CPU: the word embeddings' gradient as the rows read
+    kept, dropped = gradient_buffers(p.model, p.optimizer, read_rows.weights)
     accumulating = p.grad_accum > 1
     assert not (accumulating and p.cuda_graphs), "graph_blocker turns CUDA graphs off for gradient accumulation"
 
@@ -377,6 +383,7 @@ def fit(parts: LoopParts, epochs: int, stopper: EarlyStopping, hooks: Hooks, sta
                 tally.add(step, loss, summed, logits, batch.labels, part, len(chunk), len(rows) / d.world_size)
                 step_loss = step_loss + loss.detach()
             average_grads(p.combiner.parameters(), d)
+            read_rows.densify()
             clip_and_step(p.scaler, p.optimizer, p.scheduler, p.model.parameters(), p.max_grad_norm)
             trim_heap()
             ended["steps_run"] = before + step
