@@ -21,6 +21,16 @@ def test_it_drops_p_of_the_elements_and_scales_the_rest():
     assert torch.equal(x.grad, y.detach())
 
 
+def test_neighbouring_elements_are_dropped_independently():
+    # four elements share a 64-bit draw: at p = 0.5 each pair of neighbours is dropped together a quarter
+    # of the time, and each position within a draw as often as any other
+    torch.manual_seed(1)
+    dropped = CpuDropout(0.5).train()(torch.ones(4_000_000)) == 0
+    assert abs(float((dropped[:-1] & dropped[1:]).float().mean()) - 0.25) < 0.002
+    for lane in range(4):
+        assert abs(float(dropped[lane::4].float().mean()) - 0.5) < 0.002, lane
+
+
 def test_the_same_seed_draws_the_same_mask_in_bf16_too():
     x = torch.randn(32, 24, 384).bfloat16()
     drop = CpuDropout(0.2).train()
