@@ -61,6 +61,24 @@ def runs_in(out: Path) -> list[Path]:
     return sorted(p for p in out.iterdir() if not p.is_symlink() and not p.name.startswith("."))
 
 
+def assert_same_run(first: Path, second: Path, checkpoint: str = "best_epoch_1.pt") -> None:
+    """Two runs logged the same metrics (their times aside) and saved the same weights, to the bit."""
+    import json
+
+    import torch
+
+    from mtlcli import vocabulary as vocab
+    from mtlcli.model.checkpoint import load_checkpoint
+
+    times = (vocab.SECONDS, vocab.TRAIN_SECONDS, vocab.TRAIN_SPEED)
+    rows = [[{k: v for k, v in json.loads(line).items() if k not in times}
+             for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (first, second)]
+    assert rows[0] == rows[1]
+    weights = [load_checkpoint(run / "checkpoints" / checkpoint)["model"] for run in (first, second)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def sample_rows(n: int | None = None) -> list[list[str]]:
     with SAMPLE.open(encoding="utf-8") as f:
         rows = list(csv.reader(f))[1:]

@@ -4,17 +4,12 @@ training run is the same run."""
 
 from __future__ import annotations
 
-import json
-
 import torch
 from torch import nn
 
-from mtlcli import vocabulary as vocab
-from mtlcli.model.checkpoint import load_checkpoint
+from conftest import assert_same_run
 from mtlcli.training import embedding_grads
 from mtlcli.training.embedding_grads import RowGradients
-
-TIMES = (vocab.SECONDS, vocab.TRAIN_SECONDS, vocab.TRAIN_SPEED)
 
 PAD = 0
 # each step reads other rows (a row left from the step before would stay in the gradient), with repeats and padding
@@ -84,9 +79,4 @@ def test_a_run_with_rows_is_the_dense_run_to_the_bit(cli, small_csv, train_args,
     assert densified and all(densified)  # every step's gradient came as rows
     monkeypatch.setattr(embedding_grads.RowGradients, "of", classmethod(lambda cls, *a: cls(None)))
     assert cli("train", *args, "--name", "dense").exit_code == 0
-    runs = {name: tmp_path / "runs" / name for name in ("rows", "dense")}
-    rows = {name: [{k: v for k, v in json.loads(line).items() if k not in TIMES}
-                   for line in (run / "metrics.jsonl").read_text().splitlines()] for name, run in runs.items()}
-    assert rows["rows"] == rows["dense"]
-    weights = {name: load_checkpoint(run / "checkpoints" / "best_epoch_1.pt")["model"] for name, run in runs.items()}
-    assert all(torch.equal(weights["rows"][k], weights["dense"][k]) for k in weights["rows"])
+    assert_same_run(tmp_path / "runs" / "rows", tmp_path / "runs" / "dense")

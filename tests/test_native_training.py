@@ -4,18 +4,14 @@ give, to the bit. Models the module does not cover still load through transforme
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from mtlcli import vocabulary as vocab
+from conftest import assert_same_run
 from mtlcli.model import bert
-from mtlcli.model.checkpoint import load_checkpoint
 from mtlcli.model.network import load_pretrained_backbone, load_tokenizer
-
-TIMES = (vocab.SECONDS, vocab.TRAIN_SECONDS, vocab.TRAIN_SPEED)
 
 
 def test_the_native_backbone_holds_the_weights_transformers_loads(tiny_model):
@@ -41,11 +37,7 @@ def test_training_with_the_native_bert_gives_transformers_run_to_the_bit(cli, sm
     monkeypatch.setattr(bert, "pretrained_encoder", lambda folder, overrides: None)  # as for an uncovered model
     assert cli("train", *args, "--name", "transformers").exit_code == 0
     runs = {name: tmp_path / "runs" / name for name in ("native", "transformers")}
-    rows = {name: [{k: v for k, v in json.loads(line).items() if k not in TIMES}
-                   for line in (run / "metrics.jsonl").read_text().splitlines()] for name, run in runs.items()}
-    assert rows["native"] == rows["transformers"]
-    weights = {name: load_checkpoint(run / "checkpoints" / "best_epoch_1.pt")["model"] for name, run in runs.items()}
-    assert all(torch.equal(weights["native"][k], weights["transformers"][k]) for k in weights["native"])
+    assert_same_run(runs["native"], runs["transformers"])
     # the run folder's backbone files: transformers reads the native run's as its own
     from transformers import AutoConfig
 
