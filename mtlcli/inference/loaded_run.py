@@ -16,6 +16,7 @@ from mtlcli.data.batching import Encoded, inference_batch_size, iterate, sorted_
 from mtlcli.inference.predictor import OnBatch, Predictor
 from mtlcli.model.checkpoint import Checkpoint, SavedRun
 from mtlcli.runtime.cuda_graphs import ForwardGraphs, graph_blocker
+from mtlcli.runtime.packed_linear import pack_linears
 from mtlcli.errors import UserError
 from mtlcli.model.losses import Objective
 from mtlcli.tasks.columns import kind
@@ -132,17 +133,18 @@ def ready(model: MultiTaskModel, dev: torch.device, requested: str, trained: str
     model.to(dev).eval()
     precision = _precision(requested, trained, dev)
     with one_thread():
-        _cast_backbone_linears(model, precision)
+        _cast_backbone_linears(model, precision, dev)
     return precision
 
 
-def _cast_backbone_linears(model: MultiTaskModel, precision: str) -> None:
+def _cast_backbone_linears(model: MultiTaskModel, precision: str, dev: torch.device) -> None:
     """Give the backbone's linear layers the autocast dtype once, for inference.
 
     Under bf16/fp16 autocast every linear layer casts its fp32 weights again on every call (the
     cast cache does not apply under inference mode), so every batch paid for copying the whole
     backbone. Autocast would cast them to exactly these values, so the results do not change.
     Only the backbone (Hugging Face layers, all F.linear); plugin heads and poolers stay as they are.
+    bf16 on a CPU: the layers' weights are also laid out once for oneDNN (mtlcli/runtime/packed_linear.py).
     int8: the same layers become int8 ones (mtlcli/runtime/int8.py); the rest stays fp32.
     """
     if precision == "int8":
@@ -150,6 +152,8 @@ def _cast_backbone_linears(model: MultiTaskModel, precision: str) -> None:
 
         quantize_linears(model.backbone)
     elif precision in ("bf16", "fp16"):
+        if precision == "bf16" and dev.type == "cpu" and pack_linears(model.backbone):
+            return
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         for module in model.backbone.modules():
             if isinstance(module, torch.nn.Linear):
