@@ -37,11 +37,12 @@ class PackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.bfloat16)
-        if x.numel() >= PACKED_FROM * self.in_features and self.packed is None:
-            self.packed = _laid_out(self.weight)
-        if x.numel() < PACKED_FROM * self.in_features or self.packed is False:
-            return F.linear(x, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        if x.numel() >= PACKED_FROM * self.in_features:
+            if self.packed is None:
+                self.packed = _laid_out(self.weight)
+            if self.packed is not False:
+                return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return F.linear(x, self.weight, self.bias)
 
 
 def _laid_out(weight: torch.Tensor) -> torch.Tensor | bool:

@@ -3,7 +3,7 @@
 A batch reads a few hundred of the 30,522 rows of MiniLM's word embeddings, yet the embedding's
 backward pass makes a dense gradient of the whole table every step: 47 MB allocated (a block that
 large is a mapping of its own, so its 11,500 pages are faulted in again each time) and filled with
-zeros before the rows are added, 8% of a CPU training step of the bundled model. Here the
+zeros before the rows are added: 7% of a CPU training epoch of the bundled model. Here the
 embedding's backward pass gives a sparse gradient instead (the rows read and their gradients),
 and before the optimizer step it is added into one dense buffer kept for the whole run, whose
 rows of the step before are zeroed first. The buffer then holds what the dense backward pass
