@@ -8,10 +8,10 @@ inference uses. For MiniLM's layer shapes a product of 1,536 rows took 10 to 30%
 `mtl predict` on the shared sentences about 10% less, with the same outputs to the bit.
 
 Both compute in fp32 from the same bf16 values and round once, but oneDNN may split a sum
-differently for a small product: below about 320 rows, some outputs of MiniLM's 1,536-wide layer
-came out one bf16 step apart (measured on an AMX CPU; from 320 rows to 8,192 none did). So a
-product under ``PACKED_FROM`` rows keeps ``F.linear`` and the weight is laid out on the first larger
-one: a single text costs no layout (27 ms for MiniLM) and gives what it gave before.
+differently for a small product: from 48 to 304 rows, some outputs of MiniLM's layer that sums
+1,536 values came out one bf16 step apart (measured on an AMX CPU; from 312 rows to 8,192 none
+did). So a product under ``PACKED_FROM`` rows keeps ``F.linear``, and the weight is laid out on the
+first larger one: a single text costs no layout (27 ms for MiniLM) and gives what it gave before.
 """
 
 from __future__ import annotations
