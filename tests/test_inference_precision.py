@@ -1,4 +1,5 @@
-"""Inference in bf16: the backbone's linear weights are cast once at load, with the same results."""
+"""Inference in bf16: the backbone's linear weights are cast once at load (on a CPU, also laid out for
+oneDNN's own linear operation), with autocast's results."""
 
 from __future__ import annotations
 
@@ -7,9 +8,18 @@ import pytest
 import torch
 
 from conftest import sample_rows
-from mtlcli.runtime.packed_linear import PACKED_FROM, PackedLinear, pack_linears
+from mtlcli.runtime.packed_linear import PACKED_FROM, PackedLinear
 
-PACKS = pack_linears(torch.nn.Sequential(torch.nn.Linear(4, 4))) == 1
+
+def _lays_out() -> bool:
+    """Whether this PyTorch and CPU run oneDNN's linear operation with a laid-out bf16 weight."""
+    layer = PackedLinear(torch.nn.Linear(4, 4))
+    with torch.inference_mode():
+        layer(torch.zeros(PACKED_FROM, 4))
+    return isinstance(layer.packed, torch.Tensor)
+
+
+PACKS = _lays_out()
 
 
 def test_bf16_inference_casts_backbone_weights_once_and_gives_autocasts_results(trained_run, monkeypatch):
@@ -73,11 +83,12 @@ def test_a_packed_layer_gives_the_bf16_linear_layers_values(rows, sizes):
         assert bool(((got.float() - expected.float()).abs() <= step).all())
 
 
-def test_a_layer_keeps_f_linear_where_onednn_cannot_lay_its_weight_out(monkeypatch):
+@pytest.mark.parametrize("operation", ["_reorder_linear_weight", "_linear_pointwise"])
+def test_a_layer_keeps_f_linear_where_onednn_cannot_run_it(monkeypatch, operation):
     def refused(*args):
-        raise RuntimeError("no oneDNN layout for this CPU")
+        raise RuntimeError("no oneDNN bf16 kernel for this CPU")
 
-    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refused)
+    monkeypatch.setattr(torch.ops.mkldnn, operation, refused)
     linear = torch.nn.Linear(8, 4)
     layer = PackedLinear(linear)
     x = torch.randn(PACKED_FROM, 8)

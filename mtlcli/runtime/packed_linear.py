@@ -39,18 +39,20 @@ class PackedLinear(nn.Module):
         x = x.to(torch.bfloat16)
         if x.numel() >= PACKED_FROM * self.in_features:
             if self.packed is None:
-                self.packed = _laid_out(self.weight)
+                self.packed = _laid_out(self.weight, self.bias)
             if self.packed is not False:
                 return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
 
-def _laid_out(weight: torch.Tensor) -> torch.Tensor | bool:
-    """The weight in oneDNN's layout, or False where this PyTorch or CPU has none."""
+def _laid_out(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | bool:
+    """The weight in oneDNN's layout, or False where this PyTorch or CPU cannot run it (tried on a row)."""
     try:
         with torch.inference_mode(False):  # a plain tensor, usable outside inference mode too
-            return torch.ops.mkldnn._reorder_linear_weight(weight)
-    except (AttributeError, RuntimeError):  # no mkldnn ops in this build, or none for this CPU
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight)
+            torch.ops.mkldnn._linear_pointwise(weight.new_zeros(1, weight.shape[1]), packed, bias, "none", [], "")
+            return packed
+    except (AttributeError, RuntimeError):  # no mkldnn ops in this build, or no bf16 kernel for this CPU
         return False
 
 
