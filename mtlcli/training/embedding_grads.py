@@ -26,7 +26,7 @@ class RowGradients:
     def __init__(self, embedding: nn.Embedding | None):
         self.weight = embedding.weight if embedding is not None else None
         self.buffer: torch.Tensor | None = None  # the dense gradient, kept from step to step
-        self.rows: torch.Tensor | None = None  # the rows the buffer holds non-zero values in
+        self.rows: torch.Tensor | None = None  # the rows the buffer holds non-zero values in (set with it)
         if embedding is not None:
             embedding.sparse = True  # nn.Embedding's own switch: its backward pass gives the rows read
 
@@ -49,7 +49,7 @@ class RowGradients:
             return
         if self.buffer is None:
             self.buffer = torch.zeros_like(self.weight)
-        elif self.rows is not None:
+        else:
             self.buffer.index_fill_(0, self.rows, 0.0)  # the rows of the step before; the rest are zeros
         # uncoalesced: one entry per token read (several parts of a step add theirs one after another),
         # added in order, as the dense backward pass adds them
